@@ -1,0 +1,129 @@
+//! The real control plane: started once per test binary through `tests/cluster up`, or reused
+//! when one is already running (the script serialises concurrent starts with a lock).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::{
+    Error, Result,
+    process::{run, run_with_input},
+};
+
+/// A running kube-apiserver (with etcd and kube-controller-manager) and the tools built for it.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    /// Kubeconfig with cluster-admin credentials.
+    pub kubeconfig: PathBuf,
+    /// Directory holding kubectl, helm and the control-plane binaries.
+    pub bin_dir: PathBuf,
+    /// Where kube-apiserver listens (on loopback).
+    pub api_address: SocketAddr,
+}
+
+static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+
+impl ControlPlane {
+    /// The control plane of this test binary: started on first use, then shared.
+    ///
+    /// Panics when it cannot be started, with the script's own explanation: no test can run
+    /// without it.
+    pub fn shared() -> &'static ControlPlane {
+        SHARED.get_or_init(|| {
+            Self::up().unwrap_or_else(|e| panic!("the test control plane did not start: {e}"))
+        })
+    }
+
+    /// Runs `tests/cluster up` and reads the environment it prints.
+    pub fn up() -> Result<Self> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
+        let out = run(Command::new(&script).arg("up"))?;
+        Self::from_env_lines(&out)
+    }
+
+    fn from_env_lines(out: &str) -> Result<Self> {
+        let vars: HashMap<&str, &str> = out
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .collect();
+        let get = |key: &str| {
+            vars.get(key).copied().ok_or_else(|| Error::Parse {
+                what: "the output of tests/cluster up".into(),
+                detail: format!("no {key}= line in {out:?}"),
+            })
+        };
+        let api = get("HERALD_API_ADDRESS")?;
+        Ok(ControlPlane {
+            kubeconfig: get("KUBECONFIG")?.into(),
+            bin_dir: get("HERALD_BIN")?.into(),
+            api_address: api.parse().map_err(|e| Error::Parse {
+                what: format!("HERALD_API_ADDRESS {api:?}"),
+                detail: format!("{e}"),
+            })?,
+        })
+    }
+
+    /// A client with cluster-admin rights, bound to the calling test's runtime.
+    pub async fn client(&self) -> Result<kube::Client> {
+        let unreadable = |e: kube::config::KubeconfigError| Error::Parse {
+            what: format!("kubeconfig {}", self.kubeconfig.display()),
+            detail: e.to_string(),
+        };
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(unreadable)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(unreadable)?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The path of a tool built for this control plane (`kubectl`, `helm`, ...).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// A `kubectl` command talking to this control plane.
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.tool("kubectl"));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// Runs `kubectl ARGS...` and returns its standard output.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        run(self.kubectl_command().args(args))
+    }
+
+    /// Runs `kubectl ARGS...` with `input` (a manifest, say) on its standard input.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<String> {
+        run_with_input(self.kubectl_command().args(args), Some(input))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_environment_that_cluster_up_prints() {
+        let cp = ControlPlane::from_env_lines(
+            "HERALD_BIN=/c/bin\nHERALD_API_ADDRESS=127.0.0.1:26443\nKUBECONFIG=/t/kubeconfig\n",
+        )
+        .expect("complete environment");
+        assert_eq!(cp.kubeconfig, Path::new("/t/kubeconfig"));
+        assert_eq!(cp.tool("kubectl"), Path::new("/c/bin/kubectl"));
+        assert_eq!(cp.api_address.port(), 26443);
+    }
+
+    #[test]
+    fn a_missing_line_is_named_in_the_error() {
+        let err = ControlPlane::from_env_lines("KUBECONFIG=/k\n").expect_err("incomplete");
+        assert!(err.to_string().contains("HERALD_API_ADDRESS"), "{err}");
+    }
+}

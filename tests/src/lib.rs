@@ -1,0 +1,32 @@
+//! # herald-tests: the real parts Herald's end-to-end tests run against
+//!
+//! Herald is tested against the systems it talks to, never stand-ins for them:
+//!
+//! ```text
+//!   test binary ──► ControlPlane::shared()  ──► tests/cluster up ──► etcd, kube-apiserver,
+//!        │              (once per binary,          (reuses a running     kube-controller-manager
+//!        │               reuses a running one)      one)                 built from Go modules
+//!        ├──► TestNamespace::create()  a fresh Kubernetes namespace per test, deleted on drop
+//!        ├──► wait_for(what, timeout, check)  poll until the check passes, or say what was seen
+//!        └──► Topology  network namespaces: L2 segments (bridges), node / client / router hosts,
+//!                       IPv4 and IPv6, processes inside them, the API server reachable from
+//!                       each host on its own loopback; all removed on drop, even after a panic
+//!                       └──► routers: gobgpd, bird2 and FRR started in a host, RIBs read back
+//! ```
+//!
+//! Test addresses come from the documentation prefixes only (RFC 5737, RFC 3849); see
+//! [`netns::addressing`] for the plan.
+
+pub mod cluster;
+mod error;
+pub mod namespace;
+pub mod netns;
+mod process;
+pub mod routers;
+pub mod wait;
+
+pub use cluster::ControlPlane;
+pub use error::{Error, Result};
+pub use namespace::TestNamespace;
+pub use netns::{Host, Link, Process, Segment, Topology};
+pub use wait::wait_for;

@@ -1,0 +1,45 @@
+//! Writes the CRD manifests generated from `herald-api`'s types into a directory (by default
+//! `charts/herald/crds/`), or with `--check` fails when the committed files differ.
+//!
+//! `cargo run -p herald-api --bin crdgen [-- --check] [DIR]`
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let mut check = false;
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/crds");
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--check" => check = true,
+            other if other.starts_with('-') => {
+                bail!("unknown flag {other}; usage: crdgen [--check] [DIR]")
+            }
+            other => dir = PathBuf::from(other),
+        }
+    }
+    let manifests = herald_api::crd_manifests().context("serialising the CRDs")?;
+    let mut stale = Vec::new();
+    for (file, yaml) in &manifests {
+        let path = dir.join(file);
+        let current = fs::read_to_string(&path).unwrap_or_default();
+        if current == *yaml {
+            continue;
+        }
+        if check {
+            stale.push(path.display().to_string());
+        } else {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "stale CRD manifests (run `cargo run -p herald-api --bin crdgen`): {}",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}

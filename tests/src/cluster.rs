@@ -100,6 +100,42 @@ impl ControlPlane {
         run(self.kubectl_command().args(args))
     }
 
+    /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
+    /// served; once per test process, later calls return at once.
+    pub fn install_herald_crds(&self) -> Result<()> {
+        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        if *installed {
+            return Ok(());
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/crds");
+        self.kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &dir.to_string_lossy(),
+        ])?;
+        let mut wait = vec![
+            "wait".to_owned(),
+            "--for=condition=Established".into(),
+            "--timeout=60s".into(),
+        ];
+        for entry in
+            std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?
+        {
+            let file = entry
+                .map_err(Error::io(format!("reading {}", dir.display())))?
+                .file_name();
+            if let Some(name) = file.to_string_lossy().strip_suffix(".yaml") {
+                wait.push(format!("crd/{name}"));
+            }
+        }
+        self.kubectl(&wait.iter().map(String::as_str).collect::<Vec<_>>())?;
+        *installed = true;
+        Ok(())
+    }
+
     /// Runs `kubectl ARGS...` with `input` (a manifest, say) on its standard input.
     pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<String> {
         run_with_input(self.kubectl_command().args(args), Some(input))

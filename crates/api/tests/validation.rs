@@ -1,32 +1,12 @@
 //! The API server itself rejects bad Herald objects, with a message naming the field, using the
 //! generated CRDs (real kube-apiserver; see `tests/cluster`).
 
-use std::{path::Path, sync::Once};
-
 use herald_tests::ControlPlane;
 
-/// Installs the committed CRDs once per test binary and waits until they are served.
+/// The control plane, with Herald's CRDs installed.
 fn control_plane() -> &'static ControlPlane {
-    static CRDS: Once = Once::new();
     let cp = ControlPlane::shared();
-    CRDS.call_once(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/crds");
-        cp.kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &dir.to_string_lossy(),
-        ])
-        .expect("the CRDs apply");
-        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
-        let names: Vec<String> = herald_api::crds()
-            .into_iter()
-            .map(|crd| format!("crd/{}", crd.metadata.name.unwrap_or_default()))
-            .collect();
-        wait.extend(names.iter().map(String::as_str));
-        cp.kubectl(&wait).expect("the CRDs are established");
-    });
+    cp.install_herald_crds().expect("the CRDs install");
     cp
 }
 

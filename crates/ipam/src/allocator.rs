@@ -243,6 +243,11 @@ impl Allocator {
         self.services.get(key).map(|h| &h.assignment)
     }
 
+    /// Every Service holding addresses.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
+    }
+
     /// The Services holding `ip`.
     pub fn holders(&self, ip: IpAddr) -> &[ServiceKey] {
         self.holders.get(&ip).map_or(&[], Vec::as_slice)

@@ -1,0 +1,356 @@
+//! herald-controller against the real API server: Services of type LoadBalancer get addresses
+//! from pools, `kubectl describe` shows them, and every way a Service stops being served gives
+//! its address back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TIMEOUT, World, ingress_ips};
+use herald_tests::wait_for;
+use kube::api::DeleteParams;
+
+/// The manifest of the Kubernetes page "Create an External Load Balancer".
+const EXAMPLE_SERVICE: &str = "
+apiVersion: v1
+kind: Service
+metadata:
+  name: example-service
+spec:
+  selector:
+    app: example
+  ports:
+    - port: 8765
+      targetPort: 9376
+  type: LoadBalancer
+";
+
+#[tokio::test]
+async fn the_pages_example_service_gets_an_ip_that_kubectl_describe_shows() -> anyhow::Result<()> {
+    let mut w = World::new("example").await?;
+    let pool = w.pool("lan", &["203.0.113.16/28"], "")?;
+    w.apply(EXAMPLE_SERVICE)?;
+    let ips = w.ingress("example-service").await?;
+    assert_eq!(ips, ["203.0.113.16"]);
+
+    let describe = w.kubectl(&["describe", "services", "example-service"])?;
+    assert!(
+        describe.contains("LoadBalancer Ingress:     203.0.113.16 (VIP)"),
+        "kubectl describe shows the address:\n{describe}"
+    );
+    w.event("example-service", "IPAllocated: Assigned IP 203.0.113.16")
+        .await?;
+    let describe = w.kubectl(&["describe", "services", "example-service"])?;
+    assert!(
+        describe.contains("IPAllocated"),
+        "the Event is shown:\n{describe}"
+    );
+
+    let annotation = w.kubectl(&[
+        "get",
+        "service",
+        "example-service",
+        "-o",
+        "jsonpath={.metadata.annotations.herald\\.dev/ip-allocated-from-pool}",
+    ])?;
+    assert_eq!(annotation, pool);
+    let finalizers = w.kubectl(&[
+        "get",
+        "service",
+        "example-service",
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ])?;
+    assert!(
+        finalizers.contains("service.kubernetes.io/load-balancer-cleanup"),
+        "{finalizers}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectl_expose_deployment_gets_an_ip_too() -> anyhow::Result<()> {
+    let mut w = World::new("expose").await?;
+    w.pool("lan", &["203.0.113.32/28"], "")?;
+    w.kubectl(&[
+        "create",
+        "deployment",
+        "example",
+        "--image=registry.invalid/example:1",
+        "--port=9376",
+    ])?;
+    w.kubectl(&[
+        "expose",
+        "deployment",
+        "example",
+        "--port=8765",
+        "--target-port=9376",
+        "--name=example-service",
+        "--type=LoadBalancer",
+    ])?;
+    assert_eq!(w.ingress("example-service").await?, ["203.0.113.32"]);
+    let describe = w.kubectl(&["describe", "services", "example-service"])?;
+    assert!(
+        describe.contains("LoadBalancer Ingress:     203.0.113.32"),
+        "{describe}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_service_releases_its_ip_for_reuse_and_removes_the_finalizer()
+-> anyhow::Result<()> {
+    let mut w = World::new("delete").await?;
+    w.pool("lan", &["203.0.113.48/31"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "first"))?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "second"))?;
+    let first = w.ingress("first").await?;
+    w.ingress("second").await?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "third"))?;
+    w.event("third", "no free IPv4 address").await?;
+
+    w.services()
+        .delete("first", &DeleteParams::default())
+        .await?;
+    let services = w.services();
+    wait_for("first to be gone (finalizer removed)", TIMEOUT, || async {
+        match services.get_opt("first").await {
+            Ok(None) => Ok(()),
+            Ok(Some(s)) => Err(format!(
+                "still there, finalizers {:?}",
+                s.metadata.finalizers
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    assert_eq!(
+        w.ingress("third").await?,
+        first,
+        "the released address is reused"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn changing_the_type_away_from_load_balancer_releases_the_ip() -> anyhow::Result<()> {
+    let mut w = World::new("type").await?;
+    w.pool("lan", &["203.0.113.64/32"], "")?;
+    w.apply(EXAMPLE_SERVICE)?;
+    let ip = w.ingress("example-service").await?;
+    w.kubectl(&[
+        "patch",
+        "service",
+        "example-service",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ])?;
+    let services = w.services();
+    wait_for(
+        "the status and finalizer to be cleared",
+        TIMEOUT,
+        || async {
+            let s = services
+                .get("example-service")
+                .await
+                .map_err(|e| e.to_string())?;
+            let finalizers = s.metadata.finalizers.clone().unwrap_or_default();
+            if ingress_ips(&s).is_empty() && finalizers.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ingress {:?}, finalizers {finalizers:?}",
+                    ingress_ips(&s)
+                ))
+            }
+        },
+    )
+    .await?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "next"))?;
+    assert_eq!(w.ingress("next").await?, ip);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_of_another_load_balancer_class_is_left_alone() -> anyhow::Result<()> {
+    let mut w = World::new("class").await?;
+    w.pool("lan", &["203.0.113.80/30"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace(
+        "type: LoadBalancer",
+        "type: LoadBalancer\n  loadBalancerClass: other.example/lb",
+    ))?;
+    // A Service of our class created after it is served, so the controller has seen both.
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "ours"))?;
+    w.ingress("ours").await?;
+    let other = w.services().get("example-service").await?;
+    assert!(
+        ingress_ips(&other).is_empty(),
+        "no address for another class"
+    );
+    assert!(
+        other.metadata.finalizers.unwrap_or_default().is_empty(),
+        "no finalizer"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_requested_ip_is_given_and_a_taken_one_is_refused_with_a_clear_event()
+-> anyhow::Result<()> {
+    let mut w = World::new("requested").await?;
+    w.pool("lan", &["203.0.113.96/28"], "")?;
+    let asking = |name: &str, ip: &str| {
+        EXAMPLE_SERVICE.replace("example-service", name).replace(
+            "metadata:\n",
+            &format!("metadata:\n  annotations: {{herald.dev/loadBalancerIPs: \"{ip}\"}}\n"),
+        )
+    };
+    w.apply(&asking("holder", "203.0.113.100"))?;
+    assert_eq!(w.ingress("holder").await?, ["203.0.113.100"]);
+    w.apply(&asking("latecomer", "203.0.113.100"))?;
+    let events = w.event("latecomer", "AllocationFailed").await?;
+    assert!(
+        events.contains("requested address 203.0.113.100 is in use by"),
+        "the Event says why: {events}"
+    );
+    w.apply(&asking("outsider", "192.0.2.200"))?;
+    w.event("outsider", "192.0.2.200 is not in any IPAddressPool")
+        .await?;
+    // Nothing else was disturbed.
+    assert_eq!(w.ingress("holder").await?, ["203.0.113.100"]);
+    assert!(ingress_ips(&w.services().get("latecomer").await?).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn services_with_the_same_sharing_key_share_one_ip() -> anyhow::Result<()> {
+    let mut w = World::new("share").await?;
+    w.pool("lan", &["203.0.113.112/29"], "")?;
+    let shared = |name: &str, port: u16| {
+        EXAMPLE_SERVICE
+            .replace("example-service", name)
+            .replace("8765", &port.to_string())
+            .replace(
+                "metadata:\n",
+                "metadata:\n  annotations: {metallb.universe.tf/allow-shared-ip: web}\n",
+            )
+    };
+    w.apply(&shared("http", 80))?;
+    w.apply(&shared("https", 443))?;
+    let http = w.ingress("http").await?;
+    assert_eq!(
+        w.ingress("https").await?,
+        http,
+        "same key, different ports: one address"
+    );
+    w.apply(&shared("clash", 80))?;
+    assert_ne!(
+        w.ingress("clash").await?,
+        http,
+        "same port: another address"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_require_dual_stack_service_gets_one_ip_per_family() -> anyhow::Result<()> {
+    let mut w = World::new("dual").await?;
+    w.pool("dual", &["203.0.113.120/29", "2001:db8:1::/120"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace(
+        "type: LoadBalancer",
+        "type: LoadBalancer\n  ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv6, IPv4]",
+    ))?;
+    assert_eq!(
+        w.ingress("example-service").await?,
+        ["2001:db8:1::", "203.0.113.120"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn shrinking_a_pool_keeps_a_live_services_ip_and_warns() -> anyhow::Result<()> {
+    let mut w = World::new("shrink").await?;
+    let pool = w.pool("lan", &["203.0.113.128/30"], "")?;
+    w.apply(EXAMPLE_SERVICE)?;
+    let ip = w.ingress("example-service").await?;
+    w.pool("lan", &["203.0.113.132/30"], "")?;
+    w.event("example-service", "IPOutsidePools").await?;
+    assert_eq!(
+        w.ingress("example-service").await?,
+        ip,
+        "the Service keeps its address"
+    );
+    let cp = w.cp;
+    wait_for(
+        "the pool status to count the shrunk pool",
+        TIMEOUT,
+        || async {
+            let status = cp
+                .kubectl(&[
+                    "get",
+                    "ipaddresspool",
+                    &pool,
+                    "-o",
+                    "jsonpath={.status.availableIPv4}/{.status.assignedIPv4}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if status == "4/0" { Ok(()) } else { Err(status) }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_controller_killed_during_a_burst_leaves_every_service_correct() -> anyhow::Result<()> {
+    let mut w = World::new("burst").await?;
+    w.pool("lan", &["203.0.113.192/27"], "")?;
+    for i in 0..20 {
+        w.apply(&EXAMPLE_SERVICE.replace("example-service", &format!("s{i}")))?;
+        if i == 7 {
+            w.controller.kill();
+        }
+        if i == 12 {
+            w.controller = common::Controller::start(w.cp, &[])?;
+        }
+        if i % 3 == 0 && i > 0 {
+            w.kubectl(&["delete", "service", &format!("s{}", i - 1), "--wait=false"])?;
+        }
+    }
+    w.controller.kill();
+    w.controller = common::Controller::start(w.cp, &[])?;
+    let services = w.services();
+    let survivors = wait_for(
+        "every remaining Service to have one address",
+        TIMEOUT,
+        || async {
+            let list = services
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut ips = Vec::new();
+            for s in &list.items {
+                if s.metadata.deletion_timestamp.is_some() {
+                    return Err(format!("{:?} is stuck in deletion", s.metadata.name));
+                }
+                match ingress_ips(s).as_slice() {
+                    [ip] => ips.push(ip.clone()),
+                    other => return Err(format!("{:?} has {other:?}", s.metadata.name)),
+                }
+            }
+            Ok(ips)
+        },
+    )
+    .await?;
+    assert_eq!(survivors.len(), 14, "20 created, 6 deleted");
+    let mut unique = survivors.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        survivors.len(),
+        "no address given twice: {survivors:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! What the controller's end-to-end tests share: the real control plane with Herald's CRDs, a
+//! herald-controller process per test (one at a time, so each test sees only its own), and
+//! helpers to read what the controller wrote.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use herald_tests::{ControlPlane, TestNamespace, wait_for};
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use tokio::sync::{Mutex, MutexGuard};
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One test's world: a namespace, a client, and a running controller.
+pub(crate) struct World {
+    pub(crate) cp: &'static ControlPlane,
+    pub(crate) client: Client,
+    pub(crate) ns: TestNamespace,
+    pub(crate) controller: Controller,
+    pools: Vec<String>,
+    _turn: MutexGuard<'static, ()>,
+}
+
+static TURN: Mutex<()> = Mutex::const_new(());
+
+impl World {
+    /// Waits for its turn, installs the CRDs (once), creates a namespace and starts a
+    /// controller serving Services without a class.
+    pub(crate) async fn new(prefix: &str) -> anyhow::Result<World> {
+        let turn = TURN.lock().await;
+        let cp = ControlPlane::shared();
+        cp.install_herald_crds()?;
+        let client = cp.client().await?;
+        let ns = TestNamespace::create(cp, &client, prefix).await?;
+        let controller = Controller::start(cp, &[])?;
+        Ok(World {
+            cp,
+            client,
+            ns,
+            controller,
+            pools: Vec::new(),
+            _turn: turn,
+        })
+    }
+
+    pub(crate) fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    /// `kubectl -n <namespace> ARGS...`
+    pub(crate) fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", self.ns.name()];
+        full.extend_from_slice(args);
+        Ok(self.cp.kubectl(&full)?)
+    }
+
+    /// `kubectl apply` of `manifest` in the test's namespace.
+    pub(crate) fn apply(&self, manifest: &str) -> anyhow::Result<String> {
+        Ok(self
+            .cp
+            .kubectl_with_input(&["-n", self.ns.name(), "apply", "-f", "-"], manifest)?)
+    }
+
+    /// Creates (or replaces) pool `name` with `addresses`, open to this test's namespace
+    /// only, so that tests never draw from each other's pools. Deleted with the world.
+    pub(crate) fn pool(
+        &mut self,
+        name: &str,
+        addresses: &[&str],
+        extra_spec: &str,
+    ) -> anyhow::Result<String> {
+        let full = format!("{}-{name}", self.ns.name());
+        let list = addresses
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.cp.kubectl_with_input(
+            &["apply", "-f", "-"],
+            &format!(
+                "apiVersion: herald.dev/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: {full}}}\n\
+                 spec:\n  addresses: [{list}]\n  serviceAllocation: {{namespaces: [{ns}]}}\n{extra_spec}",
+                ns = self.ns.name()
+            ),
+        )?;
+        if !self.pools.contains(&full) {
+            self.pools.push(full.clone());
+        }
+        Ok(full)
+    }
+
+    /// Waits until Service `name` has addresses in its status, and returns them.
+    pub(crate) async fn ingress(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let services = self.services();
+        Ok(wait_for(
+            &format!("an address in the status of {name}"),
+            TIMEOUT,
+            || async {
+                let service = services.get(name).await.map_err(|e| e.to_string())?;
+                let ips = ingress_ips(&service);
+                if ips.is_empty() {
+                    Err("no ingress yet".to_owned())
+                } else {
+                    Ok(ips)
+                }
+            },
+        )
+        .await?)
+    }
+
+    /// The Events of an object in the namespace, as `reason: message` lines.
+    pub(crate) fn events(&self, name: &str) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// Waits until an Event of `name` contains `text`.
+    pub(crate) async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
+        Ok(wait_for(
+            &format!("an Event of {name} saying {text:?}"),
+            TIMEOUT,
+            || async {
+                let events = self.events(name).map_err(|e| e.to_string())?;
+                if events.contains(text) {
+                    Ok(events)
+                } else {
+                    Err(events)
+                }
+            },
+        )
+        .await?)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for pool in &self.pools {
+            let _ = self.cp.kubectl(&[
+                "delete",
+                "ipaddresspool",
+                pool,
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
+        }
+    }
+}
+
+pub(crate) fn ingress_ips(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.ip)
+        .collect()
+}
+
+/// A herald-controller process; killed when dropped.
+pub(crate) struct Controller {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Controller {
+    pub(crate) fn start(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<Controller> {
+        let log = std::env::temp_dir().join(format!(
+            "herald-controller-{}-{}.log",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
+            .args(args)
+            .env("KUBECONFIG", &cp.kubeconfig)
+            .env("RUST_LOG", "info,herald_controller=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        Ok(Controller { child, log })
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or an OOM kill would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "herald-controller log ({}):\n{}",
+                self.log.display(),
+                self.log()
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}

@@ -25,7 +25,7 @@ use herald_api::{
     IPAddressPool, IPAddressPoolStatus,
     annotations::{CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL},
 };
-use herald_ipam::{Allocator, Assignment, Family, Labels, Pool, ServiceKey, ServiceRequest};
+use herald_ipam::{Allocator, Family, Labels, Pool, ServiceKey, ServiceRequest};
 use k8s_openapi::{
     api::core::v1::{Namespace, Service},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -79,6 +79,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         pool_problems: BTreeMap::new(),
         last_note: HashMap::new(),
         pool_status: HashMap::new(),
+        in_flight: HashMap::new(),
     };
     let snapshot = Snapshot::take(&services, &pools, &namespaces);
     control.sync_pools(&snapshot).await;
@@ -179,15 +180,124 @@ struct Control {
     last_note: HashMap<ServiceKey, String>,
     /// The pool status last written.
     pool_status: HashMap<String, IPAddressPoolStatus>,
+    /// Services written in the last pass, with the resourceVersion the writes were based on:
+    /// until the watch shows a newer version, there is nothing new to decide for them.
+    in_flight: HashMap<ServiceKey, String>,
+}
+
+/// How many Services are written at once.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// What one Service needs written, in order: metadata (finalizer, pool annotation), status,
+/// then Events.
+struct Writes {
+    key: ServiceKey,
+    namespace: String,
+    name: String,
+    resource_version: Option<String>,
+    finalizers: Vec<String>,
+    /// Add (`true`) or remove (`false`) the cleanup finalizer.
+    finalizer: Option<bool>,
+    pool_annotation: Option<String>,
+    /// The addresses to write into status; empty clears it.
+    status: Option<Vec<IpAddr>>,
+    events: Vec<Event>,
+    object: k8s_openapi::api::core::v1::ObjectReference,
+}
+
+impl Writes {
+    fn new(service: &Service) -> Self {
+        Writes {
+            key: translate::key(service),
+            namespace: service.namespace().unwrap_or_default(),
+            name: service.name_any(),
+            resource_version: service.resource_version(),
+            finalizers: service.finalizers().to_vec(),
+            finalizer: None,
+            pool_annotation: None,
+            status: None,
+            events: Vec::new(),
+            object: service.object_ref(&()),
+        }
+    }
+
+    fn needed(&self) -> bool {
+        self.finalizer.is_some()
+            || self.pool_annotation.is_some()
+            || self.status.is_some()
+            || !self.events.is_empty()
+    }
+
+    /// Performs the writes; returns the key and, when something was written, the
+    /// resourceVersion it was based on. A failure is logged and left to the next pass.
+    async fn execute(self, client: Client, recorder: Recorder) -> (ServiceKey, Option<String>) {
+        let api: Api<Service> = Api::namespaced(client, &self.namespace);
+        let params = PatchParams::default();
+        let mut wrote = false;
+        let failed = |what: &str, e: kube::Error| {
+            debug!(service = %self.key, error = %e, "{what} failed; the next pass retries");
+        };
+        if self.finalizer.is_some() || self.pool_annotation.is_some() {
+            let mut metadata = serde_json::Map::new();
+            if let Some(present) = self.finalizer {
+                let mut finalizers: Vec<&String> = self
+                    .finalizers
+                    .iter()
+                    .filter(|f| *f != CLEANUP_FINALIZER)
+                    .collect();
+                let ours = CLEANUP_FINALIZER.to_owned();
+                if present {
+                    finalizers.push(&ours);
+                }
+                metadata.insert("finalizers".into(), json!(finalizers));
+                // Guarded by the version read, so no one else's finalizer edit is lost.
+                metadata.insert("resourceVersion".into(), json!(self.resource_version));
+            }
+            if let Some(pool) = &self.pool_annotation {
+                metadata.insert("annotations".into(), json!({IP_ALLOCATED_FROM_POOL: pool}));
+            }
+            let patch = Patch::Merge(json!({"metadata": metadata}));
+            if let Err(e) = api.patch(&self.name, &params, &patch).await {
+                failed("writing metadata", e);
+                return (self.key, None);
+            }
+            wrote = true;
+        }
+        if let Some(ips) = &self.status {
+            let ingress = if ips.is_empty() {
+                serde_json::Value::Null
+            } else {
+                json!(
+                    ips.iter()
+                        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                        .collect::<Vec<_>>()
+                )
+            };
+            let patch = Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}}));
+            if let Err(e) = api.patch_status(&self.name, &params, &patch).await {
+                failed("writing status", e);
+                return (self.key, None);
+            }
+            wrote = true;
+        }
+        for event in &self.events {
+            if let Err(e) = recorder.publish(event, &self.object).await {
+                debug!(service = %self.key, error = %e, "publishing an Event failed");
+            }
+        }
+        let version = if wrote { self.resource_version } else { None };
+        (self.key, version)
+    }
 }
 
 impl Control {
     async fn pass(&mut self, snapshot: &Snapshot) {
         self.sync_pools(snapshot).await;
         let mut present = BTreeSet::new();
+        let mut planned = Vec::new();
         for service in &snapshot.services {
             present.insert(translate::key(service));
-            self.reconcile(service, snapshot).await;
+            planned.extend(self.plan(service, snapshot));
         }
         // Services deleted while nobody held a finalizer on them (or before a restart).
         let gone: Vec<ServiceKey> = self
@@ -199,7 +309,21 @@ impl Control {
             .collect();
         for key in gone {
             self.last_note.remove(&key);
+            self.in_flight.remove(&key);
             self.allocator.release(&key);
+        }
+        // Decisions are made; the writes of different Services go out side by side.
+        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let done: Vec<(ServiceKey, Option<String>)> = futures::stream::iter(planned)
+            .map(|writes| writes.execute(client.clone(), recorder.clone()))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, version) in done {
+            match version {
+                Some(version) => self.in_flight.insert(key, version),
+                None => self.in_flight.remove(&key),
+            };
         }
         self.write_pool_status(snapshot).await;
     }
@@ -246,8 +370,7 @@ impl Control {
                         let note = format!(
                             "{ip} is no longer in any IPAddressPool; the Service keeps it until it is deleted or asks for another address"
                         );
-                        self.note(service, EventType::Warning, "IPOutsidePools", &note)
-                            .await;
+                        self.warn_now(service, "IPOutsidePools", note).await;
                     }
                 }
             }
@@ -271,195 +394,112 @@ impl Control {
             let request = translate::request(service, &snapshot.namespace_labels(&key.namespace))
                 .unwrap_or_else(|_| ServiceRequest::new(key.clone()));
             if let Err(e) = self.allocator.restore(&request, &ips) {
-                warn!(service = %key, error = %e, "address in status cannot be kept");
                 let note = format!("address in status cannot be kept: {e}; allocating another");
-                self.note(service, EventType::Warning, "AllocationConflict", &note)
-                    .await;
+                self.warn_now(service, "AllocationConflict", note).await;
             }
         }
     }
 
-    async fn reconcile(&mut self, service: &Service, snapshot: &Snapshot) {
+    /// Decides what `service` needs; the allocator is consulted here, in pass order.
+    fn plan(&mut self, service: &Service, snapshot: &Snapshot) -> Option<Writes> {
         let key = translate::key(service);
+        if self.in_flight.get(&key) == service.metadata.resource_version.as_ref() {
+            // What we wrote has not come back through the watch yet.
+            return None;
+        }
+        let mut writes = Writes::new(service);
         let has_finalizer = service.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
         if !translate::is_served(service, self.class.as_deref()) {
             if let Some(released) = self.allocator.release(&key) {
                 let note = format!("released {}", ips_text(&released.ips));
                 info!(service = %key, "{note}");
-                self.note(service, EventType::Normal, "IPReleased", &note)
-                    .await;
+                self.note(&mut writes, EventType::Normal, "IPReleased", note);
             }
             if has_finalizer {
                 if service.metadata.deletion_timestamp.is_none()
                     && !translate::status_ips(service).is_empty()
                 {
                     // No longer ours (type or class changed): take our address out of status.
-                    self.write(service, "clearing status", |api, name| async move {
-                        api.patch_status(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": null}}})),
-                        )
-                        .await
-                        .map(drop)
-                    })
-                    .await;
+                    writes.status = Some(Vec::new());
                 }
-                self.set_finalizer(service, false).await;
+                writes.finalizer = Some(false);
             }
             self.last_note.remove(&key);
-            return;
+            return writes.needed().then_some(writes);
         }
-        if !has_finalizer && !self.set_finalizer(service, true).await {
-            return;
+        if !has_finalizer {
+            writes.finalizer = Some(true);
         }
-        let request = match translate::request(service, &snapshot.namespace_labels(&key.namespace))
-        {
-            Ok(request) => request,
-            Err(e) => {
-                self.note(
-                    service,
-                    EventType::Warning,
-                    "InvalidService",
-                    &e.to_string(),
-                )
-                .await;
-                return;
-            }
-        };
-        match self.allocator.assign(&request) {
-            Ok(assignment) => self.publish(service, &assignment).await,
-            Err(e) => {
-                let kept = self
-                    .allocator
-                    .assignment(&key)
-                    .map(|a| format!("; keeps {}", ips_text(&a.ips)))
-                    .unwrap_or_default();
-                self.note(
-                    service,
-                    EventType::Warning,
-                    "AllocationFailed",
-                    &format!("{e}{kept}"),
-                )
-                .await;
-            }
+        match translate::request(service, &snapshot.namespace_labels(&key.namespace)) {
+            Err(e) => self.note(
+                &mut writes,
+                EventType::Warning,
+                "InvalidService",
+                e.to_string(),
+            ),
+            Ok(request) => match self.allocator.assign(&request) {
+                Ok(assignment) => {
+                    if translate::status_ips(service) != assignment.ips {
+                        let from = assignment
+                            .pool
+                            .as_ref()
+                            .map(|p| format!(" from pool {p}"))
+                            .unwrap_or_default();
+                        let note = format!("Assigned IP {}{from}", ips_text(&assignment.ips));
+                        info!(service = %key, "{note}");
+                        writes.status = Some(assignment.ips.clone());
+                        self.note(&mut writes, EventType::Normal, "IPAllocated", note);
+                    }
+                    if let Some(pool) = assignment.pool
+                        && service.annotations().get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
+                    {
+                        writes.pool_annotation = Some(pool);
+                    }
+                }
+                Err(e) => {
+                    let kept = self
+                        .allocator
+                        .assignment(&key)
+                        .map(|a| format!("; keeps {}", ips_text(&a.ips)))
+                        .unwrap_or_default();
+                    self.note(
+                        &mut writes,
+                        EventType::Warning,
+                        "AllocationFailed",
+                        format!("{e}{kept}"),
+                    );
+                }
+            },
         }
+        writes.needed().then_some(writes)
     }
 
-    /// Writes the assignment into the Service's status and annotation, if it differs.
-    async fn publish(&mut self, service: &Service, assignment: &Assignment) {
-        let pool = assignment.pool.as_deref();
-        if translate::status_ips(service) != assignment.ips {
-            let ingress: Vec<_> = assignment
-                .ips
-                .iter()
-                .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-                .collect();
-            let status = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-            let written = self
-                .write(service, "writing status", |api, name| async move {
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                        .await
-                        .map(drop)
-                })
-                .await;
-            if written {
-                let from = pool.map(|p| format!(" from pool {p}")).unwrap_or_default();
-                let note = format!("Assigned IP {}{from}", ips_text(&assignment.ips));
-                info!(service = %translate::key(service), "{note}");
-                self.note(service, EventType::Normal, "IPAllocated", &note)
-                    .await;
-            }
-        }
-        if let Some(pool) = pool
-            && service
-                .annotations()
-                .get(IP_ALLOCATED_FROM_POOL)
-                .map(String::as_str)
-                != Some(pool)
-        {
-            let patch = json!({"metadata": {"annotations": {IP_ALLOCATED_FROM_POOL: pool}}});
-            self.write(service, "annotating", |api, name| async move {
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                    .map(drop)
-            })
+    /// Sends a Warning Event at once (unless it was the last one sent for this Service).
+    async fn warn_now(&mut self, service: &Service, reason: &str, note: String) {
+        let mut writes = Writes::new(service);
+        self.note(&mut writes, EventType::Warning, reason, note);
+        writes
+            .execute(self.client.clone(), self.recorder.clone())
             .await;
-        }
     }
 
-    /// Adds or removes the cleanup finalizer, guarded by the resourceVersion that was read.
-    async fn set_finalizer(&self, service: &Service, present: bool) -> bool {
-        let mut finalizers: Vec<String> = service
-            .finalizers()
-            .iter()
-            .filter(|f| *f != CLEANUP_FINALIZER)
-            .cloned()
-            .collect();
-        if present {
-            finalizers.push(CLEANUP_FINALIZER.to_owned());
-        }
-        let patch = json!({"metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": service.resource_version(),
-        }});
-        let what = if present {
-            "adding the finalizer"
-        } else {
-            "removing the finalizer"
-        };
-        self.write(service, what, |api, name| async move {
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .map(drop)
-        })
-        .await
-    }
-
-    /// Runs one write against the Service; a failure is logged and left to the next pass.
-    async fn write<F, Fut>(&self, service: &Service, what: &str, write: F) -> bool
-    where
-        F: FnOnce(Api<Service>, String) -> Fut,
-        Fut: Future<Output = Result<(), kube::Error>>,
-    {
-        let api = Api::namespaced(
-            self.client.clone(),
-            &service.namespace().unwrap_or_default(),
-        );
-        match write(api, service.name_any()).await {
-            Ok(()) => true,
-            Err(e) => {
-                debug!(service = %translate::key(service), error = %e, "{what} failed; the next pass retries");
-                false
-            }
-        }
-    }
-
-    /// Sends an Event unless the same note was the last one sent for this Service.
-    async fn note(&mut self, service: &Service, type_: EventType, reason: &str, note: &str) {
-        let key = translate::key(service);
+    /// Queues an Event unless the same one was the last sent for this Service.
+    fn note(&mut self, writes: &mut Writes, type_: EventType, reason: &str, note: String) {
         let text = format!("{reason}: {note}");
-        if self.last_note.get(&key) == Some(&text) {
+        if self.last_note.get(&writes.key) == Some(&text) {
             return;
         }
         if type_ == EventType::Warning {
-            warn!(service = %key, reason, "{note}");
+            warn!(service = %writes.key, reason, "{note}");
         }
-        self.last_note.insert(key, text);
-        let event = Event {
+        self.last_note.insert(writes.key.clone(), text);
+        writes.events.push(Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note.to_owned()),
+            note: Some(note),
             action: "Allocate".to_owned(),
             secondary: None,
-        };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &service.object_ref(&()))
-            .await
-        {
-            debug!(error = %e, "publishing an Event failed");
-        }
+        });
     }
 
     async fn warn_about_pool(&self, pool: &IPAddressPool, reason: &str, note: &str) {

@@ -1,0 +1,162 @@
+//! Time from Service creation to an address in its status, on the real API server, and the
+//! controller's memory once it serves them all.
+//!
+//! `cargo bench -p herald-controller --bench time_to_ip` (as root on a machine where
+//! `tests/cluster up` works). `HERALD_BENCH_SERVICES` sets how many Services (1000 by default),
+//! `HERALD_BENCH_CONCURRENCY` how many creates are in flight at once (16).
+//!
+//! Prints p50, p99 and max of create-returned -> status-seen, the total time, and the
+//! controller's resident memory (VmRSS) after the last Service got its address.
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, TryStreamExt};
+use herald_tests::{ControlPlane, TestNamespace};
+use k8s_openapi::api::core::v1::Service;
+use kube::{
+    Api,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let count = env_number("HERALD_BENCH_SERVICES", 1000);
+    let concurrency = env_number("HERALD_BENCH_CONCURRENCY", 16);
+    let cp = ControlPlane::shared();
+    cp.install_herald_crds()?;
+    let client = cp.client().await?;
+    let ns = TestNamespace::create(cp, &client, "bench").await?;
+    let pool = format!("{}-pool", ns.name());
+    cp.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: herald.dev/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: {pool}}}\n\
+             spec: {{addresses: [\"2001:db8:b::/64\", \"192.0.2.0/24\"], serviceAllocation: {{namespaces: [{}]}}}}\n",
+            ns.name()
+        ),
+    )?;
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let services: Api<Service> = Api::namespaced(client.clone(), ns.name());
+    let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let services = services.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(services, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Ok(Some(service)) = stream.try_next().await {
+                let has_ip = service
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .is_some_and(|i| !i.is_empty());
+                if has_ip {
+                    let name = service.metadata.name.unwrap_or_default();
+                    seen.lock()
+                        .expect("not poisoned")
+                        .entry(name)
+                        .or_insert_with(Instant::now);
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    futures::stream::iter(0..count)
+        .for_each_concurrent(concurrency, |i| {
+            let services = services.clone();
+            let created = created.clone();
+            async move {
+                let name = format!("s{i}");
+                let service: Service = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"],
+                             "selector": {"app": "bench"}, "ports": [{"port": 80}]}
+                }))
+                .expect("valid");
+                services
+                    .create(&PostParams::default(), &service)
+                    .await
+                    .expect("created");
+                created
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(name, Instant::now());
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while seen.lock().expect("not poisoned").len() < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = start.elapsed();
+    let rss = rss_kib(controller.id());
+    watch.abort();
+    let _ = controller.kill();
+    let _ = controller.wait();
+    let _ = cp.kubectl(&["delete", "ipaddresspool", &pool, "--wait=false"]);
+
+    let created = created.lock().expect("not poisoned");
+    let seen = seen.lock().expect("not poisoned");
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .filter_map(|(name, t0)| Some(seen.get(name)?.saturating_duration_since(*t0)))
+        .collect();
+    latencies.sort();
+    if latencies.len() < count {
+        anyhow::bail!(
+            "only {} of {count} Services got an address within 600 s",
+            latencies.len()
+        );
+    }
+    println!("services: {count} (IPv6 /64 pool), creates in flight: {concurrency}");
+    println!(
+        "create -> IP in status: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+    println!("total: {:.2} s", total.as_secs_f64());
+    match rss {
+        Some(kib) => println!(
+            "controller RSS with {count} Services: {:.1} MiB",
+            kib as f64 / 1024.0
+        ),
+        None => println!("controller RSS: unavailable"),
+    }
+    Ok(())
+}

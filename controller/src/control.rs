@@ -59,9 +59,10 @@ pub(crate) struct Settings {
 /// Runs the controller until the process ends.
 pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
-    let services = watch::<Service>(Api::all(client.clone()), &notify);
-    let pools = watch::<IPAddressPool>(Api::all(client.clone()), &notify);
-    let namespaces = watch::<Namespace>(Api::all(client.clone()), &notify);
+    let mut watches = Watches(Vec::new());
+    let services = watches.watch::<Service>(Api::all(client.clone()), &notify);
+    let pools = watches.watch::<IPAddressPool>(Api::all(client.clone()), &notify);
+    let namespaces = watches.watch::<Namespace>(Api::all(client.clone()), &notify);
     for (what, ready) in [
         ("Services", services.wait_until_ready().await),
         ("IPAddressPools", pools.wait_until_ready().await),
@@ -95,19 +96,39 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
     }
 }
 
-/// Watches `api` into a store, waking the loop on every change.
-fn watch<K>(api: Api<K>, notify: &Arc<Notify>) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(drive(stream, notify.clone(), std::any::type_name::<K>()));
-    store
+/// The watch tasks of one run, stopped when the run ends (e.g. when leadership is lost).
+struct Watches(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+impl Watches {
+    /// Watches `api` into a store, waking the loop on every change.
+    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, writer) = reflector::store();
+        // Managed fields are most of an object's size and never read: drop them from the cache.
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(|object| object.meta_mut().managed_fields = None),
+        );
+        self.0.push(tokio::spawn(drive(
+            stream,
+            notify.clone(),
+            std::any::type_name::<K>(),
+        )));
+        store
+    }
 }
 
 async fn drive<S, T>(stream: S, notify: Arc<Notify>, what: &'static str)

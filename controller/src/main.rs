@@ -13,6 +13,8 @@ mod translate;
 
 use clap::{Parser, ValueEnum};
 use kube::runtime::events::Reporter;
+use kube_lease_manager::LeaseManagerBuilder;
+use tracing::{info, warn};
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
@@ -24,9 +26,24 @@ struct Flags {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "HERALD_LOG_FORMAT")]
     log_format: LogFormat,
-    /// The name this instance reports Events under (e.g. the pod name).
+    /// The name this instance reports Events and holds the Lease under (e.g. the pod name).
     #[arg(long, env = "POD_NAME", default_value = "herald-controller")]
     instance: String,
+    /// Elect one leader among replicas by a Lease; only the leader allocates.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "herald-system")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "herald-controller")]
+    lease_name: String,
+    /// How long a leader's Lease lasts without renewal, in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// How long before expiry the leader renews (or gives up) its Lease, in seconds.
+    #[arg(long, default_value_t = 5)]
+    lease_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -48,15 +65,43 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API: {e}"))?;
-    control::run(
-        client,
-        control::Settings {
-            class: flags.load_balancer_class,
-            reporter: Reporter {
-                controller: "herald-controller".into(),
-                instance: Some(flags.instance),
-            },
+    let settings = control::Settings {
+        class: flags.load_balancer_class,
+        reporter: Reporter {
+            controller: "herald-controller".into(),
+            instance: Some(flags.instance.clone()),
         },
-    )
-    .await
+    };
+    if !flags.leader_election {
+        return control::run(client, settings).await;
+    }
+    if flags.lease_grace_seconds >= flags.lease_duration_seconds {
+        anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
+    }
+    let lease = LeaseManagerBuilder::new(client.clone(), &flags.lease_name)
+        .with_namespace(&flags.lease_namespace)
+        .with_identity(&flags.instance)
+        .with_duration(flags.lease_duration_seconds)
+        .with_grace(flags.lease_grace_seconds)
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("Lease {}/{}: {e}", flags.lease_namespace, flags.lease_name)
+        })?;
+    let (mut leading, _lease_task) = lease.watch().await;
+    loop {
+        info!(lease = %flags.lease_name, "waiting to lead");
+        leading
+            .wait_for(|leader| *leader)
+            .await
+            .map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
+        info!("leading: rebuilding state from Service status");
+        tokio::select! {
+            result = control::run(client.clone(), settings.clone()) => return result,
+            lost = leading.wait_for(|leader| !*leader) => {
+                lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
+                warn!("lost the Lease: stopped allocating");
+            }
+        }
+    }
 }

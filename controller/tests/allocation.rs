@@ -311,14 +311,14 @@ async fn a_controller_killed_during_a_burst_leaves_every_service_correct() -> an
             w.controller.kill();
         }
         if i == 12 {
-            w.controller = common::Controller::start(w.cp, &[])?;
+            w.controller = common::Controller::start(w.cp, w.ns.name(), "second")?;
         }
         if i % 3 == 0 && i > 0 {
             w.kubectl(&["delete", "service", &format!("s{}", i - 1), "--wait=false"])?;
         }
     }
     w.controller.kill();
-    w.controller = common::Controller::start(w.cp, &[])?;
+    w.controller = common::Controller::start(w.cp, w.ns.name(), "third")?;
     let services = w.services();
     let survivors = wait_for(
         "every remaining Service to have one address",
@@ -351,6 +351,44 @@ async fn a_controller_killed_during_a_burst_leaves_every_service_correct() -> an
         survivors.len(),
         "no address given twice: {survivors:?}"
     );
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_allocates_and_a_standby_takes_over_when_it_dies() -> anyhow::Result<()> {
+    let mut w = World::new("leader").await?;
+    w.pool("lan", &["203.0.113.224/28"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "before"))?;
+    w.ingress("before").await?;
+    // A standby replica on the same Lease.
+    let mut standby = common::Controller::start(w.cp, w.ns.name(), "standby")?;
+    let holder = || {
+        w.cp.kubectl(&[
+            "-n",
+            "default",
+            "get",
+            "lease",
+            w.ns.name(),
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    assert_eq!(holder()?, "only", "the first replica leads");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !standby.log().contains("leading"),
+        "the standby does not lead while the leader lives:\n{}",
+        standby.log()
+    );
+    w.controller.kill();
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "after"))?;
+    let ips = w.ingress("after").await?;
+    assert_ne!(
+        ips,
+        w.ingress("before").await?,
+        "no address given twice across leaders"
+    );
+    assert_eq!(holder()?, "standby");
+    assert!(standby.is_running());
     Ok(())
 }

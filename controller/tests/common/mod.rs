@@ -35,7 +35,7 @@ impl World {
         cp.install_herald_crds()?;
         let client = cp.client().await?;
         let ns = TestNamespace::create(cp, &client, prefix).await?;
-        let controller = Controller::start(cp, &[])?;
+        let controller = Controller::start(cp, ns.name(), "only")?;
         Ok(World {
             cp,
             client,
@@ -174,7 +174,13 @@ pub(crate) struct Controller {
 }
 
 impl Controller {
-    pub(crate) fn start(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<Controller> {
+    /// Starts a replica named `instance` competing for Lease `lease` (in `default`), with
+    /// short Lease times so that a killed leader is replaced within seconds.
+    pub(crate) fn start(
+        cp: &ControlPlane,
+        lease: &str,
+        instance: &str,
+    ) -> anyhow::Result<Controller> {
         let log = std::env::temp_dir().join(format!(
             "herald-controller-{}-{}.log",
             std::process::id(),
@@ -184,7 +190,20 @@ impl Controller {
         ));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
-            .args(args)
+            .args([
+                "--lease-namespace",
+                "default",
+                "--lease-name",
+                lease,
+                "--instance",
+                instance,
+            ])
+            .args([
+                "--lease-duration-seconds",
+                "4",
+                "--lease-grace-seconds",
+                "1",
+            ])
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info,herald_controller=debug")
             .stdin(Stdio::null())
@@ -192,6 +211,10 @@ impl Controller {
             .stderr(file)
             .spawn()?;
         Ok(Controller { child, log })
+    }
+
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the process at once (SIGKILL), as a crash or an OOM kill would.

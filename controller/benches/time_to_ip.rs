@@ -105,7 +105,9 @@ async fn main() -> anyhow::Result<()> {
                 let name = format!("s{i}");
                 let service: Service = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
+                    // No node ports: 10,000 Services would exhaust the node-port range.
                     "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"],
+                             "allocateLoadBalancerNodePorts": false,
                              "selector": {"app": "bench"}, "ports": [{"port": 80}]}
                 }))
                 .expect("valid");
@@ -127,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
     let total = start.elapsed();
     let rss = rss_kib(controller.id());
     watch.abort();
+    // Clean up while the controller still runs: it must release every finalizer.
+    let _ = cp.kubectl(&["delete", "namespace", ns.name(), "--timeout=300s"]);
     let _ = controller.kill();
     let _ = controller.wait();
     let _ = cp.kubectl(&["delete", "ipaddresspool", &pool, "--wait=false"]);

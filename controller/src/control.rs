@@ -45,7 +45,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::translate::{self, NamespaceLabels};
+use crate::{
+    metrics::{Metrics, PoolLabels, ReasonLabels},
+    translate::{self, NamespaceLabels},
+};
 
 /// What the loop is told at start.
 #[derive(Debug, Clone)]
@@ -54,6 +57,7 @@ pub(crate) struct Settings {
     pub(crate) class: Option<String>,
     /// Who reports Events.
     pub(crate) reporter: Reporter,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Runs the controller until the process ends.
@@ -81,6 +85,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         last_note: HashMap::new(),
         pool_status: HashMap::new(),
         in_flight: HashMap::new(),
+        metrics: settings.metrics,
     };
     let snapshot = Snapshot::take(&services, &pools, &namespaces);
     control.sync_pools(&snapshot).await;
@@ -204,6 +209,7 @@ struct Control {
     /// Services written in the last pass, with the resourceVersion the writes were based on:
     /// until the watch shows a newer version, there is nothing new to decide for them.
     in_flight: HashMap<ServiceKey, String>,
+    metrics: Arc<Metrics>,
 }
 
 /// How many Services are written at once.
@@ -510,8 +516,21 @@ impl Control {
         if self.last_note.get(&writes.key) == Some(&text) {
             return;
         }
-        if type_ == EventType::Warning {
-            warn!(service = %writes.key, reason, "{note}");
+        match (type_, reason) {
+            (EventType::Warning, _) => {
+                warn!(service = %writes.key, reason, "{note}");
+                let labels = ReasonLabels {
+                    reason: reason.to_owned(),
+                };
+                self.metrics.failures.get_or_create(&labels).inc();
+            }
+            (_, "IPAllocated") => {
+                self.metrics.allocations.inc();
+            }
+            (_, "IPReleased") => {
+                self.metrics.releases.inc();
+            }
+            _ => {}
         }
         self.last_note.insert(writes.key.clone(), text);
         writes.events.push(Event {
@@ -550,6 +569,23 @@ impl Control {
         for crd in &snapshot.pools {
             let name = crd.name_any();
             let usage = self.allocator.usage(&name).unwrap_or_default();
+            for family in Family::ALL {
+                for (state, value) in [
+                    ("assigned", usage.assigned(family)),
+                    ("available", usage.available(family)),
+                ] {
+                    let labels = PoolLabels {
+                        pool: name.clone(),
+                        family: family.to_string().to_lowercase(),
+                        state: state.to_owned(),
+                    };
+                    // A gauge is a float: exact to 2^53, close enough beyond.
+                    self.metrics
+                        .pool_addresses
+                        .get_or_create(&labels)
+                        .set(value as f64);
+                }
+            }
             let count = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
             let previous = crd.status.clone().unwrap_or_default();
             let mut conditions = self.pool_problems.get(&name).cloned().unwrap_or_default();

@@ -9,6 +9,7 @@
 //! pure translation between Kubernetes objects and the allocator in [`translate`].
 
 mod control;
+mod metrics;
 mod translate;
 
 use clap::{Parser, ValueEnum};
@@ -44,6 +45,9 @@ struct Flags {
     /// How long before expiry the leader renews (or gives up) its Lease, in seconds.
     #[arg(long, default_value_t = 5)]
     lease_grace_seconds: u64,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7472", env = "HERALD_METRICS_ADDRESS")]
+    metrics_address: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,7 +61,9 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match flags.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -65,14 +71,24 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API: {e}"))?;
+    let metrics = metrics::Metrics::new();
+    let server = tokio::spawn(metrics::serve(flags.metrics_address, metrics.clone()));
+    // A port that cannot be bound is a start-up error, not a silent lack of probes.
+    tokio::task::yield_now().await;
+    if server.is_finished() {
+        return server.await?;
+    }
+    metrics.set_ready();
     let settings = control::Settings {
         class: flags.load_balancer_class,
         reporter: Reporter {
             controller: "herald-controller".into(),
             instance: Some(flags.instance.clone()),
         },
+        metrics: metrics.clone(),
     };
     if !flags.leader_election {
+        metrics.leader.set(1);
         return control::run(client, settings).await;
     }
     if flags.lease_grace_seconds >= flags.lease_duration_seconds {
@@ -96,11 +112,13 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
         info!("leading: rebuilding state from Service status");
+        metrics.leader.set(1);
         tokio::select! {
             result = control::run(client.clone(), settings.clone()) => return result,
             lost = leading.wait_for(|leader| !*leader) => {
                 lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
                 warn!("lost the Lease: stopped allocating");
+                metrics.leader.set(0);
             }
         }
     }

@@ -390,5 +390,40 @@ async fn only_the_leader_allocates_and_a_standby_takes_over_when_it_dies() -> an
     );
     assert_eq!(holder()?, "standby");
     assert!(standby.is_running());
+    // The new leader stays to release the test's Services.
+    w.controller = standby;
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_count_allocations_and_pool_usage_and_the_probes_answer() -> anyhow::Result<()> {
+    let mut w = World::new("metrics").await?;
+    let pool = w.pool("lan", &["203.0.113.240/29"], "")?;
+    w.apply(EXAMPLE_SERVICE)?;
+    w.ingress("example-service").await?;
+    let (status, _) = w.controller.http_get("/healthz")?;
+    assert!(status.contains("200"), "{status}");
+    let (status, _) = w.controller.http_get("/readyz")?;
+    assert!(status.contains("200"), "{status}");
+    let controller = &w.controller;
+    let metrics = wait_for("the pool gauges to count the allocation", TIMEOUT, || async {
+        let (_, body) = controller.http_get("/metrics").map_err(|e| e.to_string())?;
+        let assigned = format!(
+            "herald_controller_pool_addresses{{pool=\"{pool}\",family=\"ipv4\",state=\"assigned\"}} 1.0"
+        );
+        if body.contains(&assigned) { Ok(body) } else { Err(body) }
+    })
+    .await?;
+    assert!(
+        metrics.contains("herald_controller_allocations_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("herald_controller_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "herald_controller_pool_addresses{{pool=\"{pool}\",family=\"ipv4\",state=\"available\"}} 7.0"
+        )),
+        "{metrics}"
+    );
     Ok(())
 }

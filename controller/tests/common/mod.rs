@@ -143,6 +143,9 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // While the controller still runs, so that it releases every finalizer: nothing is
+        // left stuck in deletion, holding node ports, after the test.
+        let _ = self.kubectl(&["delete", "services", "--all", "--timeout=30s"]);
         for pool in &self.pools {
             let _ = self.cp.kubectl(&[
                 "delete",
@@ -171,6 +174,7 @@ pub(crate) fn ingress_ips(service: &Service) -> Vec<String> {
 pub(crate) struct Controller {
     child: Child,
     log: std::path::PathBuf,
+    metrics_port: u16,
 }
 
 impl Controller {
@@ -189,6 +193,9 @@ impl Controller {
                 .as_nanos()
         ));
         let file = std::fs::File::create(&log)?;
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
             .args([
                 "--lease-namespace",
@@ -204,13 +211,33 @@ impl Controller {
                 "--lease-grace-seconds",
                 "1",
             ])
+            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info,herald_controller=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
-        Ok(Controller { child, log })
+        Ok(Controller {
+            child,
+            log,
+            metrics_port,
+        })
+    }
+
+    /// `GET path` on the metrics and probes port: the status line and the body.
+    pub(crate) fn http_get(&self, path: &str) -> anyhow::Result<(String, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        ))
     }
 
     pub(crate) fn is_running(&mut self) -> bool {

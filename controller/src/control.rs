@@ -64,9 +64,13 @@ pub(crate) struct Settings {
 pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let mut watches = Watches(Vec::new());
-    let services = watches.watch::<Service>(Api::all(client.clone()), &notify);
-    let pools = watches.watch::<IPAddressPool>(Api::all(client.clone()), &notify);
-    let namespaces = watches.watch::<Namespace>(Api::all(client.clone()), &notify);
+    let services = watches.watch(Api::all(client.clone()), &notify, translate::trim_service);
+    let pools = watches.watch(
+        Api::all(client.clone()),
+        &notify,
+        |_: &mut IPAddressPool| {},
+    );
+    let namespaces = watches.watch(Api::all(client.clone()), &notify, |_: &mut Namespace| {});
     for (what, ready) in [
         ("Services", services.wait_until_ready().await),
         ("IPAddressPools", pools.wait_until_ready().await),
@@ -113,19 +117,23 @@ impl Drop for Watches {
 }
 
 impl Watches {
-    /// Watches `api` into a store, waking the loop on every change.
-    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>) -> Store<K>
+    /// Watches `api` into a store, waking the loop on every change; `trim` drops what the
+    /// loop never reads before an object is cached.
+    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>, trim: fn(&mut K)) -> Store<K>
     where
         K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
         let (store, writer) = reflector::store();
-        // Managed fields are most of an object's size and never read: drop them from the cache.
+        // Managed fields are most of an object's size and never read.
         let stream = reflector::reflector(
             writer,
             watcher(api, watcher::Config::default())
                 .default_backoff()
-                .modify(|object| object.meta_mut().managed_fields = None),
+                .modify(move |object| {
+                    object.meta_mut().managed_fields = None;
+                    trim(object);
+                }),
         );
         self.0.push(tokio::spawn(drive(
             stream,

@@ -98,6 +98,39 @@ pub(crate) fn request(
     })
 }
 
+/// Drops what the controller never reads from a Service before it is cached: at 10,000
+/// Services the cache is most of the controller's memory.
+pub(crate) fn trim_service(service: &mut Service) {
+    let meta = &mut service.metadata;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| annotations::PREFIXES.iter().any(|p| key.starts_with(p)));
+    }
+    if let Some(spec) = service.spec.as_mut() {
+        spec.cluster_ip = None;
+        spec.cluster_ips = None;
+        spec.external_ips = None;
+        spec.external_name = None;
+        spec.session_affinity = None;
+        spec.session_affinity_config = None;
+        spec.health_check_node_port = None;
+        spec.internal_traffic_policy = None;
+        spec.traffic_distribution = None;
+        spec.publish_not_ready_addresses = None;
+        spec.load_balancer_source_ranges = None;
+        spec.allocate_load_balancer_node_ports = None;
+        for port in spec.ports.iter_mut().flatten() {
+            port.name = None;
+            port.node_port = None;
+            port.target_port = None;
+            port.app_protocol = None;
+        }
+    }
+    if let Some(status) = service.status.as_mut() {
+        status.conditions = None;
+    }
+}
+
 /// The addresses in the Service's `status.loadBalancer.ingress`.
 pub(crate) fn status_ips(service: &Service) -> Vec<IpAddr> {
     service
@@ -238,6 +271,33 @@ mod tests {
                 selector: Labels::from([("app".into(), "web".into())])
             }
         );
+    }
+
+    #[test]
+    fn trimming_a_service_keeps_everything_the_controller_decides_on() {
+        let full = service(json!({
+            "metadata": {"name": "web", "namespace": "shop", "labels": {"tier": "front"},
+                         "finalizers": ["service.kubernetes.io/load-balancer-cleanup"],
+                         "annotations": {"herald.dev/loadBalancerIPs": "192.0.2.9",
+                                         "herald.dev/ip-allocated-from-pool": "lan",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"type": "LoadBalancer", "clusterIP": "198.51.100.7", "ipFamilies": ["IPv4"],
+                     "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                     "healthCheckNodePort": 31000,
+                     "ports": [{"name": "https", "port": 443, "nodePort": 30443, "targetPort": 8443}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.9"}]}}
+        }));
+        let mut trimmed = full.clone();
+        trim_service(&mut trimmed);
+        let labels = Labels::new();
+        assert_eq!(request(&trimmed, &labels), request(&full, &labels));
+        assert_eq!(status_ips(&trimmed), status_ips(&full));
+        assert_eq!(is_served(&trimmed, None), is_served(&full, None));
+        assert_eq!(trimmed.metadata.finalizers, full.metadata.finalizers);
+        let annotations = trimmed.metadata.annotations.unwrap_or_default();
+        assert!(annotations.contains_key("herald.dev/ip-allocated-from-pool"));
+        assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+        assert_eq!(trimmed.spec.and_then(|s| s.cluster_ip), None);
     }
 
     #[test]

@@ -427,3 +427,59 @@ async fn metrics_count_allocations_and_pool_usage_and_the_probes_answer() -> any
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unusable_or_overlapping_pool_is_reported_and_nothing_else_stops() -> anyhow::Result<()>
+{
+    let mut w = World::new("badpool").await?;
+    // The API server cannot compare IPv6 addresses in CEL; the controller reports the
+    // inverted range instead, naming the entry.
+    let inverted = w.pool("inverted", &["2001:db8:9::ff-2001:db8:9::1"], "")?;
+    let first = w.pool("first", &["203.0.113.0/30"], "")?;
+    let second = w.pool("second", &["203.0.113.2/31"], "")?;
+    let cp = w.cp;
+    let condition = |pool: &str, kind: &str| {
+        cp.kubectl(&[
+            "get", "ipaddresspool", pool,
+            "-o", &format!("jsonpath={{.status.conditions[?(@.type==\"{kind}\")].status}}: {{.status.conditions[?(@.type==\"{kind}\")].message}}"),
+        ])
+    };
+    wait_for(
+        "the inverted pool to be reported invalid",
+        TIMEOUT,
+        || async {
+            let text = condition(&inverted, "Valid").map_err(|e| e.to_string())?;
+            if text.starts_with("False: ")
+                && text.contains("spec.addresses[0]")
+                && text.contains("inverted")
+            {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await?;
+    wait_for(
+        "the overlap to be reported on both pools",
+        TIMEOUT,
+        || async {
+            let a = condition(&first, "Overlapping").map_err(|e| e.to_string())?;
+            let b = condition(&second, "Overlapping").map_err(|e| e.to_string())?;
+            if a.starts_with("True")
+                && a.contains(&second)
+                && b.starts_with("True")
+                && b.contains(&first)
+            {
+                Ok(())
+            } else {
+                Err(format!("{a} / {b}"))
+            }
+        },
+    )
+    .await?;
+    // The controller goes on serving.
+    w.apply(EXAMPLE_SERVICE)?;
+    w.ingress("example-service").await?;
+    Ok(())
+}

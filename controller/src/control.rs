@@ -36,7 +36,6 @@ use kube::{
     api::{Patch, PatchParams},
     runtime::{
         WatchStreamExt,
-        events::{Event, EventType, Recorder, Reporter},
         reflector::{self, Store},
         watcher,
     },
@@ -46,6 +45,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::{
+    events::{Note, Publisher, Severity},
     metrics::{Metrics, PoolLabels, ReasonLabels},
     translate::{self, NamespaceLabels},
 };
@@ -55,8 +55,8 @@ use crate::{
 pub(crate) struct Settings {
     /// The `loadBalancerClass` served; `None` serves Services without a class.
     pub(crate) class: Option<String>,
-    /// Who reports Events.
-    pub(crate) reporter: Reporter,
+    /// The instance name Events are reported under.
+    pub(crate) instance: String,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -80,7 +80,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
             .map_err(|e| anyhow::anyhow!("the watch of {what} ended before its first list: {e}"))?;
     }
     let mut control = Control {
-        recorder: Recorder::new(client.clone(), settings.reporter),
+        publisher: Publisher::new(client.clone(), "herald-controller", &settings.instance),
         client,
         class: settings.class,
         allocator: Allocator::new(),
@@ -203,7 +203,7 @@ impl Snapshot {
 
 struct Control {
     client: Client,
-    recorder: Recorder,
+    publisher: Publisher,
     class: Option<String>,
     allocator: Allocator,
     /// The pools last given to the allocator.
@@ -236,7 +236,7 @@ struct Writes {
     pool_annotation: Option<String>,
     /// The addresses to write into status; empty clears it.
     status: Option<Vec<IpAddr>>,
-    events: Vec<Event>,
+    events: Vec<Note>,
     object: k8s_openapi::api::core::v1::ObjectReference,
 }
 
@@ -265,7 +265,7 @@ impl Writes {
 
     /// Performs the writes; returns the key and, when something was written, the
     /// resourceVersion it was based on. A failure is logged and left to the next pass.
-    async fn execute(self, client: Client, recorder: Recorder) -> (ServiceKey, Option<String>) {
+    async fn execute(self, client: Client, publisher: Publisher) -> (ServiceKey, Option<String>) {
         let api: Api<Service> = Api::namespaced(client, &self.namespace);
         let params = PatchParams::default();
         let mut wrote = false;
@@ -315,10 +315,8 @@ impl Writes {
             }
             wrote = true;
         }
-        for event in &self.events {
-            if let Err(e) = recorder.publish(event, &self.object).await {
-                debug!(service = %self.key, error = %e, "publishing an Event failed");
-            }
+        for note in &self.events {
+            publisher.publish(&self.object, note).await;
         }
         let version = if wrote { self.resource_version } else { None };
         (self.key, version)
@@ -348,9 +346,9 @@ impl Control {
             self.allocator.release(&key);
         }
         // Decisions are made; the writes of different Services go out side by side.
-        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let (client, publisher) = (self.client.clone(), self.publisher.clone());
         let done: Vec<(ServiceKey, Option<String>)> = futures::stream::iter(planned)
-            .map(|writes| writes.execute(client.clone(), recorder.clone()))
+            .map(|writes| writes.execute(client.clone(), publisher.clone()))
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
@@ -448,7 +446,7 @@ impl Control {
             if let Some(released) = self.allocator.release(&key) {
                 let note = format!("released {}", ips_text(&released.ips));
                 info!(service = %key, "{note}");
-                self.note(&mut writes, EventType::Normal, "IPReleased", note);
+                self.note(&mut writes, Severity::Normal, "IPReleased", note);
             }
             if has_finalizer {
                 if service.metadata.deletion_timestamp.is_none()
@@ -468,7 +466,7 @@ impl Control {
         match translate::request(service, &snapshot.namespace_labels(&key.namespace)) {
             Err(e) => self.note(
                 &mut writes,
-                EventType::Warning,
+                Severity::Warning,
                 "InvalidService",
                 e.to_string(),
             ),
@@ -483,7 +481,7 @@ impl Control {
                         let note = format!("Assigned IP {}{from}", ips_text(&assignment.ips));
                         info!(service = %key, "{note}");
                         writes.status = Some(assignment.ips.clone());
-                        self.note(&mut writes, EventType::Normal, "IPAllocated", note);
+                        self.note(&mut writes, Severity::Normal, "IPAllocated", note);
                     }
                     if let Some(pool) = assignment.pool
                         && service.annotations().get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
@@ -499,7 +497,7 @@ impl Control {
                         .unwrap_or_default();
                     self.note(
                         &mut writes,
-                        EventType::Warning,
+                        Severity::Warning,
                         "AllocationFailed",
                         format!("{e}{kept}"),
                     );
@@ -512,20 +510,20 @@ impl Control {
     /// Sends a Warning Event at once (unless it was the last one sent for this Service).
     async fn warn_now(&mut self, service: &Service, reason: &str, note: String) {
         let mut writes = Writes::new(service);
-        self.note(&mut writes, EventType::Warning, reason, note);
+        self.note(&mut writes, Severity::Warning, reason, note);
         writes
-            .execute(self.client.clone(), self.recorder.clone())
+            .execute(self.client.clone(), self.publisher.clone())
             .await;
     }
 
     /// Queues an Event unless the same one was the last sent for this Service.
-    fn note(&mut self, writes: &mut Writes, type_: EventType, reason: &str, note: String) {
+    fn note(&mut self, writes: &mut Writes, severity: Severity, reason: &str, note: String) {
         let text = format!("{reason}: {note}");
         if self.last_note.get(&writes.key) == Some(&text) {
             return;
         }
-        match (type_, reason) {
-            (EventType::Warning, _) => {
+        match (severity, reason) {
+            (Severity::Warning, _) => {
                 warn!(service = %writes.key, reason, "{note}");
                 let labels = ReasonLabels {
                     reason: reason.to_owned(),
@@ -541,12 +539,10 @@ impl Control {
             _ => {}
         }
         self.last_note.insert(writes.key.clone(), text);
-        writes.events.push(Event {
-            type_,
+        writes.events.push(Note {
+            severity,
             reason: reason.to_owned(),
-            note: Some(note),
-            action: "Allocate".to_owned(),
-            secondary: None,
+            message: note,
         });
     }
 
@@ -559,16 +555,12 @@ impl Control {
             return;
         }
         warn!(pool = %pool.name_any(), reason, "{note}");
-        let event = Event {
-            type_: EventType::Warning,
+        let note = Note {
+            severity: Severity::Warning,
             reason: reason.to_owned(),
-            note: Some(note.to_owned()),
-            action: "Validate".to_owned(),
-            secondary: None,
+            message: note.to_owned(),
         };
-        if let Err(e) = self.recorder.publish(&event, &pool.object_ref(&())).await {
-            debug!(error = %e, "publishing an Event failed");
-        }
+        self.publisher.publish(&pool.object_ref(&()), &note).await;
     }
 
     /// Writes each pool's counts and conditions when they changed.

@@ -9,11 +9,11 @@
 //! pure translation between Kubernetes objects and the allocator in [`translate`].
 
 mod control;
+mod events;
 mod metrics;
 mod translate;
 
 use clap::{Parser, ValueEnum};
-use kube::runtime::events::Reporter;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
@@ -81,10 +81,7 @@ async fn main() -> anyhow::Result<()> {
     metrics.set_ready();
     let settings = control::Settings {
         class: flags.load_balancer_class,
-        reporter: Reporter {
-            controller: "herald-controller".into(),
-            instance: Some(flags.instance.clone()),
-        },
+        instance: flags.instance.clone(),
         metrics: metrics.clone(),
     };
     if !flags.leader_election {

@@ -48,6 +48,7 @@ use crate::{
     events::{Note, Publisher, Severity},
     metrics::{Metrics, PoolLabels, ReasonLabels},
     translate::{self, NamespaceLabels},
+    view::ServiceView,
 };
 
 /// What the loop is told at start.
@@ -64,15 +65,11 @@ pub(crate) struct Settings {
 pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let notify = Arc::new(Notify::new());
     let mut watches = Watches(Vec::new());
-    let services = watches.watch(Api::all(client.clone()), &notify, translate::trim_service);
-    let pools = watches.watch(
-        Api::all(client.clone()),
-        &notify,
-        |_: &mut IPAddressPool| {},
-    );
-    let namespaces = watches.watch(Api::all(client.clone()), &notify, |_: &mut Namespace| {});
+    let services = watches.watch_services(Api::all(client.clone()), &notify);
+    let pools = watches.watch::<IPAddressPool>(Api::all(client.clone()), &notify);
+    let namespaces = watches.watch::<Namespace>(Api::all(client.clone()), &notify);
+    services.wait_until_ready().await;
     for (what, ready) in [
-        ("Services", services.wait_until_ready().await),
         ("IPAddressPools", pools.wait_until_ready().await),
         ("Namespaces", namespaces.wait_until_ready().await),
     ] {
@@ -117,9 +114,30 @@ impl Drop for Watches {
 }
 
 impl Watches {
-    /// Watches `api` into a store, waking the loop on every change; `trim` drops what the
-    /// loop never reads before an object is cached.
-    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>, trim: fn(&mut K)) -> Store<K>
+    /// Watches Services into a [`ServiceCache`] of compact views, waking the loop on every
+    /// change.
+    fn watch_services(&mut self, api: Api<Service>, notify: &Arc<Notify>) -> ServiceCache {
+        let cache = ServiceCache::default();
+        let (feed, notify) = (cache.clone(), notify.clone());
+        self.0.push(tokio::spawn(async move {
+            let mut stream =
+                std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+            let mut relist = HashMap::new();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(event) => {
+                        feed.apply(event, &mut relist);
+                        notify.notify_one();
+                    }
+                    Err(e) => warn!(error = %e, "watch of Services failed; retrying with backoff"),
+                }
+            }
+        }));
+        cache
+    }
+
+    /// Watches `api` into a store, waking the loop on every change.
+    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>) -> Store<K>
     where
         K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -130,10 +148,7 @@ impl Watches {
             writer,
             watcher(api, watcher::Config::default())
                 .default_backoff()
-                .modify(move |object| {
-                    object.meta_mut().managed_fields = None;
-                    trim(object);
-                }),
+                .modify(|object| object.meta_mut().managed_fields = None),
         );
         self.0.push(tokio::spawn(drive(
             stream,
@@ -141,6 +156,61 @@ impl Watches {
             std::any::type_name::<K>(),
         )));
         store
+    }
+}
+
+/// Every Service, as its compact [`ServiceView`], kept current by a watch.
+#[derive(Clone, Default)]
+struct ServiceCache {
+    views: Arc<std::sync::Mutex<HashMap<ServiceKey, Arc<ServiceView>>>>,
+    ready: Arc<Notify>,
+    listed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ServiceCache {
+    fn state(&self) -> Vec<Arc<ServiceView>> {
+        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.values().cloned().collect()
+    }
+
+    /// Waits for the first complete list.
+    async fn wait_until_ready(&self) {
+        while !self.listed.load(std::sync::atomic::Ordering::Acquire) {
+            let notified = self.ready.notified();
+            if self.listed.load(std::sync::atomic::Ordering::Acquire) {
+                break;
+            }
+            notified.await;
+        }
+    }
+
+    /// Applies one watch event; a relist replaces the whole set at its end.
+    fn apply(
+        &self,
+        event: watcher::Event<Service>,
+        relist: &mut HashMap<ServiceKey, Arc<ServiceView>>,
+    ) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(service) => {
+                let view = ServiceView::new(&service);
+                views.insert(view.key.clone(), Arc::new(view));
+            }
+            watcher::Event::Delete(service) => {
+                views.remove(&ServiceView::new(&service).key);
+            }
+            watcher::Event::Init => relist.clear(),
+            watcher::Event::InitApply(service) => {
+                let view = ServiceView::new(&service);
+                relist.insert(view.key.clone(), Arc::new(view));
+            }
+            watcher::Event::InitDone => {
+                *views = std::mem::take(relist);
+                self.listed
+                    .store(true, std::sync::atomic::Ordering::Release);
+                self.ready.notify_waiters();
+            }
+        }
     }
 }
 
@@ -159,29 +229,20 @@ where
 
 /// The objects of one pass, sorted so that decisions are deterministic.
 struct Snapshot {
-    services: Vec<Arc<Service>>,
+    services: Vec<Arc<ServiceView>>,
     pools: Vec<Arc<IPAddressPool>>,
     namespaces: NamespaceLabels,
 }
 
 impl Snapshot {
     fn take(
-        services: &Store<Service>,
+        services: &ServiceCache,
         pools: &Store<IPAddressPool>,
         namespaces: &Store<Namespace>,
     ) -> Self {
         let mut services = services.state();
         // Oldest first: the older Service wins a contested address.
-        services.sort_by(|a, b| {
-            (
-                a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                translate::key(a),
-            )
-                .cmp(&(
-                    b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    translate::key(b),
-                ))
-        });
+        services.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
         let mut pools = pools.state();
         pools.sort_by_key(|p| p.name_any());
         let namespaces = namespaces
@@ -241,18 +302,18 @@ struct Writes {
 }
 
 impl Writes {
-    fn new(service: &Service) -> Self {
+    fn new(service: &ServiceView) -> Self {
         Writes {
-            key: translate::key(service),
-            namespace: service.namespace().unwrap_or_default(),
-            name: service.name_any(),
-            resource_version: service.resource_version(),
-            finalizers: service.finalizers().to_vec(),
+            key: service.key.clone(),
+            namespace: service.key.namespace.clone(),
+            name: service.key.name.clone(),
+            resource_version: service.resource_version.clone(),
+            finalizers: service.finalizers.clone(),
             finalizer: None,
             pool_annotation: None,
             status: None,
             events: Vec::new(),
-            object: service.object_ref(&()),
+            object: service.object_ref(),
         }
     }
 
@@ -329,7 +390,7 @@ impl Control {
         let mut present = BTreeSet::new();
         let mut planned = Vec::new();
         for service in &snapshot.services {
-            present.insert(translate::key(service));
+            present.insert(service.key.clone());
             planned.extend(self.plan(service, snapshot));
         }
         // Services deleted while nobody held a finalizer on them (or before a restart).
@@ -395,11 +456,7 @@ impl Control {
             }
             for (ip, holders) in &report.outside_pools {
                 for holder in holders {
-                    if let Some(service) = snapshot
-                        .services
-                        .iter()
-                        .find(|s| translate::key(s) == *holder)
-                    {
+                    if let Some(service) = snapshot.services.iter().find(|s| s.key == *holder) {
                         let note = format!(
                             "{ip} is no longer in any IPAddressPool; the Service keeps it until it is deleted or asks for another address"
                         );
@@ -419,14 +476,14 @@ impl Control {
     /// Rebuilds the allocator from Service status.
     async fn restore(&mut self, snapshot: &Snapshot) {
         for service in &snapshot.services {
-            let ips = translate::status_ips(service);
+            let ips = &service.status_ips;
             if ips.is_empty() || !translate::is_served(service, self.class.as_deref()) {
                 continue;
             }
-            let key = translate::key(service);
+            let key = service.key.clone();
             let request = translate::request(service, &snapshot.namespace_labels(&key.namespace))
                 .unwrap_or_else(|_| ServiceRequest::new(key.clone()));
-            if let Err(e) = self.allocator.restore(&request, &ips) {
+            if let Err(e) = self.allocator.restore(&request, ips) {
                 let note = format!("address in status cannot be kept: {e}; allocating another");
                 self.warn_now(service, "AllocationConflict", note).await;
             }
@@ -434,14 +491,14 @@ impl Control {
     }
 
     /// Decides what `service` needs; the allocator is consulted here, in pass order.
-    fn plan(&mut self, service: &Service, snapshot: &Snapshot) -> Option<Writes> {
-        let key = translate::key(service);
-        if self.in_flight.get(&key) == service.metadata.resource_version.as_ref() {
+    fn plan(&mut self, service: &ServiceView, snapshot: &Snapshot) -> Option<Writes> {
+        let key = service.key.clone();
+        if self.in_flight.get(&key) == service.resource_version.as_ref() {
             // What we wrote has not come back through the watch yet.
             return None;
         }
         let mut writes = Writes::new(service);
-        let has_finalizer = service.finalizers().iter().any(|f| f == CLEANUP_FINALIZER);
+        let has_finalizer = service.finalizers.iter().any(|f| f == CLEANUP_FINALIZER);
         if !translate::is_served(service, self.class.as_deref()) {
             if let Some(released) = self.allocator.release(&key) {
                 let note = format!("released {}", ips_text(&released.ips));
@@ -449,9 +506,7 @@ impl Control {
                 self.note(&mut writes, Severity::Normal, "IPReleased", note);
             }
             if has_finalizer {
-                if service.metadata.deletion_timestamp.is_none()
-                    && !translate::status_ips(service).is_empty()
-                {
+                if !service.deleting && !service.status_ips.is_empty() {
                     // No longer ours (type or class changed): take our address out of status.
                     writes.status = Some(Vec::new());
                 }
@@ -472,7 +527,7 @@ impl Control {
             ),
             Ok(request) => match self.allocator.assign(&request) {
                 Ok(assignment) => {
-                    if translate::status_ips(service) != assignment.ips {
+                    if service.status_ips != assignment.ips {
                         let from = assignment
                             .pool
                             .as_ref()
@@ -484,7 +539,7 @@ impl Control {
                         self.note(&mut writes, Severity::Normal, "IPAllocated", note);
                     }
                     if let Some(pool) = assignment.pool
-                        && service.annotations().get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
+                        && service.annotations.get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
                     {
                         writes.pool_annotation = Some(pool);
                     }
@@ -508,7 +563,7 @@ impl Control {
     }
 
     /// Sends a Warning Event at once (unless it was the last one sent for this Service).
-    async fn warn_now(&mut self, service: &Service, reason: &str, note: String) {
+    async fn warn_now(&mut self, service: &ServiceView, reason: &str, note: String) {
         let mut writes = Writes::new(service);
         self.note(&mut writes, Severity::Warning, reason, note);
         writes

@@ -12,6 +12,7 @@ mod control;
 mod events;
 mod metrics;
 mod translate;
+mod view;
 
 use clap::{Parser, ValueEnum};
 use kube_lease_manager::LeaseManagerBuilder;

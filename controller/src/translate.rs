@@ -5,25 +5,17 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use herald_api::{IPAddressPool, annotations};
 use herald_ipam::{
-    Backend, Family, IpFamilyPolicy, LabelSelector, Labels, Pool, PoolError, Port, Requirement,
-    ServiceAllocation, ServiceKey, ServiceRequest,
+    Backend, LabelSelector, Labels, Pool, PoolError, Requirement, ServiceAllocation, ServiceRequest,
 };
-use k8s_openapi::{
-    api::core::v1::Service, apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
+
+use crate::view::ServiceView;
 
 /// Whether Herald allocates for `service`: `type: LoadBalancer`, not being deleted, and of
 /// Herald's `loadBalancerClass` (no class at all unless the controller was given one).
-pub(crate) fn is_served(service: &Service, class: Option<&str>) -> bool {
-    let spec = service.spec.as_ref();
-    service.metadata.deletion_timestamp.is_none()
-        && spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-        && spec.and_then(|s| s.load_balancer_class.as_deref()) == class
-}
-
-pub(crate) fn key(service: &Service) -> ServiceKey {
-    ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any())
+pub(crate) fn is_served(service: &ServiceView, class: Option<&str>) -> bool {
+    !service.deleting && service.load_balancer && service.class.as_deref() == class
 }
 
 /// A Service whose annotations or spec Herald cannot use.
@@ -37,111 +29,36 @@ pub(crate) enum RequestError {
 
 /// What the Service asks of the allocator.
 pub(crate) fn request(
-    service: &Service,
+    service: &ServiceView,
     namespace_labels: &Labels,
 ) -> Result<ServiceRequest, RequestError> {
-    let spec = service.spec.clone().unwrap_or_default();
-    let annotations = service.annotations();
-    let mut requested = annotations::requested_ips(annotations)?;
+    let mut requested = annotations::requested_ips(&service.annotations)?;
     if requested.is_empty()
-        && let Some(ip) = spec.load_balancer_ip.as_deref().filter(|ip| !ip.is_empty())
+        && let Some(ip) = &service.load_balancer_ip
     {
         requested.push(
             ip.parse::<IpAddr>()
-                .map_err(|_| RequestError::LoadBalancerIp(ip.to_owned()))?,
+                .map_err(|_| RequestError::LoadBalancerIp(ip.clone()))?,
         );
     }
-    let families = spec
-        .ip_families
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| match f.as_str() {
-            "IPv4" => Some(Family::Ipv4),
-            "IPv6" => Some(Family::Ipv6),
-            _ => None,
-        })
-        .collect();
-    let family_policy = match spec.ip_family_policy.as_deref() {
-        Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
-        Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
-        _ => IpFamilyPolicy::SingleStack,
-    };
-    let ports = spec
-        .ports
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| {
-            Some(Port {
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                port: u16::try_from(p.port).ok()?,
-            })
-        })
-        .collect();
-    let backend = if spec.external_traffic_policy.as_deref() == Some("Local") {
-        Backend::Local {
-            selector: spec.selector.unwrap_or_default(),
-        }
-    } else {
-        Backend::Cluster
+    let backend = match &service.local_selector {
+        Some(selector) => Backend::Local {
+            selector: selector.iter().cloned().collect(),
+        },
+        None => Backend::Cluster,
     };
     Ok(ServiceRequest {
-        key: key(service),
-        families,
-        family_policy,
-        pool: annotations::address_pool(annotations),
+        key: service.key.clone(),
+        families: service.families.clone(),
+        family_policy: service.family_policy,
+        pool: annotations::address_pool(&service.annotations),
         requested,
-        sharing_key: annotations::sharing_key(annotations),
-        ports,
+        sharing_key: annotations::sharing_key(&service.annotations),
+        ports: service.ports.iter().cloned().collect(),
         backend,
-        labels: service.labels().clone(),
+        labels: service.labels.iter().cloned().collect(),
         namespace_labels: namespace_labels.clone(),
     })
-}
-
-/// Drops what the controller never reads from a Service before it is cached: at 10,000
-/// Services the cache is most of the controller's memory.
-pub(crate) fn trim_service(service: &mut Service) {
-    let meta = &mut service.metadata;
-    meta.owner_references = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| annotations::PREFIXES.iter().any(|p| key.starts_with(p)));
-    }
-    if let Some(spec) = service.spec.as_mut() {
-        spec.cluster_ip = None;
-        spec.cluster_ips = None;
-        spec.external_ips = None;
-        spec.external_name = None;
-        spec.session_affinity = None;
-        spec.session_affinity_config = None;
-        spec.health_check_node_port = None;
-        spec.internal_traffic_policy = None;
-        spec.traffic_distribution = None;
-        spec.publish_not_ready_addresses = None;
-        spec.load_balancer_source_ranges = None;
-        spec.allocate_load_balancer_node_ports = None;
-        for port in spec.ports.iter_mut().flatten() {
-            port.name = None;
-            port.node_port = None;
-            port.target_port = None;
-            port.app_protocol = None;
-        }
-    }
-    if let Some(status) = service.status.as_mut() {
-        status.conditions = None;
-    }
-}
-
-/// The addresses in the Service's `status.loadBalancer.ingress`.
-pub(crate) fn status_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|ingress| ingress.ip.as_deref()?.parse().ok())
-        .collect()
 }
 
 /// An `IPAddressPool` the allocator cannot use, naming the object and field.
@@ -221,12 +138,15 @@ pub(crate) type NamespaceLabels = BTreeMap<String, Labels>;
 
 #[cfg(test)]
 mod tests {
+    use herald_ipam::{Backend, Family, IpFamilyPolicy, ServiceKey};
     use serde_json::json;
 
     use super::*;
 
-    fn service(value: serde_json::Value) -> Service {
-        serde_json::from_value(value).expect("a valid Service")
+    fn service(value: serde_json::Value) -> ServiceView {
+        let service: k8s_openapi::api::core::v1::Service =
+            serde_json::from_value(value).expect("a valid Service");
+        ServiceView::new(&service)
     }
 
     #[test]
@@ -274,30 +194,31 @@ mod tests {
     }
 
     #[test]
-    fn trimming_a_service_keeps_everything_the_controller_decides_on() {
-        let full = service(json!({
-            "metadata": {"name": "web", "namespace": "shop", "labels": {"tier": "front"},
-                         "finalizers": ["service.kubernetes.io/load-balancer-cleanup"],
-                         "annotations": {"herald.dev/loadBalancerIPs": "192.0.2.9",
-                                         "herald.dev/ip-allocated-from-pool": "lan",
+    fn the_compact_view_keeps_only_heralds_annotations_and_the_local_selector() {
+        let view = service(json!({
+            "metadata": {"name": "web", "namespace": "shop",
+                         "annotations": {"herald.dev/ip-allocated-from-pool": "lan",
                                          "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
-            "spec": {"type": "LoadBalancer", "clusterIP": "198.51.100.7", "ipFamilies": ["IPv4"],
-                     "externalTrafficPolicy": "Local", "selector": {"app": "web"},
-                     "healthCheckNodePort": 31000,
-                     "ports": [{"name": "https", "port": 443, "nodePort": 30443, "targetPort": 8443}]},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                     "externalTrafficPolicy": "Cluster"},
             "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.9"}]}}
         }));
-        let mut trimmed = full.clone();
-        trim_service(&mut trimmed);
-        let labels = Labels::new();
-        assert_eq!(request(&trimmed, &labels), request(&full, &labels));
-        assert_eq!(status_ips(&trimmed), status_ips(&full));
-        assert_eq!(is_served(&trimmed, None), is_served(&full, None));
-        assert_eq!(trimmed.metadata.finalizers, full.metadata.finalizers);
-        let annotations = trimmed.metadata.annotations.unwrap_or_default();
-        assert!(annotations.contains_key("herald.dev/ip-allocated-from-pool"));
-        assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
-        assert_eq!(trimmed.spec.and_then(|s| s.cluster_ip), None);
+        assert_eq!(view.annotations.len(), 1);
+        assert!(
+            view.annotations
+                .contains_key("herald.dev/ip-allocated-from-pool")
+        );
+        assert_eq!(
+            view.local_selector, None,
+            "a Cluster Service needs no selector"
+        );
+        assert_eq!(
+            view.status_ips,
+            ["192.0.2.9".parse::<IpAddr>().expect("ip")]
+        );
+        let reference = view.object_ref();
+        assert_eq!(reference.kind.as_deref(), Some("Service"));
+        assert_eq!(reference.namespace.as_deref(), Some("shop"));
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! The compact form in which the controller keeps every Service: only what it decides on.
+//!
+//! At 10,000 Services a cache of whole `Service` objects was most of the controller's memory
+//! (each label, selector and annotation map alone costs a B-tree node of about 0.5 KiB). A
+//! `ServiceView` keeps the few fields allocation needs, in flat vectors, and is built as each
+//! watch event arrives, so whole objects never pile up.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use herald_api::annotations;
+use herald_ipam::{Family, IpFamilyPolicy, Port, ServiceKey};
+use k8s_openapi::{
+    api::core::v1::{ObjectReference, Service},
+    jiff::Timestamp,
+};
+
+/// What the controller knows of one Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceView {
+    pub(crate) key: ServiceKey,
+    pub(crate) uid: Option<String>,
+    pub(crate) resource_version: Option<String>,
+    pub(crate) created: Option<Timestamp>,
+    pub(crate) deleting: bool,
+    pub(crate) finalizers: Vec<String>,
+    /// Herald's and MetalLB's annotations only.
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) load_balancer: bool,
+    pub(crate) class: Option<String>,
+    pub(crate) families: Vec<Family>,
+    pub(crate) family_policy: IpFamilyPolicy,
+    pub(crate) load_balancer_ip: Option<String>,
+    pub(crate) ports: Vec<Port>,
+    /// The pod selector, kept for `externalTrafficPolicy: Local` only.
+    pub(crate) local_selector: Option<Vec<(String, String)>>,
+    pub(crate) status_ips: Vec<IpAddr>,
+}
+
+impl ServiceView {
+    pub(crate) fn new(service: &Service) -> Self {
+        let meta = &service.metadata;
+        let spec = service.spec.as_ref();
+        let flat = |map: Option<&BTreeMap<String, String>>| -> Vec<(String, String)> {
+            map.into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        ServiceView {
+            key: ServiceKey::new(
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            ),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: meta.deletion_timestamp.is_some(),
+            finalizers: meta.finalizers.clone().unwrap_or_default(),
+            annotations: meta
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(key, _)| annotations::PREFIXES.iter().any(|p| key.starts_with(p)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            labels: flat(meta.labels.as_ref()),
+            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
+            class: spec.and_then(|s| s.load_balancer_class.clone()),
+            families: spec
+                .and_then(|s| s.ip_families.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|f| match f.as_str() {
+                    "IPv4" => Some(Family::Ipv4),
+                    "IPv6" => Some(Family::Ipv6),
+                    _ => None,
+                })
+                .collect(),
+            family_policy: match spec.and_then(|s| s.ip_family_policy.as_deref()) {
+                Some("PreferDualStack") => IpFamilyPolicy::PreferDualStack,
+                Some("RequireDualStack") => IpFamilyPolicy::RequireDualStack,
+                _ => IpFamilyPolicy::SingleStack,
+            },
+            load_balancer_ip: spec
+                .and_then(|s| s.load_balancer_ip.clone())
+                .filter(|ip| !ip.is_empty()),
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(Port {
+                        protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        port: u16::try_from(p.port).ok()?,
+                    })
+                })
+                .collect(),
+            local_selector: spec
+                .filter(|s| s.external_traffic_policy.as_deref() == Some("Local"))
+                .map(|s| flat(s.selector.as_ref())),
+            status_ips: service
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|ingress| ingress.ip.as_deref()?.parse().ok())
+                .collect(),
+        }
+    }
+
+    /// A reference for Events about the Service.
+    pub(crate) fn object_ref(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: Some(self.key.name.clone()),
+            namespace: Some(self.key.namespace.clone()),
+            uid: self.uid.clone(),
+            resource_version: self.resource_version.clone(),
+            field_path: None,
+        }
+    }
+}

@@ -130,7 +130,8 @@ impl PoolState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Terms {
     sharing_key: Option<String>,
-    ports: BTreeSet<Port>,
+    /// Sorted (from the request's set); a flat vector, since every held Service keeps one.
+    ports: Vec<Port>,
     backend: Backend,
     pool: Option<String>,
 }
@@ -139,7 +140,7 @@ impl Terms {
     fn of(request: &ServiceRequest) -> Self {
         Terms {
             sharing_key: request.sharing_key.clone(),
-            ports: request.ports.clone(),
+            ports: request.ports.iter().cloned().collect(),
             backend: request.backend.clone(),
             pool: request.pool.clone(),
         }
@@ -164,8 +165,8 @@ impl Terms {
             return Some(SharingConflict::DifferentBackend);
         }
         self.ports
-            .intersection(&holder.ports)
-            .next()
+            .iter()
+            .find(|p| holder.ports.binary_search(p).is_ok())
             .map(|p| SharingConflict::PortClash {
                 protocol: p.protocol.clone(),
                 port: p.port,

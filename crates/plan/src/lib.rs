@@ -1,0 +1,386 @@
+//! # herald-plan: who announces which address, where
+//!
+//! Pure planning over a snapshot of the cluster, so that every speaker computes the same
+//! answer from the same inputs, with no coordination beyond membership:
+//!
+//! ```text
+//!   Snapshot { services (addresses, pool, policy, ready endpoint nodes), nodes,
+//!              L2Advertisements, pool labels, live speakers }
+//!        │  per Service: the nodes that may announce it
+//!        │  per address: the nodes all its Services allow (sharing Services agree)
+//!        ▼  rendezvous hashing over those nodes: one owner per address
+//!   L2Plan { address -> owner node, interfaces, Services }
+//! ```
+//!
+//! A node may announce a Service when a matching L2Advertisement selects the Service's pool,
+//! the Service and the node; the node is not excluded
+//! (`node.kubernetes.io/exclude-from-external-load-balancers`) and its network is available;
+//! its speaker is alive; and the Service has a ready endpoint (on that very node under
+//! `externalTrafficPolicy: Local`). A Service with no ready endpoint is not announced.
+//!
+//! The owner of an address is the eligible node with the highest score `hash(node, address)`
+//! (rendezvous hashing, [`owner_score`]): ownership spreads evenly, and when a node leaves,
+//! only the addresses it owned move.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use herald_ipam::{LabelSelector, Labels, ServiceKey};
+
+/// A Service with addresses, as planning needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    pub key: ServiceKey,
+    pub ips: Vec<IpAddr>,
+    /// The pool its addresses came from.
+    pub pool: Option<String>,
+    pub labels: Labels,
+    /// `externalTrafficPolicy: Local`.
+    pub local: bool,
+    /// Nodes that have a ready endpoint of the Service.
+    pub ready_endpoint_nodes: BTreeSet<String>,
+}
+
+/// A node, as planning needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    pub name: String,
+    pub labels: Labels,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub excluded: bool,
+    /// Its `NetworkUnavailable` condition is true.
+    pub network_unavailable: bool,
+}
+
+/// An L2Advertisement, with selectors already parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct L2Advertisement {
+    pub name: String,
+    /// Pools by name; with `pool_selectors`, a pool named or selected; with neither, all.
+    pub pools: Vec<String>,
+    pub pool_selectors: Vec<LabelSelector>,
+    /// Any matching; all nodes when empty.
+    pub node_selectors: Vec<LabelSelector>,
+    /// Any matching; all Services when empty.
+    pub service_selectors: Vec<LabelSelector>,
+    /// Interfaces to answer on; every suitable interface when empty.
+    pub interfaces: Vec<String>,
+}
+
+/// Everything planning looks at.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<ServiceState>,
+    pub nodes: Vec<NodeState>,
+    pub advertisements: Vec<L2Advertisement>,
+    pub pool_labels: BTreeMap<String, Labels>,
+    /// Nodes whose speaker membership says alive.
+    pub live_speakers: BTreeSet<String>,
+}
+
+/// Where an owner answers for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interfaces {
+    /// Every suitable interface.
+    All,
+    Named(BTreeSet<String>),
+}
+
+/// The owner of one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub node: String,
+    pub interfaces: Interfaces,
+    /// The Services announced through this address.
+    pub services: Vec<ServiceKey>,
+}
+
+/// The layer-2 plan of the cluster: one owner per announced address.
+pub type L2Plan = BTreeMap<IpAddr, Owner>;
+
+/// The nodes allowed to announce something, with the interfaces each would answer on.
+type Candidates = BTreeMap<String, Interfaces>;
+
+fn any_or_empty(selectors: &[LabelSelector], labels: &Labels) -> bool {
+    selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
+}
+
+impl L2Advertisement {
+    fn selects_pool(&self, pool: Option<&str>, pool_labels: &BTreeMap<String, Labels>) -> bool {
+        if self.pools.is_empty() && self.pool_selectors.is_empty() {
+            return true;
+        }
+        let Some(pool) = pool else {
+            return false;
+        };
+        let empty = Labels::new();
+        self.pools.iter().any(|p| p == pool)
+            || self
+                .pool_selectors
+                .iter()
+                .any(|s| s.matches(pool_labels.get(pool).unwrap_or(&empty)))
+    }
+}
+
+/// The stable score of `node` for `ip`: 64-bit FNV-1a over both, finished with a SplitMix64
+/// mix. Fixed here, not `std`'s hasher, so that speakers of different builds agree.
+pub fn owner_score(node: &str, ip: IpAddr) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let ip_bytes: Vec<u8> = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    for byte in node.bytes().chain([0]).chain(ip_bytes) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// Plans layer-2 ownership for the whole cluster.
+pub fn plan_l2(snapshot: &Snapshot) -> L2Plan {
+    let usable_nodes: Vec<&NodeState> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| {
+            !n.excluded && !n.network_unavailable && snapshot.live_speakers.contains(&n.name)
+        })
+        .collect();
+    // Per address: the nodes every Service on it allows, and the interfaces per node.
+    let mut per_ip: BTreeMap<IpAddr, (Option<Candidates>, Vec<ServiceKey>)> = BTreeMap::new();
+    for service in &snapshot.services {
+        let mut allowed = Candidates::new();
+        if !service.ready_endpoint_nodes.is_empty() {
+            for node in &usable_nodes {
+                if service.local && !service.ready_endpoint_nodes.contains(&node.name) {
+                    continue;
+                }
+                for adv in snapshot.advertisements.iter().filter(|a| {
+                    a.selects_pool(service.pool.as_deref(), &snapshot.pool_labels)
+                        && any_or_empty(&a.service_selectors, &service.labels)
+                        && any_or_empty(&a.node_selectors, &node.labels)
+                }) {
+                    let entry = allowed
+                        .entry(node.name.clone())
+                        .or_insert_with(|| Interfaces::Named(BTreeSet::new()));
+                    match (entry, adv.interfaces.is_empty()) {
+                        (entry, true) => *entry = Interfaces::All,
+                        (Interfaces::Named(names), false) => {
+                            names.extend(adv.interfaces.iter().cloned());
+                        }
+                        (Interfaces::All, false) => {}
+                    }
+                }
+            }
+        }
+        for ip in &service.ips {
+            let (nodes, services) = per_ip.entry(*ip).or_insert((None, Vec::new()));
+            services.push(service.key.clone());
+            *nodes = Some(match nodes.take() {
+                None => allowed.clone(),
+                // Services sharing an address are announced from one node: one they all allow.
+                Some(previous) => previous
+                    .into_iter()
+                    .filter(|(node, _)| allowed.contains_key(node))
+                    .collect(),
+            });
+        }
+    }
+    per_ip
+        .into_iter()
+        .filter_map(|(ip, (nodes, mut services))| {
+            let (node, interfaces) = nodes?
+                .into_iter()
+                .max_by_key(|(node, _)| (owner_score(node, ip), node.clone()))?;
+            services.sort();
+            Some((
+                ip,
+                Owner {
+                    node,
+                    interfaces,
+                    services,
+                },
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn node(name: &str) -> NodeState {
+        NodeState {
+            name: name.into(),
+            labels: Labels::new(),
+            excluded: false,
+            network_unavailable: false,
+        }
+    }
+
+    fn service(name: &str, ip: &str, endpoints: &[&str]) -> ServiceState {
+        ServiceState {
+            key: ServiceKey::new("default", name),
+            ips: vec![ip.parse().expect("test address")],
+            pool: Some("lan".into()),
+            labels: Labels::new(),
+            local: false,
+            ready_endpoint_nodes: endpoints.iter().map(|&n| n.to_owned()).collect(),
+        }
+    }
+
+    fn cluster(services: Vec<ServiceState>) -> Snapshot {
+        Snapshot {
+            services,
+            nodes: vec![node("n1"), node("n2"), node("n3")],
+            advertisements: vec![L2Advertisement {
+                name: "lan".into(),
+                ..Default::default()
+            }],
+            pool_labels: BTreeMap::new(),
+            live_speakers: ["n1", "n2", "n3"].into_iter().map(String::from).collect(),
+        }
+    }
+
+    fn owner(plan: &L2Plan, ip: &str) -> Option<String> {
+        plan.get(&ip.parse().expect("ip")).map(|o| o.node.clone())
+    }
+
+    #[test]
+    fn a_local_service_is_owned_by_a_node_with_a_ready_endpoint() {
+        let mut svc = service("web", "192.0.2.64", &["n2"]);
+        svc.local = true;
+        assert_eq!(
+            owner(&plan_l2(&cluster(vec![svc.clone()])), "192.0.2.64").as_deref(),
+            Some("n2")
+        );
+        svc.ready_endpoint_nodes = ["n3".to_owned()].into();
+        assert_eq!(
+            owner(&plan_l2(&cluster(vec![svc.clone()])), "192.0.2.64").as_deref(),
+            Some("n3")
+        );
+        svc.ready_endpoint_nodes.clear();
+        assert_eq!(
+            owner(&plan_l2(&cluster(vec![svc])), "192.0.2.64"),
+            None,
+            "no endpoint, no owner"
+        );
+    }
+
+    #[test]
+    fn excluded_unavailable_and_dead_nodes_never_own() {
+        let mut snapshot = cluster(
+            (0..50)
+                .map(|i| {
+                    service(
+                        &format!("s{i}"),
+                        &format!("192.0.2.{i}"),
+                        &["n1", "n2", "n3"],
+                    )
+                })
+                .collect(),
+        );
+        snapshot.nodes[0].excluded = true;
+        snapshot.nodes[1].network_unavailable = true;
+        let plan = plan_l2(&snapshot);
+        assert!(plan.values().all(|o| o.node == "n3"));
+        snapshot.live_speakers.remove("n3");
+        assert!(plan_l2(&snapshot).is_empty());
+    }
+
+    #[test]
+    fn services_sharing_an_address_have_one_owner_they_all_allow() {
+        let mut a = service("a", "192.0.2.64", &["n1", "n2"]);
+        let mut b = service("b", "192.0.2.64", &["n2", "n3"]);
+        a.local = true;
+        b.local = true;
+        let plan = plan_l2(&cluster(vec![a, b]));
+        let owner = &plan[&"192.0.2.64".parse::<IpAddr>().expect("ip")];
+        assert_eq!(owner.node, "n2");
+        assert_eq!(owner.services.len(), 2);
+    }
+
+    #[test]
+    fn advertisements_select_pools_nodes_and_interfaces() {
+        let mut snapshot = cluster(vec![service("web", "192.0.2.64", &["n1"])]);
+        snapshot.nodes[0].labels = Labels::from([("edge".into(), "true".into())]);
+        snapshot.advertisements = vec![L2Advertisement {
+            name: "edge".into(),
+            pools: vec!["lan".into()],
+            node_selectors: vec![LabelSelector {
+                match_labels: Labels::from([("edge".into(), "true".into())]),
+                ..Default::default()
+            }],
+            interfaces: vec!["eth1".into()],
+            ..Default::default()
+        }];
+        let plan = plan_l2(&snapshot);
+        let owner = &plan[&"192.0.2.64".parse::<IpAddr>().expect("ip")];
+        assert_eq!(owner.node, "n1", "only the edge node matches");
+        assert_eq!(
+            owner.interfaces,
+            Interfaces::Named(["eth1".to_owned()].into())
+        );
+        snapshot.advertisements[0].pools = vec!["other".into()];
+        assert!(
+            plan_l2(&snapshot).is_empty(),
+            "an advertisement of another pool"
+        );
+    }
+
+    #[test]
+    fn ownership_spreads_evenly_across_nodes() {
+        let services = (0..3000)
+            .map(|i| {
+                let ip = IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i));
+                ServiceState {
+                    ips: vec![ip],
+                    ..service(&format!("s{i}"), "192.0.2.1", &["n1", "n2", "n3"])
+                }
+            })
+            .collect();
+        let plan = plan_l2(&cluster(services));
+        for n in ["n1", "n2", "n3"] {
+            let owned = plan.values().filter(|o| o.node == n).count();
+            assert!((850..=1150).contains(&owned), "{n} owns {owned} of 3000");
+        }
+    }
+
+    proptest! {
+        /// Every speaker computes the same plan, whatever order it saw objects in, and a node
+        /// leaving moves only the addresses it owned.
+        #[test]
+        fn the_plan_is_deterministic_and_moves_only_the_departed_nodes_addresses(
+            count in 1usize..60, seed in any::<u64>(), gone in 0usize..3,
+        ) {
+            let services: Vec<ServiceState> = (0..count)
+                .map(|i| service(&format!("s{i}"), &format!("192.0.2.{}", i % 40), &["n1", "n2", "n3"]))
+                .collect();
+            let snapshot = cluster(services.clone());
+            let mut shuffled = cluster(services);
+            let len = shuffled.services.len();
+            shuffled.services.rotate_left(usize::try_from(seed % len as u64).unwrap_or(0));
+            shuffled.nodes.reverse();
+            let plan = plan_l2(&snapshot);
+            prop_assert_eq!(&plan, &plan_l2(&shuffled));
+
+            let departed = ["n1", "n2", "n3"][gone];
+            let mut without = snapshot.clone();
+            without.live_speakers.remove(departed);
+            let after = plan_l2(&without);
+            for (ip, owner) in &plan {
+                if owner.node != departed {
+                    prop_assert_eq!(&after[ip].node, &owner.node, "{} moved needlessly", ip);
+                } else {
+                    prop_assert_ne!(&after[ip].node, departed);
+                }
+            }
+        }
+    }
+}

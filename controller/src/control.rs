@@ -82,10 +82,13 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         class: settings.class,
         allocator: Allocator::new(),
         pools: None,
-        pool_problems: BTreeMap::new(),
+        invalid_pools: BTreeMap::new(),
+        overlaps: Vec::new(),
         last_note: HashMap::new(),
         pool_status: HashMap::new(),
-        in_flight: HashMap::new(),
+        settled: HashMap::new(),
+        generation: 0,
+        namespaces: NamespaceLabels::new(),
         metrics: settings.metrics,
     };
     let snapshot = Snapshot::take(&services, &pools, &namespaces);
@@ -118,21 +121,13 @@ impl Watches {
     /// change.
     fn watch_services(&mut self, api: Api<Service>, notify: &Arc<Notify>) -> ServiceCache {
         let cache = ServiceCache::default();
-        let (feed, notify) = (cache.clone(), notify.clone());
-        self.0.push(tokio::spawn(async move {
-            let mut stream =
-                std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-            let mut relist = HashMap::new();
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(event) => {
-                        feed.apply(event, &mut relist);
-                        notify.notify_one();
-                    }
-                    Err(e) => warn!(error = %e, "watch of Services failed; retrying with backoff"),
-                }
-            }
-        }));
+        let feed = cache.clone();
+        let mut relist = HashMap::new();
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .map(move |event| event.map(|event| feed.apply(event, &mut relist)));
+        self.0
+            .push(tokio::spawn(drive(stream, notify.clone(), "Service")));
         cache
     }
 
@@ -197,7 +192,7 @@ impl ServiceCache {
                 views.insert(view.key.clone(), Arc::new(view));
             }
             watcher::Event::Delete(service) => {
-                views.remove(&ServiceView::new(&service).key);
+                views.remove(&ServiceView::key_of(&service));
             }
             watcher::Event::Init => relist.clear(),
             watcher::Event::InitApply(service) => {
@@ -269,15 +264,23 @@ struct Control {
     allocator: Allocator,
     /// The pools last given to the allocator.
     pools: Option<Vec<Pool>>,
-    /// Pools that could not be used, with the reason, and those overlapping others.
-    pool_problems: BTreeMap<String, Vec<Condition>>,
+    /// Pools that could not be used, with the reason.
+    invalid_pools: BTreeMap<String, String>,
+    /// Pairs of usable pools that share addresses, as of the last change of pools.
+    overlaps: Vec<(String, String)>,
     /// The last Event note per Service, so that Events are sent on change only.
     last_note: HashMap<ServiceKey, String>,
     /// The pool status last written.
     pool_status: HashMap<String, IPAddressPoolStatus>,
-    /// Services written in the last pass, with the resourceVersion the writes were based on:
-    /// until the watch shows a newer version, there is nothing new to decide for them.
-    in_flight: HashMap<ServiceKey, String>,
+    /// Services dealt with: the resourceVersion decided on (or written from) and the
+    /// generation of the allocator's inputs then. Until either changes there is nothing new
+    /// to decide, so a pass does no work for settled Services. Failures are never settled.
+    settled: HashMap<ServiceKey, (String, u64)>,
+    /// Bumped whenever the pools or the namespaces' labels change, since either can change
+    /// any Service's outcome.
+    generation: u64,
+    /// The namespaces' labels as of the last pass.
+    namespaces: NamespaceLabels,
     metrics: Arc<Metrics>,
 }
 
@@ -288,9 +291,11 @@ const WRITE_CONCURRENCY: usize = 32;
 /// then Events.
 struct Writes {
     key: ServiceKey,
-    namespace: String,
-    name: String,
     resource_version: Option<String>,
+    /// The allocator's inputs this plan was made under ([`Control::generation`]).
+    generation: u64,
+    /// The outcome is a failure to retry on the next pass, not a settled state.
+    retry: bool,
     finalizers: Vec<String>,
     /// Add (`true`) or remove (`false`) the cleanup finalizer.
     finalizer: Option<bool>,
@@ -302,12 +307,12 @@ struct Writes {
 }
 
 impl Writes {
-    fn new(service: &ServiceView) -> Self {
+    fn new(service: &ServiceView, generation: u64) -> Self {
         Writes {
             key: service.key.clone(),
-            namespace: service.key.namespace.clone(),
-            name: service.key.name.clone(),
             resource_version: service.resource_version.clone(),
+            generation,
+            retry: false,
             finalizers: service.finalizers.clone(),
             finalizer: None,
             pool_annotation: None,
@@ -317,6 +322,12 @@ impl Writes {
         }
     }
 
+    /// What marks the Service as dealt with until it or the allocator's inputs change.
+    fn settled_as(&self) -> Option<(String, u64)> {
+        let version = self.resource_version.clone()?;
+        (!self.retry).then_some((version, self.generation))
+    }
+
     fn needed(&self) -> bool {
         self.finalizer.is_some()
             || self.pool_annotation.is_some()
@@ -324,12 +335,11 @@ impl Writes {
             || !self.events.is_empty()
     }
 
-    /// Performs the writes; returns the key and, when something was written, the
-    /// resourceVersion it was based on. A failure is logged and left to the next pass.
-    async fn execute(self, client: Client, publisher: Publisher) -> (ServiceKey, Option<String>) {
-        let api: Api<Service> = Api::namespaced(client, &self.namespace);
+    /// Performs the writes; returns the key and whether they all succeeded. A failure is
+    /// logged and left to the next pass.
+    async fn execute(self, client: Client, publisher: Publisher) -> (Writes, bool) {
+        let api: Api<Service> = Api::namespaced(client, &self.key.namespace);
         let params = PatchParams::default();
-        let mut wrote = false;
         let failed = |what: &str, e: kube::Error| {
             debug!(service = %self.key, error = %e, "{what} failed; the next pass retries");
         };
@@ -353,11 +363,10 @@ impl Writes {
                 metadata.insert("annotations".into(), json!({IP_ALLOCATED_FROM_POOL: pool}));
             }
             let patch = Patch::Merge(json!({"metadata": metadata}));
-            if let Err(e) = api.patch(&self.name, &params, &patch).await {
+            if let Err(e) = api.patch(&self.key.name, &params, &patch).await {
                 failed("writing metadata", e);
-                return (self.key, None);
+                return (self, false);
             }
-            wrote = true;
         }
         if let Some(ips) = &self.status {
             let ingress = if ips.is_empty() {
@@ -370,23 +379,25 @@ impl Writes {
                 )
             };
             let patch = Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}}));
-            if let Err(e) = api.patch_status(&self.name, &params, &patch).await {
+            if let Err(e) = api.patch_status(&self.key.name, &params, &patch).await {
                 failed("writing status", e);
-                return (self.key, None);
+                return (self, false);
             }
-            wrote = true;
         }
         for note in &self.events {
             publisher.publish(&self.object, note).await;
         }
-        let version = if wrote { self.resource_version } else { None };
-        (self.key, version)
+        (self, true)
     }
 }
 
 impl Control {
     async fn pass(&mut self, snapshot: &Snapshot) {
         self.sync_pools(snapshot).await;
+        if self.namespaces != snapshot.namespaces {
+            self.namespaces = snapshot.namespaces.clone();
+            self.generation += 1;
+        }
         let mut present = BTreeSet::new();
         let mut planned = Vec::new();
         for service in &snapshot.services {
@@ -403,20 +414,22 @@ impl Control {
             .collect();
         for key in gone {
             self.last_note.remove(&key);
-            self.in_flight.remove(&key);
+            self.settled.remove(&key);
             self.allocator.release(&key);
         }
         // Decisions are made; the writes of different Services go out side by side.
         let (client, publisher) = (self.client.clone(), self.publisher.clone());
-        let done: Vec<(ServiceKey, Option<String>)> = futures::stream::iter(planned)
+        let done: Vec<(Writes, bool)> = futures::stream::iter(planned)
             .map(|writes| writes.execute(client.clone(), publisher.clone()))
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
-        for (key, version) in done {
-            match version {
-                Some(version) => self.in_flight.insert(key, version),
-                None => self.in_flight.remove(&key),
+        for (writes, succeeded) in done {
+            // A Service written from version V is settled at V: its next version (our own
+            // write, coming back through the watch) is decided afresh and finds nothing to do.
+            match writes.settled_as().filter(|_| succeeded) {
+                Some(settled) => self.settled.insert(writes.key, settled),
+                None => self.settled.remove(&writes.key),
             };
         }
         self.write_pool_status(snapshot).await;
@@ -425,50 +438,33 @@ impl Control {
     /// Gives the allocator the current pools when they changed.
     async fn sync_pools(&mut self, snapshot: &Snapshot) {
         let mut usable = Vec::new();
-        let mut problems: BTreeMap<String, Vec<Condition>> = BTreeMap::new();
+        let mut invalid = BTreeMap::new();
         for crd in &snapshot.pools {
             match translate::pool(crd) {
                 Ok(pool) => usable.push(pool),
                 Err(e) => {
-                    problems.entry(crd.name_any()).or_default().push(condition(
-                        "Valid",
-                        false,
-                        "InvalidSpec",
-                        &e.to_string(),
-                    ));
                     self.warn_about_pool(crd, "InvalidPool", &e.to_string())
                         .await;
+                    invalid.insert(crd.name_any(), e.to_string());
                 }
             }
         }
-        if self.pools.as_ref() != Some(&usable) {
-            let report = self.allocator.set_pools(usable.clone());
-            self.pools = Some(usable);
-            for (a, b) in &report.overlaps {
-                for (pool, other) in [(a, b), (b, a)] {
-                    problems.entry(pool.clone()).or_default().push(condition(
-                        "Overlapping",
-                        true,
-                        "SharesAddresses",
-                        &format!("shares addresses with IPAddressPool {other}; each address is still given to one Service only"),
-                    ));
+        self.invalid_pools = invalid;
+        if self.pools.as_ref() == Some(&usable) {
+            return;
+        }
+        let report = self.allocator.set_pools(usable.clone());
+        self.pools = Some(usable);
+        self.generation += 1;
+        self.overlaps = report.overlaps;
+        for (ip, holders) in &report.outside_pools {
+            for holder in holders {
+                if let Some(service) = snapshot.services.iter().find(|s| s.key == *holder) {
+                    let note = format!(
+                        "{ip} is no longer in any IPAddressPool; the Service keeps it until it is deleted or asks for another address"
+                    );
+                    self.warn_now(service, "IPOutsidePools", note).await;
                 }
-            }
-            for (ip, holders) in &report.outside_pools {
-                for holder in holders {
-                    if let Some(service) = snapshot.services.iter().find(|s| s.key == *holder) {
-                        let note = format!(
-                            "{ip} is no longer in any IPAddressPool; the Service keeps it until it is deleted or asks for another address"
-                        );
-                        self.warn_now(service, "IPOutsidePools", note).await;
-                    }
-                }
-            }
-            self.pool_problems = problems;
-        } else {
-            // Overlap conditions stay as computed when the pools last changed.
-            for (name, conditions) in problems {
-                self.pool_problems.insert(name, conditions);
             }
         }
     }
@@ -493,11 +489,16 @@ impl Control {
     /// Decides what `service` needs; the allocator is consulted here, in pass order.
     fn plan(&mut self, service: &ServiceView, snapshot: &Snapshot) -> Option<Writes> {
         let key = service.key.clone();
-        if self.in_flight.get(&key) == service.resource_version.as_ref() {
-            // What we wrote has not come back through the watch yet.
+        // The hot path: most Services, most passes, have nothing new to decide.
+        if let Some(version) = &service.resource_version
+            && self
+                .settled
+                .get(&key)
+                .is_some_and(|(v, g)| v == version && *g == self.generation)
+        {
             return None;
         }
-        let mut writes = Writes::new(service);
+        let mut writes = Writes::new(service, self.generation);
         let has_finalizer = service.finalizers.iter().any(|f| f == CLEANUP_FINALIZER);
         if !translate::is_served(service, self.class.as_deref()) {
             if let Some(released) = self.allocator.release(&key) {
@@ -513,7 +514,7 @@ impl Control {
                 writes.finalizer = Some(false);
             }
             self.last_note.remove(&key);
-            return writes.needed().then_some(writes);
+            return self.unless_settled(writes);
         }
         if !has_finalizer {
             writes.finalizer = Some(true);
@@ -550,6 +551,7 @@ impl Control {
                         .assignment(&key)
                         .map(|a| format!("; keeps {}", ips_text(&a.ips)))
                         .unwrap_or_default();
+                    writes.retry = true;
                     self.note(
                         &mut writes,
                         Severity::Warning,
@@ -559,12 +561,24 @@ impl Control {
                 }
             },
         }
-        writes.needed().then_some(writes)
+        self.unless_settled(writes)
+    }
+
+    /// The writes to perform, or `None` when there are none; a Service needing nothing is
+    /// settled at once.
+    fn unless_settled(&mut self, writes: Writes) -> Option<Writes> {
+        if writes.needed() {
+            return Some(writes);
+        }
+        if let Some(settled) = writes.settled_as() {
+            self.settled.insert(writes.key, settled);
+        }
+        None
     }
 
     /// Sends a Warning Event at once (unless it was the last one sent for this Service).
     async fn warn_now(&mut self, service: &ServiceView, reason: &str, note: String) {
-        let mut writes = Writes::new(service);
+        let mut writes = Writes::new(service, self.generation);
         self.note(&mut writes, Severity::Warning, reason, note);
         writes
             .execute(self.client.clone(), self.publisher.clone())
@@ -643,15 +657,32 @@ impl Control {
             }
             let count = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
             let previous = crd.status.clone().unwrap_or_default();
-            let mut conditions = self.pool_problems.get(&name).cloned().unwrap_or_default();
-            if !conditions.iter().any(|c| c.type_ == "Overlapping") {
-                conditions.push(condition(
-                    "Overlapping",
-                    false,
-                    "NoOverlap",
-                    "no other pool shares addresses with this one",
-                ));
+            let mut conditions = Vec::new();
+            if let Some(error) = self.invalid_pools.get(&name) {
+                conditions.push(condition("Valid", false, "InvalidSpec", error));
             }
+            let others: Vec<&str> = self
+                .overlaps
+                .iter()
+                .filter_map(|(a, b)| {
+                    (*a == name)
+                        .then_some(b.as_str())
+                        .or_else(|| (*b == name).then_some(a.as_str()))
+                })
+                .collect();
+            conditions.push(if others.is_empty() {
+                condition("Overlapping", false, "NoOverlap", "no other pool shares addresses with this one")
+            } else {
+                condition(
+                    "Overlapping",
+                    true,
+                    "SharesAddresses",
+                    &format!(
+                        "shares addresses with IPAddressPool {}; each address is still given to one Service only",
+                        others.join(", ")
+                    ),
+                )
+            });
             // Keep the transition time of conditions whose status did not change.
             for c in &mut conditions {
                 if let Some(old) = previous

@@ -38,6 +38,14 @@ pub(crate) struct ServiceView {
 }
 
 impl ServiceView {
+    /// The key of a Service, without building its view.
+    pub(crate) fn key_of(service: &Service) -> ServiceKey {
+        ServiceKey::new(
+            service.metadata.namespace.clone().unwrap_or_default(),
+            service.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+
     pub(crate) fn new(service: &Service) -> Self {
         let meta = &service.metadata;
         let spec = service.spec.as_ref();
@@ -48,10 +56,7 @@ impl ServiceView {
                 .collect()
         };
         ServiceView {
-            key: ServiceKey::new(
-                meta.namespace.clone().unwrap_or_default(),
-                meta.name.clone().unwrap_or_default(),
-            ),
+            key: Self::key_of(service),
             uid: meta.uid.clone(),
             resource_version: meta.resource_version.clone(),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),

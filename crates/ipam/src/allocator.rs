@@ -279,12 +279,20 @@ impl Allocator {
         request: &ServiceRequest,
         ips: &[IpAddr],
     ) -> Result<Assignment, AllocationError> {
-        let terms = Terms::of(request);
-        if let Some(previous) = self.services.remove(&request.key) {
-            self.unhold(&request.key, &previous);
+        let mut terms = Terms::of(request);
+        let previous = self.services.remove(&request.key);
+        if let Some(previous) = &previous {
+            self.unhold(&request.key, previous);
         }
-        for &ip in ips {
-            self.check_sharing(ip, &terms)?;
+        if let Some(conflict) = ips
+            .iter()
+            .find_map(|ip| self.check_sharing(*ip, &terms).err())
+        {
+            // Refused: what the Service held before stays held.
+            if let Some(previous) = previous {
+                self.hold(&request.key, previous.terms, previous.assignment);
+            }
+            return Err(conflict);
         }
         let pool = request
             .pool
@@ -300,7 +308,6 @@ impl Allocator {
                     .find(|s| ips.iter().all(|ip| s.pool.contains(*ip)))
                     .map(|s| s.pool.name.clone())
             });
-        let mut terms = terms;
         if pool.is_some() && pool != request.pool {
             // The addresses come from another pool than the one the Service names now (its
             // annotation changed while no controller ran): the next assign moves it.

@@ -404,6 +404,14 @@ fn restoring_from_status_refuses_a_second_claim_on_one_address() {
         a.restore(&service("b"), &[ip("192.0.2.70")]),
         Err(AllocationError::InUse { .. })
     ));
+    // A refused restore of a Service that already holds something keeps what it held.
+    a.restore(&service("b"), &[ip("192.0.2.71")]).expect("free");
+    assert!(a.restore(&service("b"), &[ip("192.0.2.70")]).is_err());
+    assert_eq!(
+        a.assignment(&ServiceKey::new("default", "b"))
+            .map(|x| x.ips.clone()),
+        Some(vec![ip("192.0.2.71")])
+    );
     // Addresses outside every pool are kept too: the Service is live.
     let outside = a
         .restore(&service("c"), &[ip("203.0.113.9")])

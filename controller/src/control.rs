@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use herald_api::{
     IPAddressPool, IPAddressPoolStatus,
     annotations::{CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL},
@@ -34,18 +34,18 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::{
+use herald_shell::{
     events::{Note, Publisher, Severity},
+    watch::Watches,
+};
+
+use crate::{
     metrics::{Metrics, PoolLabels, ReasonLabels},
     translate::{self, NamespaceLabels},
     view::ServiceView,
@@ -63,11 +63,13 @@ pub(crate) struct Settings {
 
 /// Runs the controller until the process ends.
 pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
-    let notify = Arc::new(Notify::new());
-    let mut watches = Watches(Vec::new());
-    let services = watches.watch_services(Api::all(client.clone()), &notify);
-    let pools = watches.watch::<IPAddressPool>(Api::all(client.clone()), &notify);
-    let namespaces = watches.watch::<Namespace>(Api::all(client.clone()), &notify);
+    let mut watches = Watches::new();
+    let notify = watches.notify();
+    let services = watch_services(&mut watches, Api::all(client.clone()));
+    let pools =
+        watches.store::<IPAddressPool>(Api::all(client.clone()), watcher::Config::default());
+    let namespaces =
+        watches.store::<Namespace>(Api::all(client.clone()), watcher::Config::default());
     services.wait_until_ready().await;
     for (what, ready) in [
         ("IPAddressPools", pools.wait_until_ready().await),
@@ -77,7 +79,12 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
             .map_err(|e| anyhow::anyhow!("the watch of {what} ended before its first list: {e}"))?;
     }
     let mut control = Control {
-        publisher: Publisher::new(client.clone(), "herald-controller", &settings.instance),
+        publisher: Publisher::new(
+            client.clone(),
+            "herald-controller",
+            &settings.instance,
+            "Allocate",
+        ),
         client,
         class: settings.class,
         allocator: Allocator::new(),
@@ -105,53 +112,16 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
     }
 }
 
-/// The watch tasks of one run, stopped when the run ends (e.g. when leadership is lost).
-struct Watches(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Watches {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
-impl Watches {
-    /// Watches Services into a [`ServiceCache`] of compact views, waking the loop on every
-    /// change.
-    fn watch_services(&mut self, api: Api<Service>, notify: &Arc<Notify>) -> ServiceCache {
-        let cache = ServiceCache::default();
-        let feed = cache.clone();
-        let mut relist = HashMap::new();
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .map(move |event| event.map(|event| feed.apply(event, &mut relist)));
-        self.0
-            .push(tokio::spawn(drive(stream, notify.clone(), "Service")));
-        cache
-    }
-
-    /// Watches `api` into a store, waking the loop on every change.
-    fn watch<K>(&mut self, api: Api<K>, notify: &Arc<Notify>) -> Store<K>
-    where
-        K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
-        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-    {
-        let (store, writer) = reflector::store();
-        // Managed fields are most of an object's size and never read.
-        let stream = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(|object| object.meta_mut().managed_fields = None),
-        );
-        self.0.push(tokio::spawn(drive(
-            stream,
-            notify.clone(),
-            std::any::type_name::<K>(),
-        )));
-        store
-    }
+/// Watches Services into a [`ServiceCache`] of compact views, waking the loop on every change.
+fn watch_services(watches: &mut Watches, api: Api<Service>) -> ServiceCache {
+    let cache = ServiceCache::default();
+    let feed = cache.clone();
+    let mut relist = HashMap::new();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |event| event.map(|event| feed.apply(event, &mut relist)));
+    watches.spawn(stream, "Service");
+    cache
 }
 
 /// Every Service, as its compact [`ServiceView`], kept current by a watch.
@@ -205,19 +175,6 @@ impl ServiceCache {
                     .store(true, std::sync::atomic::Ordering::Release);
                 self.ready.notify_waiters();
             }
-        }
-    }
-}
-
-async fn drive<S, T>(stream: S, notify: Arc<Notify>, what: &'static str)
-where
-    S: Stream<Item = Result<T, watcher::Error>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => notify.notify_one(),
-            Err(e) => warn!(%what, error = %e, "watch error; retrying with backoff"),
         }
     }
 }

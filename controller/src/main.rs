@@ -9,12 +9,12 @@
 //! pure translation between Kubernetes objects and the allocator in [`translate`].
 
 mod control;
-mod events;
 mod metrics;
 mod translate;
 mod view;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use herald_shell::logging::{self, LogFormat};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
@@ -51,35 +51,17 @@ struct Flags {
     metrics_address: std::net::SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match flags.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    logging::init(flags.log_format);
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API: {e}"))?;
-    let metrics = metrics::Metrics::new();
-    let server = tokio::spawn(metrics::serve(flags.metrics_address, metrics.clone()));
+    let (metrics, probes) = metrics::Metrics::new();
     // A port that cannot be bound is a start-up error, not a silent lack of probes.
-    tokio::task::yield_now().await;
-    if server.is_finished() {
-        return server.await?;
-    }
-    metrics.set_ready();
+    tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
+    probes.set_ready();
     let settings = control::Settings {
         class: flags.load_balancer_class,
         instance: flags.instance.clone(),

@@ -1,17 +1,11 @@
-//! What the controller exposes on `/metrics` (Prometheus text format), and `/healthz` and
-//! `/readyz` for the kubelet's probes.
+//! What the controller exposes on `/metrics` (Prometheus text format; served with `/healthz`
+//! and `/readyz` by [`herald_shell::probes`]).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-};
+use std::sync::{Arc, atomic::AtomicU64};
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use herald_shell::probes::Probes;
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -32,10 +26,9 @@ pub(crate) struct ReasonLabels {
     pub(crate) reason: String,
 }
 
-/// The controller's metrics and readiness, shared by the loop and the HTTP server.
+/// The controller's metrics, updated by the loop.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    registry: Registry,
     /// Addresses per pool, family and state (a float: IPv6 pools exceed 64 bits).
     pub(crate) pool_addresses: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pub(crate) allocations: Counter,
@@ -43,11 +36,11 @@ pub(crate) struct Metrics {
     pub(crate) failures: Family<ReasonLabels, Counter>,
     /// 1 while this replica leads.
     pub(crate) leader: Gauge,
-    ready: AtomicBool,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Arc<Self> {
+    /// The metrics, and the probes that serve them.
+    pub(crate) fn new() -> (Arc<Self>, Arc<Probes>) {
         let mut registry = Registry::with_prefix("herald_controller");
         let metrics = Metrics {
             pool_addresses: Family::default(),
@@ -55,8 +48,6 @@ impl Metrics {
             releases: Counter::default(),
             failures: Family::default(),
             leader: Gauge::default(),
-            ready: AtomicBool::new(false),
-            registry: Registry::default(),
         };
         registry.register(
             "pool_addresses",
@@ -83,47 +74,6 @@ impl Metrics {
             "1 while this replica leads",
             metrics.leader.clone(),
         );
-        Arc::new(Metrics {
-            registry,
-            ..metrics
-        })
+        (Arc::new(metrics), Probes::new(registry))
     }
-
-    /// Ready once the process has started its loop (leading or standing by).
-    pub(crate) fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
-    }
-
-    fn render(&self) -> String {
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
-    }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `address` until the process ends.
-pub(crate) async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                if m.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
-                }
-            }),
-        )
-        .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| anyhow::anyhow!("listening on {address} for metrics and probes: {e}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
 }

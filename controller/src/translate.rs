@@ -4,9 +4,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use herald_api::{IPAddressPool, annotations};
-use herald_ipam::{
-    Backend, LabelSelector, Labels, Pool, PoolError, Requirement, ServiceAllocation, ServiceRequest,
-};
+use herald_ipam::{Backend, Labels, Pool, PoolError, ServiceAllocation, ServiceRequest};
+use herald_shell::selector::{SelectorError, convert_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
 
@@ -66,14 +65,8 @@ pub(crate) fn request(
 pub(crate) enum PoolSpecError {
     #[error(transparent)]
     Addresses(#[from] PoolError),
-    #[error(
-        "IPAddressPool {pool}: {field}: operator {operator:?} is not In, NotIn, Exists or DoesNotExist"
-    )]
-    Operator {
-        pool: String,
-        field: String,
-        operator: String,
-    },
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
 }
 
 /// The pool as the allocator sees it.
@@ -84,11 +77,9 @@ pub(crate) fn pool(crd: &IPAddressPool) -> Result<Pool, PoolSpecError> {
     pool.auto_assign = crd.spec.auto_assign;
     pool.avoid_buggy_ips = crd.spec.avoid_buggy_ips;
     if let Some(allocation) = &crd.spec.service_allocation {
+        let object = format!("IPAddressPool {name}");
         let selectors = |list: &[KubeSelector], field: &str| {
-            list.iter()
-                .enumerate()
-                .map(|(i, s)| selector(s, &name, &format!("spec.serviceAllocation.{field}[{i}]")))
-                .collect::<Result<Vec<_>, _>>()
+            convert_all(list, &object, &format!("spec.serviceAllocation.{field}"))
         };
         pool.allocation = Some(ServiceAllocation {
             priority: allocation.priority,
@@ -98,39 +89,6 @@ pub(crate) fn pool(crd: &IPAddressPool) -> Result<Pool, PoolSpecError> {
         });
     }
     Ok(pool)
-}
-
-fn selector(
-    selector: &KubeSelector,
-    pool: &str,
-    field: &str,
-) -> Result<LabelSelector, PoolSpecError> {
-    let match_expressions = selector
-        .match_expressions
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, e)| {
-            let values = e.values.iter().flatten().cloned().collect();
-            Ok(match e.operator.as_str() {
-                "In" => Requirement::In(e.key.clone(), values),
-                "NotIn" => Requirement::NotIn(e.key.clone(), values),
-                "Exists" => Requirement::Exists(e.key.clone()),
-                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
-                other => {
-                    return Err(PoolSpecError::Operator {
-                        pool: pool.to_owned(),
-                        field: format!("{field}.matchExpressions[{i}].operator"),
-                        operator: other.to_owned(),
-                    });
-                }
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(LabelSelector {
-        match_labels: selector.match_labels.clone().unwrap_or_default(),
-        match_expressions,
-    })
 }
 
 /// Labels of a namespace by name, for `namespaceSelectors`.

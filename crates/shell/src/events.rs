@@ -1,9 +1,9 @@
-//! Events on Services and pools, written straight to the core/v1 Events API, which
+//! Events on Herald's objects (Services, pools), written straight to the core/v1 Events API, which
 //! `kubectl describe` shows.
 //!
-//! kube's `Recorder` keeps every Event it sent for six minutes to aggregate repeats. The
-//! controller already sends an Event only when a Service's message changes, so it needs no such
-//! cache, and at 10,000 Services the cache held one Event per allocation.
+//! kube's `Recorder` keeps every Event it sent for six minutes to aggregate repeats. Herald's
+//! binaries send an Event only when what they say about an object changes, so they need no
+//! such cache, and at 10,000 Services the cache held one Event per allocation.
 
 use k8s_openapi::{
     api::core::v1::{Event, EventSource, ObjectReference},
@@ -15,26 +15,27 @@ use tracing::debug;
 
 /// The severity of an Event, as `kubectl describe` shows it in `Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Severity {
+pub enum Severity {
     Normal,
     Warning,
 }
 
 /// One Event to send.
 #[derive(Debug, Clone)]
-pub(crate) struct Note {
-    pub(crate) severity: Severity,
+pub struct Note {
+    pub severity: Severity,
     /// Short, PascalCase: `IPAllocated`, `AllocationFailed`, ...
-    pub(crate) reason: String,
-    pub(crate) message: String,
+    pub reason: String,
+    pub message: String,
 }
 
-/// Sends Events as one controller instance.
+/// Sends Events as one instance of a component.
 #[derive(Clone)]
-pub(crate) struct Publisher {
+pub struct Publisher {
     client: Client,
     component: String,
     instance: String,
+    action: String,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -47,16 +48,19 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(client: Client, component: &str, instance: &str) -> Self {
+    /// `component` (e.g. `herald-controller`) and `instance` (its pod) are shown as the
+    /// Event's source; `action` says what the component does (`Allocate`, `Announce`).
+    pub fn new(client: Client, component: &str, instance: &str, action: &str) -> Self {
         Publisher {
             client,
             component: component.to_owned(),
             instance: instance.to_owned(),
+            action: action.to_owned(),
         }
     }
 
     /// Sends `note` about `object`; a failure is logged, never fatal.
-    pub(crate) async fn publish(&self, object: &ObjectReference, note: &Note) {
+    pub async fn publish(&self, object: &ObjectReference, note: &Note) {
         // Events of cluster-scoped objects (pools) live in `default`, as kubectl expects.
         let namespace = object.namespace.clone().unwrap_or_else(|| "default".into());
         let now = Time(Timestamp::now());
@@ -79,7 +83,7 @@ impl Publisher {
             }),
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.instance.clone()),
-            action: Some("Allocate".into()),
+            action: Some(self.action.clone()),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),
             count: Some(1),

@@ -1,0 +1,284 @@
+//! Membership on a simulated network with a virtual clock: detection times are measured in
+//! simulated time, so they are exact and repeatable whatever the machine is doing.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, BinaryHeap},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use herald_membership::{Key, Membership, Output, Settings, Speaker, Timer};
+
+const KEY: &[u8] = b"a shared test key of enough bytes";
+
+enum Event {
+    Deliver {
+        to: usize,
+        datagram: Vec<u8>,
+    },
+    Fire {
+        node: usize,
+        generation: u64,
+        timer: Timer<Speaker>,
+    },
+}
+
+/// Speakers n1..nN on 192.0.2.1..N, a clock, and the messages and timers in flight.
+struct Cluster {
+    now: Duration,
+    speakers: Vec<Option<Membership>>,
+    /// Extra delay on everything a speaker sends (a busy node).
+    send_delay: Vec<Duration>,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: Vec<Option<Event>>,
+    /// One-way delay of the LAN.
+    latency: Duration,
+}
+
+fn address(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1 + i as u8)), 7946)
+}
+
+fn node(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+impl Cluster {
+    fn new(size: usize, seed: u64) -> Self {
+        let mut cluster = Cluster {
+            now: Duration::ZERO,
+            speakers: Vec::new(),
+            send_delay: vec![Duration::ZERO; size],
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            latency: Duration::from_micros(200),
+        };
+        for i in 0..size {
+            cluster.speakers.push(None);
+            cluster.start(i, 1, seed);
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) speaker `i` and has it announce itself to every other node.
+    fn start(&mut self, i: usize, generation: u64, seed: u64) {
+        let me = Speaker {
+            node: node(i),
+            address: address(i),
+            generation,
+        };
+        let key = Key::new(KEY).expect("key");
+        self.speakers[i] = Some(Membership::new(
+            me,
+            Settings::default(),
+            key,
+            seed + i as u64,
+        ));
+        for j in 0..self.speakers.len() {
+            if j != i {
+                let outputs = self.speakers[i]
+                    .as_mut()
+                    .expect("started")
+                    .announce(&node(j), address(j))
+                    .expect("announce");
+                self.perform(i, outputs);
+            }
+        }
+    }
+
+    fn push(&mut self, at: Duration, event: Event) {
+        self.events.push(Some(event));
+        let id = self.events.len() - 1;
+        self.queue.push(Reverse((at, id as u64, id)));
+    }
+
+    fn perform(&mut self, from: usize, outputs: Vec<Output>) {
+        let generation = self.speakers[from]
+            .as_ref()
+            .map_or(0, |m| m.me().generation);
+        for output in outputs {
+            match output {
+                Output::Send { to, datagram } => {
+                    let to = (0..self.speakers.len())
+                        .find(|&j| address(j) == to)
+                        .expect("a known address");
+                    let at = self.now + self.latency + self.send_delay[from];
+                    self.push(at, Event::Deliver { to, datagram });
+                }
+                Output::Schedule { after, timer } => {
+                    self.push(
+                        self.now + after,
+                        Event::Fire {
+                            node: from,
+                            generation,
+                            timer,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs until `until` (simulated).
+    fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse((at, _, id))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let Some(event) = self.events[id].take() else {
+                continue;
+            };
+            match event {
+                Event::Deliver { to, datagram } => {
+                    if let Some(speaker) = self.speakers[to].as_mut() {
+                        let outputs = speaker.receive(&datagram).unwrap_or_default();
+                        self.perform(to, outputs);
+                    }
+                }
+                Event::Fire {
+                    node,
+                    generation,
+                    timer,
+                } => {
+                    // Timers of a dead (or since restarted) speaker die with it.
+                    if let Some(speaker) = self.speakers[node].as_mut()
+                        && speaker.me().generation == generation
+                    {
+                        let outputs = speaker.timer(timer).unwrap_or_default();
+                        self.perform(node, outputs);
+                    }
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn live(&self, i: usize) -> BTreeSet<String> {
+        self.speakers[i].as_ref().expect("running").live()
+    }
+
+    fn everyone(&self) -> BTreeSet<String> {
+        (0..self.speakers.len()).map(node).collect()
+    }
+
+    /// Steps in 10 ms until every running speaker but `except` agrees that `gone` is not live;
+    /// returns how long that took, or `None` within `limit`.
+    fn time_until_all_drop(&mut self, gone: usize, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            self.run_until(self.now + Duration::from_millis(10));
+            let all = (0..self.speakers.len())
+                .filter(|&i| i != gone && self.speakers[i].is_some())
+                .all(|i| !self.live(i).contains(&node(gone)));
+            if all {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn speakers_find_each_other_from_seeds() {
+    let mut cluster = Cluster::new(3, 1);
+    cluster.run_until(Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(
+            cluster.live(i),
+            cluster.everyone(),
+            "the view of {}",
+            node(i)
+        );
+    }
+}
+
+#[test]
+fn a_killed_speaker_is_declared_down_by_all_others_in_under_a_second() {
+    let mut worst = Duration::ZERO;
+    let mut times = Vec::new();
+    for seed in 0..20 {
+        let mut cluster = Cluster::new(3, seed * 7);
+        // Kill at a point that is not aligned with the probe period.
+        cluster.run_until(Duration::from_millis(3_000 + seed * 37));
+        assert_eq!(cluster.live(0), cluster.everyone());
+        cluster.speakers[2] = None;
+        let took = cluster
+            .time_until_all_drop(2, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("seed {seed}: n3 never declared down"));
+        worst = worst.max(took);
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "detection over 20 runs: median {:?}, worst {worst:?}",
+        times[10]
+    );
+    assert!(worst < Duration::from_secs(1), "worst detection {worst:?}");
+}
+
+#[test]
+fn a_busy_speaker_that_answers_late_is_never_declared_down() {
+    let mut cluster = Cluster::new(3, 3);
+    cluster.run_until(Duration::from_secs(2));
+    // n3 answers everything 80 ms late (a loaded node), for a simulated minute.
+    cluster.send_delay[2] = Duration::from_millis(80);
+    let everyone = cluster.everyone();
+    for step in 0..6_000 {
+        cluster.run_until(Duration::from_secs(2) + Duration::from_millis(10 * step));
+        for i in 0..3 {
+            assert_eq!(cluster.live(i), everyone, "{} at step {step}", node(i));
+        }
+    }
+}
+
+#[test]
+fn a_restarted_speaker_rejoins_at_once() {
+    let mut cluster = Cluster::new(3, 5);
+    cluster.run_until(Duration::from_secs(2));
+    cluster.speakers[1] = None;
+    assert!(
+        cluster
+            .time_until_all_drop(1, Duration::from_secs(5))
+            .is_some()
+    );
+    cluster.start(1, 2, 99);
+    cluster.run_until(cluster.now + Duration::from_millis(500));
+    for i in 0..3 {
+        assert_eq!(
+            cluster.live(i),
+            cluster.everyone(),
+            "the view of {}",
+            node(i)
+        );
+    }
+}
+
+#[test]
+fn datagrams_without_the_key_change_nothing() {
+    let mut cluster = Cluster::new(2, 9);
+    cluster.run_until(Duration::from_secs(1));
+    let stranger = Membership::new(
+        Speaker {
+            node: "intruder".into(),
+            address: address(5),
+            generation: 1,
+        },
+        Settings::default(),
+        Key::new(b"another cluster's key, 32 bytes!").expect("key"),
+        1,
+    );
+    // What the intruder would send to join, sealed with its own key.
+    let mut intruder = stranger;
+    let outputs = intruder.announce(&node(0), address(0)).expect("announce");
+    let speaker = cluster.speakers[0].as_mut().expect("running");
+    for output in outputs {
+        if let Output::Send { datagram, .. } = output {
+            assert!(speaker.receive(&datagram).is_err());
+            assert!(speaker.receive(&datagram[..10]).is_err(), "truncated");
+        }
+    }
+    assert_eq!(cluster.live(0), cluster.everyone());
+}

@@ -1,0 +1,18 @@
+//! # herald-shell: what herald-controller and herald-speaker share around their pure cores
+//!
+//! Both binaries are thin shells around pure crates (`ipam`, `plan`, `l2`). The I/O they have
+//! in common lives here, once:
+//!
+//! ```text
+//!   logging::init ── text or JSON logs, RUST_LOG filter
+//!   watch::Watches ── watch a kind into a reflector store, wake the loop on every change
+//!   events::Publisher ── core/v1 Events that `kubectl describe` shows
+//!   probes::serve ── /metrics (Prometheus text), /healthz, /readyz
+//!   selector::convert ── a Kubernetes LabelSelector to the pure one, naming the bad field
+//! ```
+
+pub mod events;
+pub mod logging;
+pub mod probes;
+pub mod selector;
+pub mod watch;

@@ -1,22 +1,187 @@
 //! # herald-speaker
 //!
 //! The per-node half of Herald (a DaemonSet): it decides from a snapshot of the cluster which
-//! Service IPs this node announces, then answers ARP/NDP for them (layer 2) or advertises them
-//! to BGP peers, with liveness between speakers by SWIM gossip.
+//! Service IPs this node announces, then answers ARP/NDP for them (layer 2), with liveness
+//! between speakers by SWIM gossip. BGP arrives with its own issue.
 //!
-//! This binary is the thin shell around the pure planner and the sans-IO protocol crates:
-//! flags, wiring, `/metrics`, `/healthz`, `/readyz`. The announcing loops arrive with the
-//! speaker issues; until then the binary only identifies itself and says plainly that it does
-//! not announce yet.
+//! This binary is the thin shell around the pure planner (`crates/plan`) and the protocol
+//! crates (`crates/l2`, `crates/membership`): flags, wiring, `/metrics`, `/healthz`,
+//! `/readyz`. The loop is in [`control`], the translation of objects in [`cluster`], the
+//! layer-2 driver in [`announce`].
 
+mod announce;
+mod cluster;
+mod control;
+mod metrics;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
 use clap::Parser;
+use herald_membership::{Key, Membership, Settings as GossipSettings, Speaker};
+use herald_shell::{
+    logging::{self, LogFormat},
+    watch::Watches,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
 #[command(name = "herald-speaker", version, about)]
-struct Flags {}
+struct Flags {
+    /// The Kubernetes Node this speaker runs on (the downward API's `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Announce Services of this `spec.loadBalancerClass`; without it, Services with no class.
+    #[arg(long, env = "HERALD_LOAD_BALANCER_CLASS")]
+    load_balancer_class: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", env = "HERALD_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// The name Events are reported under (e.g. the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "herald-speaker")]
+    instance: String,
+    /// UDP port of gossip between speakers (the same on every node).
+    #[arg(long, default_value_t = 7946, env = "HERALD_GOSSIP_PORT")]
+    gossip_port: u16,
+    /// Address other speakers reach this one at; default: the node's first InternalIP.
+    #[arg(long, env = "HERALD_GOSSIP_ADDRESS")]
+    gossip_address: Option<std::net::IpAddr>,
+    /// File holding the key shared by every speaker (at least 16 bytes; a Secret's key).
+    #[arg(long, env = "HERALD_GOSSIP_KEY_FILE")]
+    gossip_key_file: PathBuf,
+    /// Each speaker probes one other per period.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    gossip_probe_period: Duration,
+    /// How long a probe may take before others are asked to probe indirectly.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    gossip_probe_timeout: Duration,
+    /// How long a suspected speaker has to refute before it is declared dead.
+    #[arg(long, default_value = "400ms", value_parser = parse_duration)]
+    gossip_suspicion_timeout: Duration,
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:7473", env = "HERALD_METRICS_ADDRESS")]
+    metrics_address: SocketAddr,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _flags = Flags::parse();
-    anyhow::bail!("herald-speaker does not announce IPs yet: its control loop is not built")
+/// `250ms`, `2s` or `1m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: give a unit: ms, s or m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    logging::init(flags.log_format);
+    let key_bytes = std::fs::read(&flags.gossip_key_file)
+        .with_context(|| format!("reading the gossip key {}", flags.gossip_key_file.display()))?;
+    let key = Key::new(&key_bytes)
+        .with_context(|| format!("the gossip key in {}", flags.gossip_key_file.display()))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+
+    let mut watches = Watches::new();
+    let stores = control::Stores::start(&client, &mut watches).await?;
+    let gossip_ip = match flags.gossip_address {
+        Some(ip) => ip,
+        None => stores
+            .node(&flags.node_name)
+            .as_deref()
+            .and_then(cluster::internal_ip)
+            .with_context(|| {
+                format!(
+                    "Node {} has no InternalIP in status.addresses to gossip on; give --gossip-address",
+                    flags.node_name
+                )
+            })?,
+    };
+    let gossip_address = SocketAddr::new(gossip_ip, flags.gossip_port);
+    let bind = SocketAddr::new(
+        if gossip_ip.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        },
+        flags.gossip_port,
+    );
+    let socket = tokio::net::UdpSocket::bind(bind)
+        .await
+        .with_context(|| format!("binding the gossip port {bind}"))?;
+    // A restarted speaker must win over its previous self: start from the clock.
+    let generation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        .try_into()?;
+    let me = Speaker {
+        node: flags.node_name.clone(),
+        address: gossip_address,
+        generation,
+    };
+    let gossip_settings = GossipSettings {
+        probe_period: flags.gossip_probe_period,
+        probe_rtt: flags.gossip_probe_timeout,
+        suspect_to_down_after: flags.gossip_suspicion_timeout,
+    };
+    let (leave_tx, leave_rx) = tokio::sync::oneshot::channel::<()>();
+    let membership = herald_membership::driver::spawn(
+        Membership::new(me, gossip_settings, key, generation),
+        socket,
+        async move {
+            let _ = leave_rx.await;
+        },
+    );
+
+    let (metrics, probes) = metrics::Metrics::new(membership.counters.clone());
+    // A port that cannot be bound is a start-up error, not a silent lack of probes.
+    tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
+    probes.set_ready();
+    info!(node = %flags.node_name, gossip = %gossip_address, "speaker started");
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let settings = control::Settings {
+        node: flags.node_name,
+        class: flags.load_balancer_class,
+        instance: flags.instance,
+        gossip_address,
+        metrics,
+    };
+    let result = control::run(client, settings, stores, watches, membership, shutdown).await;
+    // Tell the other speakers at once, so they take over without waiting to detect it.
+    let _ = leave_tx.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("250").is_err());
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
 }

@@ -12,11 +12,14 @@
 //!
 //! Wire formats in [`arp`] and [`ndp`] (pnet packet types for the fixed fields); the decision
 //! logic in [`Responder`], sans-IO. Malformed or foreign input yields no action, never a
-//! panic (property-tested over arbitrary bytes).
+//! panic (property-tested over arbitrary bytes, and fuzzed: `fuzz/`). The I/O edge: the
+//! node's interfaces in [`link`], the raw sockets in [`socket`] (the only `unsafe` code).
 
 pub mod arp;
+pub mod link;
 pub mod ndp;
 mod responder;
+pub mod socket;
 
 pub use pnet_base::MacAddr;
 pub use responder::{Action, Ownership, Responder};

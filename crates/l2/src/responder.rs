@@ -81,14 +81,8 @@ impl Responder {
                 group: *group,
             });
         }
-        for (interface, ips) in &owned {
-            let previous = self.owned.get(interface);
-            for ip in ips
-                .iter()
-                .filter(|ip| !previous.is_some_and(|p| p.contains(ip)))
-            {
-                actions.extend(self.announcement(interface, *ip));
-            }
+        for (interface, ip) in self.gained(&owned) {
+            actions.extend(self.announcement(&interface, ip));
         }
         for (interface, group) in before.difference(&after) {
             actions.push(Action::LeaveGroup {
@@ -98,6 +92,31 @@ impl Responder {
         }
         self.owned = owned;
         actions
+    }
+
+    /// What is owned where now.
+    pub fn owned(&self) -> &Ownership {
+        &self.owned
+    }
+
+    /// Whether `ip` is answered on `interface`.
+    pub fn is_owned(&self, interface: &str, ip: IpAddr) -> bool {
+        self.owned
+            .get(interface)
+            .is_some_and(|ips| ips.contains(&ip))
+    }
+
+    /// The (interface, address) pairs that `owned` has and the current ownership has not:
+    /// what [`Responder::set_owned`] would announce.
+    pub fn gained(&self, owned: &Ownership) -> Vec<(String, IpAddr)> {
+        owned
+            .iter()
+            .flat_map(|(interface, ips)| {
+                ips.iter()
+                    .filter(|ip| !self.is_owned(interface, **ip))
+                    .map(|ip| (interface.clone(), *ip))
+            })
+            .collect()
     }
 
     /// The gratuitous ARP or unsolicited advertisement for `ip` on `interface` (for the
@@ -119,10 +138,7 @@ impl Responder {
 
     fn owns(&self, interface: &str, ip: IpAddr) -> Option<MacAddr> {
         let mac = self.macs.get(interface)?;
-        self.owned
-            .get(interface)
-            .is_some_and(|ips| ips.contains(&ip))
-            .then_some(*mac)
+        self.is_owned(interface, ip).then_some(*mac)
     }
 
     /// Answers an ARP request received on `interface`, if its target is owned there.

@@ -1,0 +1,214 @@
+//! The speaker's loop: watch the cluster, learn who is alive, plan, announce, report.
+//!
+//! ```text
+//!   watch Services, EndpointSlices, Nodes, pools, L2Advertisements ─┐
+//!   gossip: live speakers ──────────────────────────────────────────┼─► snapshot ─► plan_l2
+//!   every second: the node's interfaces ────────────────────────────┘        │
+//!                           Announcer::apply ◄── this node's share ◄─────────┘
+//!                           takeovers ─► Event `nodeAssigned` on each Service
+//! ```
+//!
+//! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
+//! address without talking about it; gossip only tells them who is alive.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
+
+use herald_api::{IPAddressPool, L2Advertisement};
+use herald_l2::link::read_links;
+use herald_membership::driver::Handle;
+use herald_plan::plan_l2;
+use herald_shell::{
+    events::{Note, Publisher, Severity},
+    watch::Watches,
+};
+use k8s_openapi::api::{
+    core::v1::{Node, ObjectReference, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    runtime::{reflector::Store, watcher},
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::{
+    announce::{Announcer, Takeover},
+    cluster::{self, Objects},
+    metrics::Metrics,
+};
+
+/// How often the node's interfaces are read again.
+const LINK_SCAN: Duration = Duration::from_secs(1);
+
+/// What the loop is told at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) node: String,
+    pub(crate) class: Option<String>,
+    pub(crate) instance: String,
+    /// This speaker's gossip address (the port is every speaker's).
+    pub(crate) gossip_address: SocketAddr,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// The watched objects.
+pub(crate) struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    pools: Store<IPAddressPool>,
+    advertisements: Store<L2Advertisement>,
+}
+
+impl Stores {
+    /// Starts the watches and waits for their first lists.
+    pub(crate) async fn start(client: &Client, watches: &mut Watches) -> anyhow::Result<Stores> {
+        let config = watcher::Config::default;
+        let stores = Stores {
+            services: watches.store(Api::all(client.clone()), config()),
+            slices: watches.store(Api::all(client.clone()), config()),
+            nodes: watches.store(Api::all(client.clone()), config()),
+            pools: watches.store(Api::all(client.clone()), config()),
+            advertisements: watches.store(Api::all(client.clone()), config()),
+        };
+        for (what, ready) in [
+            ("Services", stores.services.wait_until_ready().await),
+            ("EndpointSlices", stores.slices.wait_until_ready().await),
+            ("Nodes", stores.nodes.wait_until_ready().await),
+            ("IPAddressPools", stores.pools.wait_until_ready().await),
+            (
+                "L2Advertisements",
+                stores.advertisements.wait_until_ready().await,
+            ),
+        ] {
+            ready.map_err(|e| {
+                anyhow::anyhow!("the watch of {what} ended before its first list: {e}")
+            })?;
+        }
+        Ok(stores)
+    }
+
+    /// This node, once it is known.
+    pub(crate) fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes
+            .state()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops answering.
+pub(crate) async fn run(
+    client: Client,
+    settings: Settings,
+    stores: Stores,
+    watches: Watches,
+    membership: Handle,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let notify = watches.notify();
+    let publisher = Publisher::new(client, "herald-speaker", &settings.instance, "Announce");
+    let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
+    let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
+    let mut scan = tokio::time::interval(LINK_SCAN);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut seeds = BTreeMap::new();
+    let mut problems = Vec::new();
+    loop {
+        let (services, slices, nodes, pools, advertisements) = (
+            stores.services.state(),
+            stores.slices.state(),
+            stores.nodes.state(),
+            stores.pools.state(),
+            stores.advertisements.state(),
+        );
+        let wanted_seeds = cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
+        if wanted_seeds != seeds {
+            membership.set_seeds(wanted_seeds.clone());
+            seeds = wanted_seeds;
+        }
+        let alive = live.borrow_and_update().clone();
+        settings
+            .metrics
+            .members
+            .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
+        let objects = Objects {
+            services: &services,
+            slices: &slices,
+            nodes: &nodes,
+            pools: &pools,
+            advertisements: &advertisements,
+        };
+        let (snapshot, now_problems) =
+            cluster::snapshot(objects, &alive, settings.class.as_deref());
+        if now_problems != problems {
+            for problem in &now_problems {
+                warn!(%problem, "an L2Advertisement is not used");
+            }
+            problems = now_problems;
+        }
+        let plan = plan_l2(&snapshot);
+        let links = match read_links() {
+            Ok(links) => links,
+            Err(e) => {
+                warn!(error = %e, "reading the node's interfaces");
+                Vec::new()
+            }
+        };
+        let takeovers = announcer.apply(&plan, &links).await;
+        report(&publisher, &settings.node, &services, takeovers);
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = notify.notified() => {}
+            changed = live.changed() => changed?,
+            _ = scan.tick() => {}
+        }
+    }
+    announcer.withdraw_all().await;
+    info!("stopped answering for every address");
+    Ok(())
+}
+
+/// An Event `nodeAssigned` on each Service of an address this node took over, sent in the
+/// background so that announcing never waits for the API server.
+fn report(publisher: &Publisher, node: &str, services: &[Arc<Service>], takeovers: Vec<Takeover>) {
+    for takeover in takeovers {
+        let interfaces: Vec<&str> = takeover.interfaces.iter().map(String::as_str).collect();
+        let note = Note {
+            severity: Severity::Normal,
+            reason: "nodeAssigned".into(),
+            message: format!(
+                "announcing {} from node {node} on {} (layer 2)",
+                takeover.ip,
+                interfaces.join(", ")
+            ),
+        };
+        for key in takeover.services {
+            // kubectl describe finds Events by the object's uid.
+            let Some(service) = services.iter().find(|s| {
+                s.metadata.name.as_deref() == Some(&key.name)
+                    && s.metadata.namespace.as_deref() == Some(&key.namespace)
+            }) else {
+                continue;
+            };
+            let object = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                namespace: Some(key.namespace.clone()),
+                name: Some(key.name.clone()),
+                uid: service.metadata.uid.clone(),
+                ..ObjectReference::default()
+            };
+            let publisher = publisher.clone();
+            let note = note.clone();
+            tokio::spawn(async move { publisher.publish(&object, &note).await });
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! What the speaker exposes on `/metrics` (Prometheus text format; served with `/healthz`
+//! and `/readyz` by [`herald_shell::probes`]).
+
+use std::sync::{Arc, atomic::Ordering};
+
+use herald_membership::driver::Counters;
+use herald_shell::probes::Probes;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+/// `arp` (IPv4) or `ndp` (IPv6).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ProtocolLabels {
+    pub(crate) protocol: &'static str,
+}
+
+pub(crate) const ARP: ProtocolLabels = ProtocolLabels { protocol: "arp" };
+pub(crate) const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
+
+/// The speaker's metrics, updated by its loops.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Addresses this node answers for.
+    pub(crate) owned_addresses: Gauge,
+    /// ARP requests and neighbour solicitations answered.
+    pub(crate) requests_answered: Family<ProtocolLabels, Counter>,
+    /// Gratuitous ARPs and unsolicited neighbour advertisements sent.
+    pub(crate) announcements_sent: Family<ProtocolLabels, Counter>,
+    /// Frames that could not be sent.
+    pub(crate) send_errors: Counter,
+    /// Speakers alive, this one included.
+    pub(crate) members: Gauge,
+    /// Times this node became the owner of an address.
+    pub(crate) ownership_changes: Counter,
+}
+
+/// Gossip counters kept by the membership driver, read at scrape time.
+#[derive(Debug)]
+struct GossipCollector(Arc<Counters>);
+
+impl prometheus_client::collector::Collector for GossipCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in [
+            (
+                "gossip_datagrams_received",
+                "Gossip datagrams received",
+                &self.0.datagrams_received,
+            ),
+            (
+                "gossip_datagrams_rejected",
+                "Gossip datagrams dropped: unauthenticated or undecodable",
+                &self.0.datagrams_rejected,
+            ),
+            (
+                "gossip_datagrams_sent",
+                "Gossip datagrams sent",
+                &self.0.datagrams_sent,
+            ),
+        ] {
+            let counter = prometheus_client::metrics::counter::ConstCounter::new(
+                value.load(Ordering::Relaxed),
+            );
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            prometheus_client::encoding::EncodeMetric::encode(&counter, metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The metrics, and the probes that serve them with the gossip counters.
+    pub(crate) fn new(gossip: Arc<Counters>) -> (Arc<Self>, Arc<Probes>) {
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("herald_speaker");
+        registry.register(
+            "owned_addresses",
+            "Service addresses this node answers ARP / NDP for",
+            metrics.owned_addresses.clone(),
+        );
+        registry.register(
+            "requests_answered",
+            "ARP requests and neighbour solicitations answered, by protocol",
+            metrics.requests_answered.clone(),
+        );
+        registry.register(
+            "announcements_sent",
+            "Gratuitous ARPs and unsolicited neighbour advertisements sent, by protocol",
+            metrics.announcements_sent.clone(),
+        );
+        registry.register(
+            "send_errors",
+            "Frames that could not be sent",
+            metrics.send_errors.clone(),
+        );
+        registry.register(
+            "members",
+            "Speakers alive according to gossip, this one included",
+            metrics.members.clone(),
+        );
+        registry.register(
+            "ownership_changes",
+            "Times this node took over an address",
+            metrics.ownership_changes.clone(),
+        );
+        registry.register_collector(Box::new(GossipCollector(gossip)));
+        (Arc::new(metrics), Probes::new(registry))
+    }
+}

@@ -297,8 +297,12 @@ async fn send(arp: &ArpSocket, ndp: &NdpSocket, metrics: &Metrics, action: Actio
     let (result, protocol) = match &action {
         Action::SendFrame { frame, .. } => (arp.send(frame).await, ARP),
         Action::SendIcmpv6 { advertisement, .. } => (
-            ndp.send(advertisement.destination, &advertisement.message)
-                .await,
+            ndp.send(
+                advertisement.source,
+                advertisement.destination,
+                &advertisement.message,
+            )
+            .await,
             NDP,
         ),
         Action::JoinGroup { .. } | Action::LeaveGroup { .. } => return,
@@ -337,8 +341,13 @@ async fn answer_arp(
         let reply = lock(&responder).on_arp(&interface, &buffer[..len]);
         if let Some(Action::SendFrame { frame, .. }) = reply {
             match socket.send(&frame).await {
-                Ok(()) => metrics.requests_answered.get_or_create(&ARP).inc(),
-                Err(_) => metrics.send_errors.inc(),
+                Ok(()) => {
+                    metrics.requests_answered.get_or_create(&ARP).inc();
+                }
+                Err(e) => {
+                    metrics.send_errors.inc();
+                    debug!(%interface, error = %e, "answering an ARP request");
+                }
             };
         }
     }
@@ -367,13 +376,23 @@ async fn answer_ndp(
             message: &buffer[..solicited.len],
         };
         let reply = lock(&responder).on_icmpv6(&interface, &received);
+        tracing::trace!(%interface, ?solicited, answered = reply.is_some(), "neighbour solicitation");
         if let Some(Action::SendIcmpv6 { advertisement, .. }) = reply {
             match socket
-                .send(advertisement.destination, &advertisement.message)
+                .send(
+                    advertisement.source,
+                    advertisement.destination,
+                    &advertisement.message,
+                )
                 .await
             {
-                Ok(()) => metrics.requests_answered.get_or_create(&NDP).inc(),
-                Err(_) => metrics.send_errors.inc(),
+                Ok(()) => {
+                    metrics.requests_answered.get_or_create(&NDP).inc();
+                }
+                Err(e) => {
+                    metrics.send_errors.inc();
+                    debug!(%interface, to = %advertisement.destination, error = %e, "answering a solicitation");
+                }
             };
         }
     }

@@ -45,6 +45,10 @@ use crate::{
 
 /// How often the node's interfaces are read again.
 const LINK_SCAN: Duration = Duration::from_secs(1);
+/// How long a starting speaker stays silent waiting for every other node's speaker to be
+/// heard from. Until it has joined, a speaker would think itself alone and claim every
+/// address; after this it goes ahead with whoever answered (some nodes run no speaker).
+const JOIN_GRACE: Duration = Duration::from_secs(3);
 
 /// What the loop is told at start.
 #[derive(Debug, Clone)]
@@ -121,6 +125,8 @@ pub(crate) async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut seeds = BTreeMap::new();
     let mut problems = Vec::new();
+    let join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
+    let mut joined = false;
     loop {
         let (services, slices, nodes, pools, advertisements) = (
             stores.services.state(),
@@ -139,6 +145,13 @@ pub(crate) async fn run(
             .metrics
             .members
             .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
+        if !joined {
+            joined = seeds.keys().all(|node| alive.contains(node))
+                || tokio::time::Instant::now() >= join_deadline;
+            if joined {
+                info!(live = ?alive, "joined the speakers; announcing");
+            }
+        }
         let objects = Objects {
             services: &services,
             slices: &slices,
@@ -162,10 +175,13 @@ pub(crate) async fn run(
                 Vec::new()
             }
         };
-        let takeovers = announcer.apply(&plan, &links).await;
-        report(&publisher, &settings.node, &services, takeovers);
+        if joined {
+            let takeovers = announcer.apply(&plan, &links).await;
+            report(&publisher, &settings.node, &services, takeovers);
+        }
         tokio::select! {
             () = &mut shutdown => break,
+            () = tokio::time::sleep_until(join_deadline), if !joined => {}
             () = notify.notified() => {}
             changed = live.changed() => changed?,
             _ = scan.tick() => {}

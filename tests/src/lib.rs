@@ -7,6 +7,7 @@
 //!        │              (once per binary,          (reuses a running     kube-controller-manager
 //!        │               reuses a running one)      one)                 built from Go modules
 //!        ├──► TestNamespace::create()  a fresh Kubernetes namespace per test, deleted on drop
+//!        ├──► herald::Controller  a herald-controller process; herald::binary(name) for others
 //!        ├──► wait_for(what, timeout, check)  poll until the check passes, or say what was seen
 //!        └──► Topology  network namespaces: L2 segments (bridges), node / client / router hosts,
 //!                       IPv4 and IPv6, processes inside them, the API server reachable from
@@ -19,6 +20,7 @@
 
 pub mod cluster;
 mod error;
+pub mod herald;
 pub mod namespace;
 pub mod netns;
 mod process;

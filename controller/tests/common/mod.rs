@@ -2,11 +2,9 @@
 //! herald-controller process per test (one at a time, so each test sees only its own), and
 //! helpers to read what the controller wrote.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
+pub(crate) use herald_tests::herald::Controller;
 use herald_tests::{ControlPlane, TestNamespace, wait_for};
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client};
@@ -168,104 +166,4 @@ pub(crate) fn ingress_ips(service: &Service) -> Vec<String> {
         .into_iter()
         .filter_map(|i| i.ip)
         .collect()
-}
-
-/// A herald-controller process; killed when dropped.
-pub(crate) struct Controller {
-    child: Child,
-    log: std::path::PathBuf,
-    metrics_port: u16,
-}
-
-impl Controller {
-    /// Starts a replica named `instance` competing for Lease `lease` (in `default`), with
-    /// short Lease times so that a killed leader is replaced within seconds.
-    pub(crate) fn start(
-        cp: &ControlPlane,
-        lease: &str,
-        instance: &str,
-    ) -> anyhow::Result<Controller> {
-        let log = std::env::temp_dir().join(format!(
-            "herald-controller-{}-{}.log",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_nanos()
-        ));
-        let file = std::fs::File::create(&log)?;
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
-            .args([
-                "--lease-namespace",
-                "default",
-                "--lease-name",
-                lease,
-                "--instance",
-                instance,
-            ])
-            .args([
-                "--lease-duration-seconds",
-                "4",
-                "--lease-grace-seconds",
-                "1",
-            ])
-            .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("RUST_LOG", "info,herald_controller=debug")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()?;
-        Ok(Controller {
-            child,
-            log,
-            metrics_port,
-        })
-    }
-
-    /// `GET path` on the metrics and probes port: the status line and the body.
-    pub(crate) fn http_get(&self, path: &str) -> anyhow::Result<(String, String)> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        Ok((
-            head.lines().next().unwrap_or_default().to_owned(),
-            body.to_owned(),
-        ))
-    }
-
-    pub(crate) fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Kills the process at once (SIGKILL), as a crash or an OOM kill would.
-    pub(crate) fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "herald-controller log ({}):\n{}",
-                self.log.display(),
-                self.log()
-            );
-        } else {
-            let _ = std::fs::remove_file(&self.log);
-        }
-    }
 }

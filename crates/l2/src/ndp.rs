@@ -3,6 +3,7 @@
 //!
 //! Messages are ICMPv6 bodies as a raw ICMPv6 socket carries them; the socket driver supplies
 //! the IPv6 source, destination and hop limit, and the kernel fills in checksums.
+//! Advertisements are sent from the advertised address, as the host holding it would.
 //!
 //! ```text
 //!   NS: type 135 | code 0 | checksum | reserved | target (16) | options (SLLA, ...)
@@ -45,9 +46,12 @@ pub struct Solicitation {
     pub target: Ipv6Addr,
 }
 
-/// An advertisement to send, and where to.
+/// An advertisement to send, from where and to where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertisement {
+    /// The advertised address itself, as a host that holds it would send from (some tools,
+    /// ndisc6 among them, take only answers from the address they asked about).
+    pub source: Ipv6Addr,
     pub destination: Ipv6Addr,
     pub message: Vec<u8>,
 }
@@ -103,6 +107,7 @@ pub fn advertise(solicitation: &Solicitation, mac: MacAddr) -> Advertisement {
         unsolicited(solicitation.target, mac)
     } else {
         Advertisement {
+            source: solicitation.target,
             destination: solicitation.source,
             message: message(
                 solicitation.target,
@@ -117,6 +122,7 @@ pub fn advertise(solicitation: &Solicitation, mac: MacAddr) -> Advertisement {
 /// replace a cached address for `ip` with `mac` at once (the IPv6 twin of gratuitous ARP).
 pub fn unsolicited(ip: Ipv6Addr, mac: MacAddr) -> Advertisement {
     Advertisement {
+        source: ip,
         destination: ALL_NODES,
         message: message(ip, mac, NeighborAdvertFlags::Override),
     }

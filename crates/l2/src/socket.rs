@@ -217,6 +217,9 @@ impl NdpSocket {
             (libc::IPV6_UNICAST_HOPS, 255),
             (libc::IPV6_MULTICAST_IF, index),
             (libc::IPV6_MULTICAST_LOOP, 0),
+            // Advertisements are sent from the advertised address, which the node does not
+            // hold: allowed as the source of IPV6_PKTINFO only with freebind.
+            (libc::IPV6_FREEBIND, 1),
         ] {
             set_option(&fd, libc::IPPROTO_IPV6, option, &value)?;
         }
@@ -257,28 +260,62 @@ impl NdpSocket {
         }
     }
 
-    /// Sends an ICMPv6 message (the kernel adds the checksum) to `destination`.
-    pub async fn send(&self, destination: Ipv6Addr, message: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
-        let mut to: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-        to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        to.sin6_addr.s6_addr = destination.octets();
-        to.sin6_scope_id = self.ifindex;
+    /// Sends an ICMPv6 message (the kernel adds the checksum) from `source` to
+    /// `destination`.
+    pub async fn send(
+        &self,
+        source: Ipv6Addr,
+        destination: Ipv6Addr,
+        message: &[u8],
+    ) -> io::Result<()> {
         write_with(&self.fd, |fd| {
-            // SAFETY: message and address are live and their lengths are passed.
-            check_size(unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    message.as_ptr().cast(),
-                    message.len(),
-                    0,
-                    (&raw const to).cast(),
-                    socklen::<libc::sockaddr_in6>(),
-                )
-            })
+            send_from(fd, self.ifindex, source, destination, message)
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// sendmsg(2) with IPV6_PKTINFO choosing the source address and interface.
+fn send_from(
+    fd: &OwnedFd,
+    ifindex: u32,
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    message: &[u8],
+) -> io::Result<usize> {
+    // SAFETY: sockaddr_in6 and in6_pktinfo are plain data; all-zero is valid.
+    let mut to: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    to.sin6_addr.s6_addr = destination.octets();
+    to.sin6_scope_id = ifindex;
+    let mut info: libc::in6_pktinfo = unsafe { mem::zeroed() };
+    info.ipi6_addr.s6_addr = source.octets();
+    info.ipi6_ifindex = ifindex;
+    let mut iov = libc::iovec {
+        iov_base: message.as_ptr().cast_mut().cast(),
+        iov_len: message.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: plain data; all-zero is valid.
+    let mut header: libc::msghdr = unsafe { mem::zeroed() };
+    header.msg_name = (&raw mut to).cast();
+    header.msg_namelen = socklen::<libc::sockaddr_in6>();
+    header.msg_iov = &raw mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    header.msg_controllen = unsafe { libc::CMSG_SPACE(socklen::<libc::in6_pktinfo>()) } as usize;
+    // SAFETY: the control buffer (64 bytes) holds one cmsghdr with an in6_pktinfo (CMSG_SPACE
+    // is 40 bytes); CMSG_FIRSTHDR points into it, and every pointer in `header` refers to a
+    // live buffer of the length given. sendmsg only reads the message.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const header);
+        (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+        (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(socklen::<libc::in6_pktinfo>()) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
+        check_size(libc::sendmsg(fd.as_raw_fd(), &raw const header, 0))
     }
 }
 

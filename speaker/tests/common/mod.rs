@@ -1,0 +1,399 @@
+//! The world of the speaker's end-to-end tests: the real control plane with Herald's CRDs, a
+//! herald-controller allocating, node namespaces on one LAN each running a real
+//! herald-speaker, and a client namespace whose kernel resolves Service addresses.
+//!
+//! ```text
+//!   test ── kubectl / kube ──► API server ◄── herald-controller (test's loopback)
+//!                                  ▲
+//!              forwarder on each node's loopback
+//!   n1 (192.0.2.1, speaker) ─┐
+//!   n2 (192.0.2.2, speaker) ─┼─ bridge "lan" ─ client (192.0.2.100)
+//!   n3 (192.0.2.3, speaker) ─┘
+//! ```
+//!
+//! Tests run one at a time (each has its own controller, and the controller serves every
+//! namespace). Each uses its own Nodes, pool and L2Advertisement, named after its namespace.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
+
+use herald_tests::{
+    ControlPlane, Host, Link, Process, Segment, TestNamespace, Topology,
+    herald::{Controller, binary},
+    wait_for,
+};
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::{Mutex, MutexGuard};
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// The pool of every test: in the LAN's subnets, so the client resolves its addresses on-link.
+pub const POOL: [&str; 2] = ["192.0.2.64/28", "2001:db8::4:0/124"];
+
+static TURN: Mutex<()> = Mutex::const_new(());
+
+/// A node: its namespace, its LAN link, its Kubernetes name and its speaker.
+pub struct Node {
+    pub name: String,
+    pub host: Host,
+    pub link: Link,
+    pub speaker: Option<Process>,
+}
+
+pub struct Lan {
+    pub cp: &'static ControlPlane,
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub nodes: Vec<Node>,
+    pub lan: Segment,
+    pub client_host: Host,
+    pub controller: Controller,
+    pub pool: String,
+    pub advertisement: String,
+    key_file: PathBuf,
+    // Dropped last: the namespaces and links, after every process in them.
+    pub topology: Topology,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Lan {
+    /// `count` nodes and a client on one LAN, Nodes in the API with their addresses, the
+    /// controller running, a pool and an L2Advertisement for this test's nodes. Speakers are
+    /// started by [`Lan::start_speakers`].
+    pub async fn new(prefix: &str, count: u32) -> anyhow::Result<Lan> {
+        let turn = TURN.lock().await;
+        let cp = ControlPlane::shared();
+        cp.install_herald_crds()?;
+        let client = cp.client().await?;
+        let ns = TestNamespace::create(cp, &client, prefix).await?;
+        let topology = Topology::new()?;
+        let lan = topology.lan()?;
+        let mut nodes = Vec::new();
+        for i in 1..=count {
+            let host = topology.host(&format!("n{i}"))?;
+            let link = lan.attach(&host, i)?;
+            topology.give_api_access(&host, cp.api_address)?;
+            let name = format!("{}-n{i}", ns.name());
+            cp.kubectl_with_input(
+                &["apply", "-f", "-"],
+                &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
+                        "labels": {"herald.dev/test": ns.name(), "kubernetes.io/hostname": name}}})
+                .to_string(),
+            )?;
+            cp.kubectl(&[
+                "patch",
+                "node",
+                &name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &json!({"status": {"addresses": [
+                    {"type": "InternalIP", "address": link.ipv4.to_string()},
+                    {"type": "Hostname", "address": name}]}})
+                .to_string(),
+            ])?;
+            nodes.push(Node {
+                name,
+                host,
+                link,
+                speaker: None,
+            });
+        }
+        let client_host = topology.host("client")?;
+        lan.attach(&client_host, 100)?;
+        let key_file = topology.dir().join("gossip.key");
+        std::fs::write(&key_file, format!("test key of {}\n", ns.name()))?;
+        let controller = Controller::start(cp, ns.name(), "only")?;
+        let pool = format!("{}-lan", ns.name());
+        let advertisement = format!("{}-l2", ns.name());
+        let world = Lan {
+            cp,
+            client,
+            nodes,
+            lan,
+            client_host,
+            controller,
+            pool,
+            advertisement,
+            key_file,
+            topology,
+            ns,
+            _turn: turn,
+        };
+        world.apply_cluster(&json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "IPAddressPool",
+            "metadata": {"name": world.pool},
+            "spec": {"addresses": POOL, "serviceAllocation": {"namespaces": [world.ns.name()]}},
+        }))?;
+        world.advertise(json!({}))?;
+        Ok(world)
+    }
+
+    /// (Re)writes this test's L2Advertisement: its pool, this test's nodes, and `extra` spec.
+    pub fn advertise(&self, extra: serde_json::Value) -> anyhow::Result<()> {
+        let mut spec = json!({
+            "ipAddressPools": [self.pool],
+            "nodeSelectors": [{"matchLabels": {"herald.dev/test": self.ns.name()}}],
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        self.apply_cluster(&json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "L2Advertisement",
+            "metadata": {"name": self.advertisement}, "spec": spec,
+        }))
+    }
+
+    fn apply_cluster(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+        self.cp
+            .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())?;
+        Ok(())
+    }
+
+    /// `kubectl -n <namespace> ARGS...`
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", self.ns.name()];
+        full.extend_from_slice(args);
+        Ok(self.cp.kubectl(&full)?)
+    }
+
+    pub fn speaker_command(&self, node: &Node) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(binary("herald-speaker")?);
+        cmd.arg("--gossip-key-file")
+            .arg(&self.key_file)
+            .args(["--metrics-address", "127.0.0.1:7473"])
+            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("NODE_NAME", &node.name)
+            .env("POD_NAME", format!("speaker-{}", node.name))
+            .env("RUST_LOG", "info,herald_speaker=debug");
+        Ok(cmd)
+    }
+
+    /// Starts (or restarts) the speaker of node `i`.
+    pub fn start_speaker(&mut self, i: usize) -> anyhow::Result<()> {
+        let command = self.speaker_command(&self.nodes[i])?;
+        let process = self.nodes[i].host.spawn("speaker", command)?;
+        self.nodes[i].speaker = Some(process);
+        Ok(())
+    }
+
+    pub fn start_speakers(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start_speaker(i)?;
+        }
+        Ok(())
+    }
+
+    /// A Pod of `app` on node `i`, with the given readiness (the kubelet's part).
+    pub fn pod(&self, name: &str, app: &str, i: usize, ready: bool) -> anyhow::Result<()> {
+        self.kubectl_with_input(
+            &["apply", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {"nodeName": self.nodes[i].name, "containers": [{"name": "app",
+                         "image": "registry.invalid/example:1", "ports": [{"containerPort": 9376}]}]}})
+            .to_string(),
+        )?;
+        let ip = format!("203.0.113.{}", 10 + i);
+        self.set_ready(name, ready, &ip)
+    }
+
+    /// Sets a Pod's readiness (and IP) as the kubelet would.
+    pub fn set_ready(&self, name: &str, ready: bool, ip: &str) -> anyhow::Result<()> {
+        let status = if ready { "True" } else { "False" };
+        self.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                    "conditions": [{"type": "Ready", "status": status}]}})
+            .to_string(),
+        ])?;
+        Ok(())
+    }
+
+    fn kubectl_with_input(&self, args: &[&str], input: &str) -> anyhow::Result<String> {
+        let mut full = vec!["-n", self.ns.name()];
+        full.extend_from_slice(args);
+        Ok(self.cp.kubectl_with_input(&full, input)?)
+    }
+
+    /// The page's example Service for `app` (port 8765 to 9376), with `policy`
+    /// (`Cluster` or `Local`), dual-stack when `dual`.
+    pub fn service(&self, name: &str, app: &str, policy: &str, dual: bool) -> anyhow::Result<()> {
+        let mut spec = json!({"type": "LoadBalancer", "selector": {"app": app},
+            "externalTrafficPolicy": policy,
+            "ports": [{"port": 8765, "targetPort": 9376}]});
+        if dual {
+            spec["ipFamilyPolicy"] = json!("RequireDualStack");
+            spec["ipFamilies"] = json!(["IPv4", "IPv6"]);
+        }
+        self.kubectl_with_input(
+            &["apply", "-f", "-"],
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
+                .to_string(),
+        )?;
+        Ok(())
+    }
+
+    /// Waits until Service `name` has `count` addresses in its status.
+    pub async fn ingress(&self, name: &str, count: usize) -> anyhow::Result<Vec<IpAddr>> {
+        let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
+        Ok(wait_for(
+            &format!("{count} addresses for {name}"),
+            TIMEOUT,
+            || async {
+                let service = services.get(name).await.map_err(|e| e.to_string())?;
+                let ips: Vec<IpAddr> = service
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|i| i.ip?.parse().ok())
+                    .collect();
+                if ips.len() == count {
+                    Ok(ips)
+                } else {
+                    Err(format!("{ips:?}"))
+                }
+            },
+        )
+        .await?)
+    }
+
+    /// The node whose MAC is `mac`.
+    pub fn node_with_mac(&self, mac: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.link.mac == mac)
+    }
+
+    /// The MAC the client's kernel has for `ip` right now, without asking the network.
+    pub fn client_entry(&self, ip: IpAddr) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client_host
+            .neighbour(ip)?
+            .filter(|n| n.is_resolved())
+            .and_then(|n| n.mac))
+    }
+
+    /// Has the client's kernel resolve `ip` (by sending it a packet) and waits until it has;
+    /// returns the index of the node it resolved to.
+    pub async fn resolve(&self, ip: IpAddr) -> anyhow::Result<usize> {
+        Ok(wait_for(
+            &format!("the client resolving {ip} to a node"),
+            TIMEOUT,
+            || async {
+                // The ping itself goes unanswered (no node holds the address); its neighbour
+                // resolution is what counts.
+                let _ = self
+                    .client_host
+                    .command("ping")
+                    .args(["-c", "1", "-W", "1", &ip.to_string()])
+                    .output();
+                let mac = self.client_entry(ip).map_err(|e| e.to_string())?;
+                mac.as_deref()
+                    .and_then(|m| self.node_with_mac(m))
+                    .ok_or_else(|| format!("neighbour entry: {mac:?}"))
+            },
+        )
+        .await?)
+    }
+
+    /// Every MAC that answers `ip` when the client asks directly (arping for IPv4, ndisc6
+    /// for IPv6), over a couple of seconds.
+    pub fn answers(&self, ip: IpAddr) -> anyhow::Result<Vec<String>> {
+        let out = match ip {
+            IpAddr::V4(v4) => self
+                .client_host
+                .command("arping")
+                .args(["-c", "3", "-w", "3", "-I", "eth0", &v4.to_string()])
+                .output()?,
+            IpAddr::V6(v6) => self
+                .client_host
+                .command("ndisc6")
+                .args(["-m", "-n", "-r", "3", "-w", "700", &v6.to_string(), "eth0"])
+                .output()?,
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let mut macs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| n.link.mac.clone())
+            .filter(|mac| text.contains(mac.as_str()))
+            .collect();
+        macs.dedup();
+        Ok(macs)
+    }
+
+    /// The Events of Service `name`, as `reason: message` lines.
+    pub fn events(&self, name: &str) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// Waits until an Event of `name` contains `text`.
+    pub async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
+        Ok(wait_for(
+            &format!("an Event of {name} saying {text:?}"),
+            TIMEOUT,
+            || async {
+                let events = self.events(name).map_err(|e| e.to_string())?;
+                if events.contains(text) {
+                    Ok(events)
+                } else {
+                    Err(events)
+                }
+            },
+        )
+        .await?)
+    }
+
+    /// The speaker logs, for failure messages.
+    pub fn speaker_logs(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                n.speaker
+                    .as_ref()
+                    .map(|p| format!("--- {}:\n{}", n.name, p.log()))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.speaker_logs());
+        }
+        // While the controller still runs, so that it releases every finalizer.
+        let _ = self.kubectl(&["delete", "services", "--all", "--timeout=30s"]);
+        // No kubelet confirms a Pod's end: remove them at once.
+        let _ = self.kubectl(&["delete", "pods", "--all", "--force", "--grace-period=0"]);
+        for object in [
+            format!("l2advertisement/{}", self.advertisement),
+            format!("ipaddresspool/{}", self.pool),
+        ] {
+            let _ = self
+                .cp
+                .kubectl(&["delete", &object, "--wait=false", "--ignore-not-found"]);
+        }
+        for node in &self.nodes {
+            let _ = self
+                .cp
+                .kubectl(&["delete", "node", &node.name, "--wait=false"]);
+        }
+    }
+}

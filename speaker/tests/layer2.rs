@@ -1,0 +1,223 @@
+//! Layer 2 end to end: real speakers in node namespaces on one LAN, the real API server and
+//! controller, and a client whose kernel resolves Service addresses by ARP and NDP.
+
+mod common;
+
+use std::net::IpAddr;
+
+use common::{Lan, TIMEOUT};
+use herald_tests::wait_for;
+
+/// Waits until the client's existing neighbour entry for `ip` points at a node other than
+/// `old`, without the client asking again (the new owner's GARP / NA must update it), and
+/// returns that node.
+async fn entry_moves_away(lan: &Lan, ip: IpAddr, old: usize) -> anyhow::Result<usize> {
+    Ok(wait_for(
+        &format!(
+            "the client's entry for {ip} to leave {}",
+            lan.nodes[old].name
+        ),
+        TIMEOUT,
+        || async {
+            let mac = lan.client_entry(ip).map_err(|e| e.to_string())?;
+            match mac.as_deref().and_then(|m| lan.node_with_mac(m)) {
+                Some(node) if node != old => Ok(node),
+                other => Err(format!("entry {mac:?} (node {other:?})")),
+            }
+        },
+    )
+    .await?)
+}
+
+#[tokio::test]
+async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_speaker_is_killed()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-kill", 3).await?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true)?;
+    }
+    lan.service("web", "web", "Cluster", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    let mut owners = Vec::new();
+    for &ip in &ips {
+        let owner = lan.resolve(ip).await?;
+        // One node, and only one, answers when asked directly.
+        let answers = lan.answers(ip)?;
+        assert_eq!(
+            answers,
+            [lan.nodes[owner].link.mac.clone()],
+            "answers for {ip}"
+        );
+        lan.event(
+            "web",
+            &format!("announcing {ip} from node {}", lan.nodes[owner].name),
+        )
+        .await?;
+        owners.push(owner);
+    }
+
+    // SIGKILL the owner of the IPv4 address: no goodbye, gossip must notice.
+    let victim = owners[0];
+    lan.nodes[victim].speaker.as_mut().expect("running").kill();
+    let heir = entry_moves_away(&lan, ips[0], victim).await?;
+    lan.event(
+        "web",
+        &format!("announcing {} from node {}", ips[0], lan.nodes[heir].name),
+    )
+    .await?;
+    if owners[1] == victim {
+        entry_moves_away(&lan, ips[1], victim).await?;
+    }
+    assert_eq!(lan.answers(ips[0])?, [lan.nodes[heir].link.mac.clone()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cutting_the_owners_link_moves_the_address_to_a_node_that_is_still_connected()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-cut", 3).await?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true)?;
+    }
+    lan.service("web", "web", "Cluster", false)?;
+    let ip = lan.ingress("web", 1).await?[0];
+    let owner = lan.resolve(ip).await?;
+    lan.nodes[owner].link.set_connected(false)?;
+    let heir = entry_moves_away(&lan, ip, owner).await?;
+    assert_ne!(heir, owner);
+    assert_eq!(lan.answers(ip)?, [lan.nodes[heir].link.mac.clone()]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_stops_without_one()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-local", 3).await?;
+    lan.start_speakers()?;
+    lan.pod("web-0", "web", 0, true)?;
+    lan.pod("web-1", "web", 1, false)?;
+    lan.service("web", "web", "Local", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    for &ip in &ips {
+        assert_eq!(
+            lan.resolve(ip).await?,
+            0,
+            "{ip}: only n1 has a ready endpoint"
+        );
+    }
+    // The endpoint moves: n1's Pod stops being ready, n2's becomes ready.
+    lan.set_ready("web-0", false, "203.0.113.10")?;
+    lan.set_ready("web-1", true, "203.0.113.11")?;
+    for &ip in &ips {
+        assert_eq!(
+            entry_moves_away(&lan, ip, 0).await?,
+            1,
+            "{ip} follows to n2"
+        );
+    }
+    // No ready endpoint anywhere: nobody answers.
+    lan.set_ready("web-1", false, "203.0.113.11")?;
+    for &ip in &ips {
+        wait_for(&format!("no answer for {ip}"), TIMEOUT, || async {
+            let answers = lan.answers(ip).map_err(|e| e.to_string())?;
+            if answers.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{answers:?}"))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-delete", 2).await?;
+    lan.start_speakers()?;
+    lan.pod("web-0", "web", 0, true)?;
+    lan.service("web", "web", "Cluster", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    for &ip in &ips {
+        lan.resolve(ip).await?;
+    }
+    lan.kubectl(&["delete", "service", "web", "--timeout=30s"])?;
+    for &ip in &ips {
+        wait_for(&format!("no answer for {ip}"), TIMEOUT, || async {
+            let answers = lan.answers(ip).map_err(|e| e.to_string())?;
+            if answers.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{answers:?}"))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answered()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-select", 3).await?;
+    // A second LAN on eth1 of every node, with a client of its own.
+    let lan2 = lan.topology.segment(
+        "lan2",
+        herald_tests::netns::addressing::UPSTREAM_V4,
+        herald_tests::netns::addressing::UPSTREAM_V6,
+    )?;
+    let mut second_links = Vec::new();
+    for (i, node) in lan.nodes.iter().enumerate() {
+        second_links.push(lan2.attach(&node.host, 1 + i as u32)?);
+    }
+    let client2 = lan.topology.host("client2")?;
+    lan2.attach(&client2, 100)?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true)?;
+    }
+    lan.service("web", "web", "Cluster", false)?;
+    let ip = lan.ingress("web", 1).await?[0];
+
+    // Only n3 is selected.
+    let n3 = lan.nodes[2].name.clone();
+    lan.advertise(serde_json::json!({
+        "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": n3}}],
+    }))?;
+    wait_for("only n3 answering", TIMEOUT, || async {
+        let answers = lan.answers(ip).map_err(|e| e.to_string())?;
+        if answers == [lan.nodes[2].link.mac.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{answers:?}"))
+        }
+    })
+    .await?;
+
+    // Answered on eth1 only: the first LAN's client hears nothing, the second's hears n3.
+    lan.advertise(serde_json::json!({
+        "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": n3}}],
+        "interfaces": ["eth1"],
+    }))?;
+    wait_for("no answer on the first LAN", TIMEOUT, || async {
+        let answers = lan.answers(ip).map_err(|e| e.to_string())?;
+        if answers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{answers:?}"))
+        }
+    })
+    .await?;
+    let out = client2.run(
+        "arping",
+        &["-c", "2", "-w", "3", "-I", "eth0", &ip.to_string()],
+    )?;
+    assert!(
+        out.to_lowercase().contains(&second_links[2].mac),
+        "n3's eth1 ({}) answers on the second LAN:\n{out}",
+        second_links[2].mac
+    );
+    Ok(())
+}

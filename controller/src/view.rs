@@ -104,15 +104,7 @@ impl ServiceView {
             local_selector: spec
                 .filter(|s| s.external_traffic_policy.as_deref() == Some("Local"))
                 .map(|s| flat(s.selector.as_ref())),
-            status_ips: service
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|ingress| ingress.ip.as_deref()?.parse().ok())
-                .collect(),
+            status_ips: herald_api::service::ingress_ips(service),
         }
     }
 

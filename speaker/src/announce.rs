@@ -178,6 +178,11 @@ impl Announcer {
         takeovers
     }
 
+    /// The addresses owned after the last apply, with the interfaces they are answered on.
+    pub(crate) fn owned(&self) -> &BTreeMap<IpAddr, BTreeSet<String>> {
+        &self.owned
+    }
+
     /// Stops answering for everything (on shutdown).
     pub(crate) async fn withdraw_all(&mut self) {
         let actions = lock(&self.responder).set_owned(Ownership::new());

@@ -8,7 +8,9 @@ use std::{
     sync::Arc,
 };
 
-use herald_api::{IPAddressPool, L2Advertisement, annotations::IP_ALLOCATED_FROM_POOL};
+use herald_api::{
+    IPAddressPool, L2Advertisement, annotations::IP_ALLOCATED_FROM_POOL, service::ingress_ips,
+};
 use herald_ipam::ServiceKey;
 use herald_plan::{L2Advertisement as PlannedAdvertisement, NodeState, ServiceState, Snapshot};
 use herald_shell::selector::{SelectorError, convert_all};
@@ -40,18 +42,6 @@ fn is_served(service: &Service, class: Option<&str>) -> bool {
     service.metadata.deletion_timestamp.is_none()
         && spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
         && spec.and_then(|s| s.load_balancer_class.as_deref()) == class
-}
-
-fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
 }
 
 /// Nodes with a ready endpoint, per Service. An endpoint without `conditions.ready` is ready

@@ -5,7 +5,7 @@
 //!   gossip: live speakers ──────────────────────────────────────────┼─► snapshot ─► plan_l2
 //!   every second: the node's interfaces ────────────────────────────┘        │
 //!                           Announcer::apply ◄── this node's share ◄─────────┘
-//!                           takeovers ─► Event `nodeAssigned` on each Service
+//!                           Reporter ─► Events `nodeAssigned`, ServiceL2Status records
 //! ```
 //!
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
@@ -22,12 +22,9 @@ use herald_api::{IPAddressPool, L2Advertisement};
 use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
 use herald_plan::plan_l2;
-use herald_shell::{
-    events::{Note, Publisher, Severity},
-    watch::Watches,
-};
+use herald_shell::{events::Publisher, watch::Watches};
 use k8s_openapi::api::{
-    core::v1::{Node, ObjectReference, Service},
+    core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -38,9 +35,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
-    announce::{Announcer, Takeover},
+    announce::Announcer,
     cluster::{self, Objects},
     metrics::Metrics,
+    report::Reporter,
 };
 
 /// How often the node's interfaces are read again.
@@ -117,7 +115,13 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notify = watches.notify();
-    let publisher = Publisher::new(client, "herald-speaker", &settings.instance, "Announce");
+    let publisher = Publisher::new(
+        client.clone(),
+        "herald-speaker",
+        &settings.instance,
+        "Announce",
+    );
+    let reporter = Reporter::start(client, publisher, &settings.node);
     let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
     let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
     let mut scan = tokio::time::interval(LINK_SCAN);
@@ -177,7 +181,7 @@ pub(crate) async fn run(
         };
         if joined {
             let takeovers = announcer.apply(&plan, &links).await;
-            report(&publisher, &settings.node, &services, takeovers);
+            reporter.report(&services, &plan, announcer.owned(), takeovers, &alive);
         }
         tokio::select! {
             () = &mut shutdown => break,
@@ -190,41 +194,4 @@ pub(crate) async fn run(
     announcer.withdraw_all().await;
     info!("stopped answering for every address");
     Ok(())
-}
-
-/// An Event `nodeAssigned` on each Service of an address this node took over, sent in the
-/// background so that announcing never waits for the API server.
-fn report(publisher: &Publisher, node: &str, services: &[Arc<Service>], takeovers: Vec<Takeover>) {
-    for takeover in takeovers {
-        let interfaces: Vec<&str> = takeover.interfaces.iter().map(String::as_str).collect();
-        let note = Note {
-            severity: Severity::Normal,
-            reason: "nodeAssigned".into(),
-            message: format!(
-                "announcing {} from node {node} on {} (layer 2)",
-                takeover.ip,
-                interfaces.join(", ")
-            ),
-        };
-        for key in takeover.services {
-            // kubectl describe finds Events by the object's uid.
-            let Some(service) = services.iter().find(|s| {
-                s.metadata.name.as_deref() == Some(&key.name)
-                    && s.metadata.namespace.as_deref() == Some(&key.namespace)
-            }) else {
-                continue;
-            };
-            let object = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                namespace: Some(key.namespace.clone()),
-                name: Some(key.name.clone()),
-                uid: service.metadata.uid.clone(),
-                ..ObjectReference::default()
-            };
-            let publisher = publisher.clone();
-            let note = note.clone();
-            tokio::spawn(async move { publisher.publish(&object, &note).await });
-        }
-    }
 }

@@ -13,6 +13,7 @@ mod announce;
 mod cluster;
 mod control;
 mod metrics;
+mod report;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

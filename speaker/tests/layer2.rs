@@ -56,6 +56,9 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
         .await?;
         owners.push(owner);
     }
+    // kubectl shows who announces what.
+    lan.wait_records("web", &[(ips[0], owners[0]), (ips[1], owners[1])])
+        .await?;
 
     // SIGKILL the owner of the IPv4 address: no goodbye, gossip must notice.
     let victim = owners[0];
@@ -66,10 +69,15 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
         &format!("announcing {} from node {}", ips[0], lan.nodes[heir].name),
     )
     .await?;
-    if owners[1] == victim {
-        entry_moves_away(&lan, ips[1], victim).await?;
-    }
+    let v6_owner = if owners[1] == victim {
+        entry_moves_away(&lan, ips[1], victim).await?
+    } else {
+        owners[1]
+    };
     assert_eq!(lan.answers(ips[0])?, [lan.nodes[heir].link.mac.clone()]);
+    // The dead node's record is gone; the heir's is there.
+    lan.wait_records("web", &[(ips[0], heir), (ips[1], v6_owner)])
+        .await?;
     Ok(())
 }
 
@@ -120,15 +128,7 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
     // No ready endpoint anywhere: nobody answers.
     lan.set_ready("web-1", false, "203.0.113.11")?;
     for &ip in &ips {
-        wait_for(&format!("no answer for {ip}"), TIMEOUT, || async {
-            let answers = lan.answers(ip).map_err(|e| e.to_string())?;
-            if answers.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{answers:?}"))
-            }
-        })
-        .await?;
+        lan.wait_answers(ip, &[]).await?;
     }
     Ok(())
 }
@@ -145,15 +145,7 @@ async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
     }
     lan.kubectl(&["delete", "service", "web", "--timeout=30s"])?;
     for &ip in &ips {
-        wait_for(&format!("no answer for {ip}"), TIMEOUT, || async {
-            let answers = lan.answers(ip).map_err(|e| e.to_string())?;
-            if answers.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{answers:?}"))
-            }
-        })
-        .await?;
+        lan.wait_answers(ip, &[]).await?;
     }
     Ok(())
 }
@@ -186,30 +178,14 @@ async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answere
     lan.advertise(serde_json::json!({
         "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": n3}}],
     }))?;
-    wait_for("only n3 answering", TIMEOUT, || async {
-        let answers = lan.answers(ip).map_err(|e| e.to_string())?;
-        if answers == [lan.nodes[2].link.mac.clone()] {
-            Ok(())
-        } else {
-            Err(format!("{answers:?}"))
-        }
-    })
-    .await?;
+    lan.wait_answers(ip, &[2]).await?;
 
     // Answered on eth1 only: the first LAN's client hears nothing, the second's hears n3.
     lan.advertise(serde_json::json!({
         "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": n3}}],
         "interfaces": ["eth1"],
     }))?;
-    wait_for("no answer on the first LAN", TIMEOUT, || async {
-        let answers = lan.answers(ip).map_err(|e| e.to_string())?;
-        if answers.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{answers:?}"))
-        }
-    })
-    .await?;
+    lan.wait_answers(ip, &[]).await?;
     let out = client2.run(
         "arping",
         &["-c", "2", "-w", "3", "-I", "eth0", &ip.to_string()],

@@ -47,6 +47,37 @@ impl TestNamespace {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The Events of object `name` in this namespace, as `reason: message` lines.
+    pub fn events(&self, name: &str) -> Result<String> {
+        self.control_plane.kubectl(&[
+            "-n",
+            &self.name,
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+    }
+
+    /// Waits until an Event of object `name` contains `text`; returns all its Events.
+    pub async fn event(&self, name: &str, text: &str) -> Result<String> {
+        wait_for(
+            &format!("an Event of {name} saying {text:?}"),
+            Duration::from_secs(30),
+            || async {
+                let events = self.events(name).map_err(|e| e.to_string())?;
+                if events.contains(text) {
+                    Ok(events)
+                } else {
+                    Err(events)
+                }
+            },
+        )
+        .await
+    }
 }
 
 impl Drop for TestNamespace {

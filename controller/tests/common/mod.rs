@@ -109,33 +109,9 @@ impl World {
         .await?)
     }
 
-    /// The Events of an object in the namespace, as `reason: message` lines.
-    pub(crate) fn events(&self, name: &str) -> anyhow::Result<String> {
-        self.kubectl(&[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
-            "-o",
-            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-        ])
-    }
-
     /// Waits until an Event of `name` contains `text`.
     pub(crate) async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
-        Ok(wait_for(
-            &format!("an Event of {name} saying {text:?}"),
-            TIMEOUT,
-            || async {
-                let events = self.events(name).map_err(|e| e.to_string())?;
-                if events.contains(text) {
-                    Ok(events)
-                } else {
-                    Err(events)
-                }
-            },
-        )
-        .await?)
+        Ok(self.ns.event(name, text).await?)
     }
 }
 

@@ -1,7 +1,8 @@
 //! # herald-api: the `herald.dev/v1alpha1` API
 //!
 //! The custom resources users write ([`IPAddressPool`], [`L2Advertisement`],
-//! [`BGPAdvertisement`], [`BGPPeer`], [`BFDProfile`]; all cluster-scoped), the Service
+//! [`BGPAdvertisement`], [`BGPPeer`], [`BFDProfile`]; all cluster-scoped), the one Herald
+//! writes for people to read ([`ServiceL2Status`], namespaced, beside its Service), the Service
 //! annotations Herald reads and writes ([`annotations`]), and the CRD manifests generated from
 //! these types (`crdgen` writes them into `charts/herald/crds/`).
 //!
@@ -20,6 +21,8 @@ pub mod advertisement;
 pub mod annotations;
 pub mod bgp;
 pub mod pool;
+pub mod service;
+pub mod status;
 pub mod values;
 
 pub use advertisement::{
@@ -27,6 +30,7 @@ pub use advertisement::{
 };
 pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference};
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
+pub use status::{ServiceL2Status, ServiceL2StatusSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -42,6 +46,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPAdvertisement::crd(),
         BGPPeer::crd(),
         BFDProfile::crd(),
+        ServiceL2Status::crd(),
     ]
 }
 

@@ -330,33 +330,88 @@ impl Lan {
         Ok(macs)
     }
 
-    /// The Events of Service `name`, as `reason: message` lines.
-    pub fn events(&self, name: &str) -> anyhow::Result<String> {
-        self.kubectl(&[
+    /// Waits until exactly the nodes `nodes` (by index) answer for `ip` when asked directly;
+    /// an empty list waits for silence.
+    pub async fn wait_answers(&self, ip: IpAddr, nodes: &[usize]) -> anyhow::Result<()> {
+        let expected: Vec<String> = nodes
+            .iter()
+            .map(|&i| self.nodes[i].link.mac.clone())
+            .collect();
+        wait_for(
+            &format!("answers for {ip} from nodes {nodes:?}"),
+            TIMEOUT,
+            || async {
+                let answers = self.answers(ip).map_err(|e| e.to_string())?;
+                if answers == expected {
+                    Ok(())
+                } else {
+                    Err(format!("answers from {answers:?}"))
+                }
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The ServiceL2Status records of the test's namespace, as sorted `service node address`
+    /// lines (one per address).
+    pub fn records(&self) -> anyhow::Result<Vec<String>> {
+        let out = self.kubectl(&[
             "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={name}"),
+            "servicel2statuses",
             "-o",
-            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-        ])
+            "jsonpath={range .items[*]}{.spec.service} {.spec.node} {.spec.addresses[*]}{\"\\n\"}{end}",
+        ])?;
+        let mut lines: Vec<String> = out
+            .lines()
+            .flat_map(|line| {
+                let mut words = line.split_whitespace();
+                let (service, node) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                words
+                    .map(|ip| format!("{service} {node} {ip}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        Ok(lines)
+    }
+
+    /// Waits until the records say that `service`'s addresses are announced by these
+    /// (address, node index) pairs and nothing else.
+    pub async fn wait_records(
+        &self,
+        service: &str,
+        expected: &[(IpAddr, usize)],
+    ) -> anyhow::Result<()> {
+        let mut want: Vec<String> = expected
+            .iter()
+            .map(|(ip, i)| format!("{service} {} {ip}", self.nodes[*i].name))
+            .collect();
+        want.sort();
+        wait_for(
+            &format!("ServiceL2Status records {want:?}"),
+            TIMEOUT,
+            || async {
+                let records = self.records().map_err(|e| e.to_string())?;
+                if records == want {
+                    Ok(())
+                } else {
+                    Err(format!("{records:?}"))
+                }
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The Events of object `name` in the test's namespace, as `reason: message` lines.
+    pub fn events(&self, name: &str) -> anyhow::Result<String> {
+        Ok(self.ns.events(name)?)
     }
 
     /// Waits until an Event of `name` contains `text`.
     pub async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
-        Ok(wait_for(
-            &format!("an Event of {name} saying {text:?}"),
-            TIMEOUT,
-            || async {
-                let events = self.events(name).map_err(|e| e.to_string())?;
-                if events.contains(text) {
-                    Ok(events)
-                } else {
-                    Err(events)
-                }
-            },
-        )
-        .await?)
+        Ok(self.ns.event(name, text).await?)
     }
 
     /// The speaker logs, for failure messages.

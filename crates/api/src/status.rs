@@ -1,0 +1,79 @@
+//! `ServiceL2Status`: which node announces a Service's addresses on the local network, and
+//! on which interfaces. Written by the announcing herald-speaker, read by people:
+//!
+//! ```text
+//!   kubectl get servicel2statuses -A
+//!   NAMESPACE   NAME          SERVICE   NODE    ADDRESSES                          INTERFACES
+//!   default     web-node-2    web       node-2  ["192.0.2.64","2001:db8:1::40"]    ["eth0"]
+//! ```
+//!
+//! One object per Service and announcing node (a dual-stack Service may be announced from
+//! two nodes, one per address), owned by the Service so that it goes when the Service goes.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Label naming the Service a record is about.
+pub const SERVICE_LABEL: &str = "herald.dev/service";
+/// Label naming the node a record is from.
+pub const NODE_LABEL: &str = "herald.dev/node";
+
+/// What one node announces for one Service.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "ServiceL2Status",
+    namespaced,
+    doc = "Which node answers ARP / NDP for a Service's addresses, and on which interfaces. Written by herald-speaker; not for editing.",
+    plural = "servicel2statuses",
+    shortname = "l2status",
+    category = "herald",
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
+    printcolumn = r#"{"name":"Interfaces","type":"string","jsonPath":".spec.interfaces"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceL2StatusSpec {
+    /// The Service's name (in the record's namespace).
+    pub service: String,
+    /// The node announcing.
+    pub node: String,
+    /// The Service's addresses this node answers for.
+    pub addresses: Vec<String>,
+    /// The interfaces it answers on.
+    pub interfaces: Vec<String>,
+}
+
+/// The object name of the record of `service` from `node`: `<service>-<node>`, shortened
+/// with a hash of the node when that would pass the 253-character limit.
+pub fn record_name(service: &str, node: &str) -> String {
+    let name = format!("{service}-{node}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{service}-{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_stay_within_the_limit_and_distinct() {
+        assert_eq!(record_name("web", "node-1"), "web-node-1");
+        let long_a = "a".repeat(240);
+        let long_b = format!("{}b", "a".repeat(239));
+        let (a, b) = (record_name("web", &long_a), record_name("web", &long_b));
+        assert!(a.len() <= 253 && b.len() <= 253);
+        assert_ne!(a, b);
+    }
+}

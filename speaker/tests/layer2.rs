@@ -116,8 +116,8 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
         );
     }
     // The endpoint moves: n1's Pod stops being ready, n2's becomes ready.
-    lan.set_ready("web-0", false, "203.0.113.10")?;
-    lan.set_ready("web-1", true, "203.0.113.11")?;
+    lan.set_ready("web-0", false, 0)?;
+    lan.set_ready("web-1", true, 1)?;
     for &ip in &ips {
         assert_eq!(
             entry_moves_away(&lan, ip, 0).await?,
@@ -126,7 +126,7 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
         );
     }
     // No ready endpoint anywhere: nobody answers.
-    lan.set_ready("web-1", false, "203.0.113.11")?;
+    lan.set_ready("web-1", false, 1)?;
     for &ip in &ips {
         lan.wait_answers(ip, &[]).await?;
     }

@@ -63,6 +63,11 @@ impl Lan {
     /// controller running, a pool and an L2Advertisement for this test's nodes. Speakers are
     /// started by [`Lan::start_speakers`].
     pub async fn new(prefix: &str, count: u32) -> anyhow::Result<Lan> {
+        Self::with_pool(prefix, count, &POOL).await
+    }
+
+    /// [`Lan::new`] with a pool of the given addresses.
+    pub async fn with_pool(prefix: &str, count: u32, addresses: &[&str]) -> anyhow::Result<Lan> {
         let turn = TURN.lock().await;
         let cp = ControlPlane::shared();
         cp.install_herald_crds()?;
@@ -125,7 +130,7 @@ impl Lan {
         world.apply_cluster(&json!({
             "apiVersion": "herald.dev/v1alpha1", "kind": "IPAddressPool",
             "metadata": {"name": world.pool},
-            "spec": {"addresses": POOL, "serviceAllocation": {"namespaces": [world.ns.name()]}},
+            "spec": {"addresses": addresses, "serviceAllocation": {"namespaces": [world.ns.name()]}},
         }))?;
         world.advertise(json!({}))?;
         Ok(world)
@@ -196,13 +201,17 @@ impl Lan {
                          "image": "registry.invalid/example:1", "ports": [{"containerPort": 9376}]}]}})
             .to_string(),
         )?;
-        let ip = format!("203.0.113.{}", 10 + i);
-        self.set_ready(name, ready, &ip)
+        self.set_ready(name, ready, i)
     }
 
-    /// Sets a Pod's readiness (and IP) as the kubelet would.
-    pub fn set_ready(&self, name: &str, ready: bool, ip: &str) -> anyhow::Result<()> {
+    /// Sets the readiness of the Pod `name` on node `i` (and its IPv4 and IPv6 addresses) as
+    /// the kubelet would.
+    pub fn set_ready(&self, name: &str, ready: bool, i: usize) -> anyhow::Result<()> {
         let status = if ready { "True" } else { "False" };
+        let (v4, v6) = (
+            format!("203.0.113.{}", 10 + i),
+            format!("2001:db8:2::{:x}", 10 + i),
+        );
         self.kubectl(&[
             "patch",
             "pod",
@@ -210,7 +219,7 @@ impl Lan {
             "--subresource=status",
             "--type=merge",
             "-p",
-            &json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            &json!({"status": {"phase": "Running", "podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}],
                     "conditions": [{"type": "Ready", "status": status}]}})
             .to_string(),
         ])?;

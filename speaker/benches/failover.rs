@@ -1,0 +1,142 @@
+//! Layer-2 failover, end to end, in network namespaces with the real API server:
+//!
+//! - SIGKILL of the announcing speaker -> the first gratuitous ARP from the new owner, as the
+//!   client's interface sees it (tcpdump timestamps);
+//! - `externalTrafficPolicy: Local`: the only ready endpoint moves to another node (two Pod
+//!   status patches) -> the first gratuitous ARP from that node. This includes the
+//!   kube-controller-manager updating the EndpointSlice and the watch delivering it.
+//!
+//! `cargo bench -p herald-speaker --bench failover` (`HERALD_BENCH_RUNS`, default 10).
+//! Prints every run, the median and the maximum. Timing never decides a test; see
+//! `docs/benchmarks.md` for recorded figures.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    net::IpAddr,
+    process::Command,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use common::{Lan, TIMEOUT};
+use herald_tests::{Process, wait_for};
+
+/// Captures ARP on the client's interface with epoch timestamps.
+fn capture(lan: &Lan, label: &str) -> anyhow::Result<Process> {
+    let mut cmd = Command::new("tcpdump");
+    cmd.args(["-l", "-n", "-tt", "-e", "-i", "eth0", "arp"]);
+    let process = lan.client_host.spawn(label, cmd)?;
+    // tcpdump says "listening on" once it captures.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(process)
+}
+
+/// The time of the first gratuitous ARP for `ip` from a MAC other than `old_mac` in the
+/// capture, in seconds since the epoch.
+fn first_garp(log: &str, ip: IpAddr, old_mac: &str) -> Option<f64> {
+    let needle = format!("Request who-has {ip} tell {ip}");
+    log.lines()
+        .filter(|line| line.contains(&needle))
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            let at: f64 = words.next()?.parse().ok()?;
+            let mac = words.next()?;
+            (mac != old_mac).then_some(at)
+        })
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+async fn wait_garp(lan: &Lan, capture: &Process, ip: IpAddr, old: usize) -> anyhow::Result<f64> {
+    let old_mac = lan.nodes[old].link.mac.clone();
+    Ok(
+        wait_for("a gratuitous ARP from the new owner", TIMEOUT, || async {
+            first_garp(&capture.log(), ip, &old_mac).ok_or_else(|| "none yet".to_owned())
+        })
+        .await?,
+    )
+}
+
+fn summary(what: &str, mut runs: Vec<f64>) {
+    runs.sort_by(f64::total_cmp);
+    let ms: Vec<String> = runs.iter().map(|s| format!("{:.0}", s * 1000.0)).collect();
+    println!(
+        "{what}: median {:.0} ms, max {:.0} ms over {} runs (ms: {})",
+        runs[runs.len() / 2] * 1000.0,
+        runs[runs.len() - 1] * 1000.0,
+        runs.len(),
+        ms.join(", ")
+    );
+}
+
+async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut lan = Lan::new("bench-kill", 3).await?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true)?;
+    }
+    lan.service("web", "web", "Cluster", false)?;
+    let ip = lan.ingress("web", 1).await?[0];
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let owner = lan.resolve(ip).await?;
+        let tcpdump = capture(&lan, &format!("tcpdump-kill-{run}"))?;
+        let killed_at = now();
+        lan.nodes[owner].speaker.as_mut().expect("running").kill();
+        let garp = wait_garp(&lan, &tcpdump, ip, owner).await?;
+        results.push(garp - killed_at);
+        drop(tcpdump);
+        // Back to three speakers; let ownership settle before the next run.
+        lan.start_speaker(owner)?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    Ok(results)
+}
+
+async fn local_move(runs: usize) -> anyhow::Result<Vec<f64>> {
+    let mut lan = Lan::new("bench-local", 3).await?;
+    lan.start_speakers()?;
+    lan.pod("web-0", "web", 0, true)?;
+    lan.pod("web-1", "web", 1, false)?;
+    lan.service("web", "web", "Local", false)?;
+    let ip = lan.ingress("web", 1).await?[0];
+    let mut results = Vec::new();
+    let mut from = 0;
+    for run in 0..runs {
+        assert_eq!(lan.resolve(ip).await?, from);
+        let to = 1 - from;
+        let tcpdump = capture(&lan, &format!("tcpdump-local-{run}"))?;
+        let moved_at = now();
+        lan.set_ready(&format!("web-{to}"), true, to)?;
+        lan.set_ready(&format!("web-{from}"), false, from)?;
+        let garp = wait_garp(&lan, &tcpdump, ip, from).await?;
+        results.push(garp - moved_at);
+        drop(tcpdump);
+        from = to;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(results)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("HERALD_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    summary(
+        "SIGKILL of the owner -> first GARP from the new owner",
+        sigkill(runs).await?,
+    );
+    summary(
+        "Local policy: endpoint moved -> first GARP from its node",
+        local_move(runs).await?,
+    );
+    Ok(())
+}

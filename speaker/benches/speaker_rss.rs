@@ -1,0 +1,100 @@
+//! Speaker memory with 1,000 Services: three real speakers in node namespaces, the real API
+//! server and controller, 1,000 single-stack IPv6 Services of `type: LoadBalancer` (each with
+//! an EndpointSlice from the real kube-controller-manager, three ready Pods behind all of
+//! them). Once every address is announced (1,000 ServiceL2Status records), prints each
+//! speaker's resident memory (VmRSS) and peak (VmHWM), and how long it took.
+//!
+//! `cargo bench -p herald-speaker --bench speaker_rss` (`HERALD_BENCH_SERVICES`, default 1,000).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Lan;
+use futures::{StreamExt, stream};
+use herald_tests::wait_for;
+use k8s_openapi::api::core::v1::Service;
+use kube::{Api, api::PostParams};
+use serde_json::json;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let count: usize = std::env::var("HERALD_BENCH_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let mut lan = Lan::with_pool("bench-rss", 3, &["2001:db8::1:0/112"]).await?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true)?;
+    }
+    let services: Api<Service> = Api::namespaced(lan.client.clone(), lan.ns.name());
+    let start = Instant::now();
+    let created: Vec<kube::Result<Service>> = stream::iter(0..count)
+        .map(|i| {
+            let services = services.clone();
+            async move {
+                let service: Service = serde_json::from_value(json!({
+                    "metadata": {"name": format!("web-{i}")},
+                    "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                             "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                             "ports": [{"port": 8765, "targetPort": 9376}]},
+                }))
+                .expect("a valid Service");
+                services.create(&PostParams::default(), &service).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in created {
+        result?;
+    }
+    println!(
+        "{count} Services created in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    wait_for(
+        &format!("{count} addresses announced"),
+        Duration::from_secs(600),
+        || async {
+            let records = lan.records().map_err(|e| e.to_string())?.len();
+            if records == count {
+                Ok(())
+            } else {
+                Err(format!("{records} records"))
+            }
+        },
+    )
+    .await?;
+    println!(
+        "all {count} addresses announced (ServiceL2Status written) {:.1} s after the first create",
+        start.elapsed().as_secs_f64()
+    );
+    // Let allocations settle after the burst before reading memory.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for node in &lan.nodes {
+        let pid = node.speaker.as_ref().map(|p| p.pid()).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned())
+                .unwrap_or_default()
+        };
+        let owned = lan
+            .records()?
+            .iter()
+            .filter(|r| r.split_whitespace().nth(1) == Some(node.name.as_str()))
+            .count();
+        println!(
+            "{}: owns {owned} addresses; VmRSS {} kB, VmHWM {} kB",
+            node.name,
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+    }
+    Ok(())
+}

@@ -34,15 +34,14 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, reflector::Store, watcher},
+    runtime::{reflector::Store, watcher},
 };
 use serde_json::json;
-use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use herald_shell::{
     events::{Note, Publisher, Severity},
-    watch::Watches,
+    watch::{Views, Watches},
 };
 
 use crate::{
@@ -65,7 +64,11 @@ pub(crate) struct Settings {
 pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
     let mut watches = Watches::new();
     let notify = watches.notify();
-    let services = watch_services(&mut watches, Api::all(client.clone()));
+    let services = watches.views(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        |service| Some(ServiceView::new(service)),
+    );
     let pools =
         watches.store::<IPAddressPool>(Api::all(client.clone()), watcher::Config::default());
     let namespaces =
@@ -112,73 +115,6 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
     }
 }
 
-/// Watches Services into a [`ServiceCache`] of compact views, waking the loop on every change.
-fn watch_services(watches: &mut Watches, api: Api<Service>) -> ServiceCache {
-    let cache = ServiceCache::default();
-    let feed = cache.clone();
-    let mut relist = HashMap::new();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(move |event| event.map(|event| feed.apply(event, &mut relist)));
-    watches.spawn(stream, "Service");
-    cache
-}
-
-/// Every Service, as its compact [`ServiceView`], kept current by a watch.
-#[derive(Clone, Default)]
-struct ServiceCache {
-    views: Arc<std::sync::Mutex<HashMap<ServiceKey, Arc<ServiceView>>>>,
-    ready: Arc<Notify>,
-    listed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl ServiceCache {
-    fn state(&self) -> Vec<Arc<ServiceView>> {
-        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        views.values().cloned().collect()
-    }
-
-    /// Waits for the first complete list.
-    async fn wait_until_ready(&self) {
-        while !self.listed.load(std::sync::atomic::Ordering::Acquire) {
-            let notified = self.ready.notified();
-            if self.listed.load(std::sync::atomic::Ordering::Acquire) {
-                break;
-            }
-            notified.await;
-        }
-    }
-
-    /// Applies one watch event; a relist replaces the whole set at its end.
-    fn apply(
-        &self,
-        event: watcher::Event<Service>,
-        relist: &mut HashMap<ServiceKey, Arc<ServiceView>>,
-    ) {
-        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        match event {
-            watcher::Event::Apply(service) => {
-                let view = ServiceView::new(&service);
-                views.insert(view.key.clone(), Arc::new(view));
-            }
-            watcher::Event::Delete(service) => {
-                views.remove(&ServiceView::key_of(&service));
-            }
-            watcher::Event::Init => relist.clear(),
-            watcher::Event::InitApply(service) => {
-                let view = ServiceView::new(&service);
-                relist.insert(view.key.clone(), Arc::new(view));
-            }
-            watcher::Event::InitDone => {
-                *views = std::mem::take(relist);
-                self.listed
-                    .store(true, std::sync::atomic::Ordering::Release);
-                self.ready.notify_waiters();
-            }
-        }
-    }
-}
-
 /// The objects of one pass, sorted so that decisions are deterministic.
 struct Snapshot {
     services: Vec<Arc<ServiceView>>,
@@ -188,7 +124,7 @@ struct Snapshot {
 
 impl Snapshot {
     fn take(
-        services: &ServiceCache,
+        services: &Views<ServiceView>,
         pools: &Store<IPAddressPool>,
         namespaces: &Store<Namespace>,
     ) -> Self {

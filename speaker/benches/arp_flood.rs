@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lan = Lan::new("bench-flood", 3).await?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     lan.service("web", "web", "Cluster", false)?;
     let IpAddr::V4(vip) = lan.ingress("web", 1).await?[0] else {

@@ -79,7 +79,7 @@ async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
     let mut lan = Lan::new("bench-kill", 3).await?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     lan.service("web", "web", "Cluster", false)?;
     let ip = lan.ingress("web", 1).await?[0];
@@ -102,8 +102,8 @@ async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
 async fn local_move(runs: usize) -> anyhow::Result<Vec<f64>> {
     let mut lan = Lan::new("bench-local", 3).await?;
     lan.start_speakers()?;
-    lan.pod("web-0", "web", 0, true)?;
-    lan.pod("web-1", "web", 1, false)?;
+    lan.pod("web-0", "web", 0, true).await?;
+    lan.pod("web-1", "web", 1, false).await?;
     lan.service("web", "web", "Local", false)?;
     let ip = lan.ingress("web", 1).await?[0];
     let mut results = Vec::new();
@@ -113,8 +113,8 @@ async fn local_move(runs: usize) -> anyhow::Result<Vec<f64>> {
         let to = 1 - from;
         let tcpdump = capture(&lan, &format!("tcpdump-local-{run}"))?;
         let moved_at = now();
-        lan.set_ready(&format!("web-{to}"), true, to)?;
-        lan.set_ready(&format!("web-{from}"), false, from)?;
+        lan.set_ready(&format!("web-{to}"), true, to).await?;
+        lan.set_ready(&format!("web-{from}"), false, from).await?;
         let garp = wait_garp(&lan, &tcpdump, ip, from).await?;
         results.push(garp - moved_at);
         drop(tcpdump);

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lan = Lan::with_pool("bench-rss", 3, &["2001:db8::1:0/112"]).await?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     let services: Api<Service> = Api::namespaced(lan.client.clone(), lan.ns.name());
     let start = Instant::now();

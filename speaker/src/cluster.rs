@@ -25,14 +25,39 @@ pub(crate) const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external
 /// The label linking an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The watched objects of one moment.
+/// The watched objects of one moment, as kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Objects<'a> {
-    pub(crate) services: &'a [Arc<Service>],
-    pub(crate) slices: &'a [Arc<EndpointSlice>],
-    pub(crate) nodes: &'a [Arc<Node>],
+    pub(crate) services: &'a [Arc<ServiceView>],
+    pub(crate) slices: &'a [Arc<SliceView>],
+    pub(crate) nodes: &'a [Arc<NodeView>],
     pub(crate) pools: &'a [Arc<IPAddressPool>],
     pub(crate) advertisements: &'a [Arc<L2Advertisement>],
+}
+
+/// What the speaker keeps of a Service it announces (no other Service is kept): its state
+/// for planning, less the endpoints, which come from its EndpointSlices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServiceView {
+    pub(crate) state: ServiceState,
+    /// For Events and the owner reference of its ServiceL2Status.
+    pub(crate) uid: Option<String>,
+}
+
+/// What the speaker keeps of an EndpointSlice: its Service and the nodes of its ready
+/// endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SliceView {
+    pub(crate) service: ServiceKey,
+    pub(crate) ready_nodes: BTreeSet<String>,
+}
+
+/// What the speaker keeps of a Node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeView {
+    pub(crate) state: NodeState,
+    /// The first `InternalIP`: where its speaker gossips.
+    pub(crate) internal_ip: Option<IpAddr>,
 }
 
 /// Whether Herald announces `service` at all: `type: LoadBalancer` of Herald's class, not
@@ -44,28 +69,54 @@ fn is_served(service: &Service, class: Option<&str>) -> bool {
         && spec.and_then(|s| s.load_balancer_class.as_deref()) == class
 }
 
-/// Nodes with a ready endpoint, per Service. An endpoint without `conditions.ready` is ready
-/// (the API's rule); one without a node cannot be placed and is left out.
-fn ready_endpoint_nodes(slices: &[Arc<EndpointSlice>]) -> BTreeMap<ServiceKey, BTreeSet<String>> {
-    let mut nodes: BTreeMap<ServiceKey, BTreeSet<String>> = BTreeMap::new();
-    for slice in slices {
-        let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
-            continue;
-        };
-        let key = ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone());
-        let entry = nodes.entry(key).or_default();
-        for endpoint in slice.endpoints.iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if let (true, Some(node)) = (ready, &endpoint.node_name) {
-                entry.insert(node.clone());
-            }
-        }
+/// The view of an EndpointSlice: its Service and the nodes with a ready endpoint. An
+/// endpoint without `conditions.ready` is ready (the API's rule); one without a node cannot
+/// be placed and is left out. `None` for a slice of no Service.
+pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
+    let service = slice.labels().get(SERVICE_NAME_LABEL)?;
+    let ready_nodes = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.node_name.clone())
+        .collect();
+    Some(SliceView {
+        service: ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone()),
+        ready_nodes,
+    })
+}
+
+/// The view of a Service Herald announces: `None` for any other, or one without an
+/// address yet.
+pub(crate) fn service_view(service: &Service, class: Option<&str>) -> Option<ServiceView> {
+    if !is_served(service, class) {
+        return None;
     }
-    nodes
+    let ips = ingress_ips(service);
+    if ips.is_empty() {
+        return None;
+    }
+    let spec = service.spec.as_ref();
+    Some(ServiceView {
+        state: ServiceState {
+            key: ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any()),
+            ips,
+            pool: service.annotations().get(IP_ALLOCATED_FROM_POOL).cloned(),
+            labels: service.labels().clone(),
+            local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            ready_endpoint_nodes: BTreeSet::new(),
+        },
+        uid: service.metadata.uid.clone(),
+    })
+}
+
+/// The view of a Node.
+pub(crate) fn node_view(node: &Node) -> NodeView {
+    NodeView {
+        state: node_state(node),
+        internal_ip: internal_ip(node),
+    }
 }
 
 fn node_state(node: &Node) -> NodeState {
@@ -110,28 +161,20 @@ fn advertisement(adv: &L2Advertisement) -> Result<PlannedAdvertisement, Selector
 pub(crate) fn snapshot(
     objects: Objects<'_>,
     live_speakers: &BTreeSet<String>,
-    class: Option<&str>,
 ) -> (Snapshot, Vec<String>) {
-    let endpoints = ready_endpoint_nodes(objects.slices);
+    let mut endpoints: BTreeMap<&ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    for slice in objects.slices {
+        endpoints
+            .entry(&slice.service)
+            .or_default()
+            .extend(slice.ready_nodes.iter().cloned());
+    }
     let mut services: Vec<ServiceState> = objects
         .services
         .iter()
-        .filter(|s| is_served(s, class))
-        .filter_map(|service| {
-            let ips = ingress_ips(service);
-            if ips.is_empty() {
-                return None;
-            }
-            let key = ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any());
-            let spec = service.spec.as_ref();
-            Some(ServiceState {
-                ready_endpoint_nodes: endpoints.get(&key).cloned().unwrap_or_default(),
-                key,
-                ips,
-                pool: service.annotations().get(IP_ALLOCATED_FROM_POOL).cloned(),
-                labels: service.labels().clone(),
-                local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
-            })
+        .map(|view| ServiceState {
+            ready_endpoint_nodes: endpoints.remove(&view.state.key).unwrap_or_default(),
+            ..view.state.clone()
         })
         .collect();
     services.sort_by(|a, b| a.key.cmp(&b.key));
@@ -146,7 +189,7 @@ pub(crate) fn snapshot(
         })
         .collect();
     advertisements.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut nodes: Vec<NodeState> = objects.nodes.iter().map(|n| node_state(n)).collect();
+    let mut nodes: Vec<NodeState> = objects.nodes.iter().map(|n| n.state.clone()).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {
         services,
@@ -163,7 +206,7 @@ pub(crate) fn snapshot(
 }
 
 /// The first `InternalIP` of a node (the address its speaker gossips on).
-pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
+fn internal_ip(node: &Node) -> Option<IpAddr> {
     node.status
         .as_ref()?
         .addresses
@@ -176,17 +219,17 @@ pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
 /// The gossip address of every node but `me` that has an `InternalIP` of the same family as
 /// this speaker's own address.
 pub(crate) fn gossip_seeds(
-    nodes: &[Arc<Node>],
+    nodes: &[Arc<NodeView>],
     me: &str,
     mine: SocketAddr,
 ) -> BTreeMap<String, SocketAddr> {
     nodes
         .iter()
-        .filter(|n| n.name_any() != me)
+        .filter(|n| n.state.name != me)
         .filter_map(|n| {
-            let ip = internal_ip(n)?;
+            let ip = n.internal_ip?;
             (ip.is_ipv4() == mine.is_ipv4())
-                .then(|| (n.name_any(), SocketAddr::new(ip, mine.port())))
+                .then(|| (n.state.name.clone(), SocketAddr::new(ip, mine.port())))
         })
         .collect()
 }
@@ -197,27 +240,29 @@ mod tests {
 
     use super::*;
 
-    fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Arc<T> {
-        Arc::new(serde_json::from_value(value).expect("a valid object"))
+    fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("a valid object")
     }
 
-    fn service(name: &str, spec: serde_json::Value, ip: Option<&str>) -> Arc<Service> {
+    fn service(name: &str, spec: serde_json::Value, ip: Option<&str>) -> Service {
         let ingress = ip.map(|ip| json!([{"ip": ip}])).unwrap_or(json!([]));
-        object(json!({
+        serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "web",
                          "annotations": {IP_ALLOCATED_FROM_POOL: "lan"}, "labels": {"tier": "front"}},
             "spec": spec,
             "status": {"loadBalancer": {"ingress": ingress}},
         }))
+        .expect("a valid Service")
     }
 
-    fn slice(service: &str, endpoints: serde_json::Value) -> Arc<EndpointSlice> {
-        object(json!({
+    fn slice(service: &str, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
             "metadata": {"name": format!("{service}-x"), "namespace": "web",
                          "labels": {SERVICE_NAME_LABEL: service}},
             "addressType": "IPv4",
             "endpoints": endpoints,
         }))
+        .expect("a valid EndpointSlice")
     }
 
     #[test]
@@ -236,6 +281,10 @@ mod tests {
             ),
             service("d", json!({"type": "LoadBalancer"}), None),
         ];
+        let services: Vec<Arc<ServiceView>> = services
+            .iter()
+            .filter_map(|s| service_view(s, None).map(Arc::new))
+            .collect();
         let slices = [slice(
             "a",
             json!([
@@ -245,6 +294,10 @@ mod tests {
                 {"addresses": ["198.51.100.13"]},
             ]),
         )];
+        let slices: Vec<Arc<SliceView>> = slices
+            .iter()
+            .filter_map(|s| slice_view(s).map(Arc::new))
+            .collect();
         let objects = Objects {
             services: &services,
             slices: &slices,
@@ -252,7 +305,7 @@ mod tests {
             pools: &[],
             advertisements: &[],
         };
-        let (snapshot, problems) = snapshot(objects, &BTreeSet::new(), None);
+        let (snapshot, problems) = snapshot(objects, &BTreeSet::new());
         assert!(problems.is_empty());
         assert_eq!(
             snapshot.services.len(),
@@ -273,7 +326,7 @@ mod tests {
 
     #[test]
     fn excluded_and_unavailable_nodes_are_marked() {
-        let nodes = [
+        let nodes: [Node; 3] = [
             object(json!({"metadata": {"name": "n1", "labels": {EXCLUDE_LABEL: ""}}})),
             object(
                 json!({"metadata": {"name": "n2"}, "status": {"conditions": [
@@ -284,6 +337,7 @@ mod tests {
                 {"type": "NetworkUnavailable", "status": "False"}]}}),
             ),
         ];
+        let nodes: Vec<Arc<NodeView>> = nodes.iter().map(|n| Arc::new(node_view(n))).collect();
         let objects = Objects {
             services: &[],
             slices: &[],
@@ -291,7 +345,7 @@ mod tests {
             pools: &[],
             advertisements: &[],
         };
-        let (snapshot, _) = snapshot(objects, &BTreeSet::new(), None);
+        let (snapshot, _) = snapshot(objects, &BTreeSet::new());
         let flags: Vec<(bool, bool)> = snapshot
             .nodes
             .iter()
@@ -302,16 +356,16 @@ mod tests {
 
     #[test]
     fn a_bad_advertisement_is_named_and_left_out_while_the_others_apply() {
-        let advertisements = [
-            object(
+        let advertisements: [Arc<L2Advertisement>; 2] = [
+            Arc::new(object(
                 json!({"apiVersion": "herald.dev/v1alpha1", "kind": "L2Advertisement",
                 "metadata": {"name": "bad"},
                 "spec": {"nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Near"}]}]}}),
-            ),
-            object(
+            )),
+            Arc::new(object(
                 json!({"apiVersion": "herald.dev/v1alpha1", "kind": "L2Advertisement",
                 "metadata": {"name": "good"}, "spec": {"interfaces": ["eth1"]}}),
-            ),
+            )),
         ];
         let objects = Objects {
             services: &[],
@@ -320,7 +374,7 @@ mod tests {
             pools: &[],
             advertisements: &advertisements,
         };
-        let (snapshot, problems) = snapshot(objects, &BTreeSet::new(), None);
+        let (snapshot, problems) = snapshot(objects, &BTreeSet::new());
         assert_eq!(snapshot.advertisements.len(), 1);
         assert_eq!(snapshot.advertisements[0].interfaces, ["eth1"]);
         assert_eq!(problems.len(), 1);
@@ -335,8 +389,10 @@ mod tests {
 
     #[test]
     fn gossip_seeds_are_the_other_nodes_internal_addresses_of_our_family() {
-        let node = |name: &str, addresses: serde_json::Value| -> Arc<Node> {
-            object(json!({"metadata": {"name": name}, "status": {"addresses": addresses}}))
+        let node = |name: &str, addresses: serde_json::Value| -> Arc<NodeView> {
+            let node: Node =
+                object(json!({"metadata": {"name": name}, "status": {"addresses": addresses}}));
+            Arc::new(node_view(&node))
         };
         let nodes = [
             node(

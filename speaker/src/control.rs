@@ -21,8 +21,11 @@ use std::{
 use herald_api::{IPAddressPool, L2Advertisement};
 use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
-use herald_plan::plan_l2;
-use herald_shell::{events::Publisher, watch::Watches};
+use herald_plan::{L2Plan, plan_l2};
+use herald_shell::{
+    events::Publisher,
+    watch::{Views, Watches},
+};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
@@ -36,7 +39,7 @@ use tracing::{info, warn};
 
 use crate::{
     announce::Announcer,
-    cluster::{self, Objects},
+    cluster::{self, NodeView, Objects, ServiceView, SliceView},
     metrics::Metrics,
     report::Reporter,
 };
@@ -52,37 +55,50 @@ const JOIN_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) node: String,
-    pub(crate) class: Option<String>,
     pub(crate) instance: String,
     /// This speaker's gossip address (the port is every speaker's).
     pub(crate) gossip_address: SocketAddr,
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// The watched objects.
+/// The watched objects: compact views of the many (Services, EndpointSlices, Nodes), whole
+/// objects of the few (pools, advertisements).
 pub(crate) struct Stores {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
+    services: Views<ServiceView>,
+    slices: Views<SliceView>,
+    nodes: Views<NodeView>,
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
 }
 
 impl Stores {
     /// Starts the watches and waits for their first lists.
-    pub(crate) async fn start(client: &Client, watches: &mut Watches) -> anyhow::Result<Stores> {
+    /// Starts the watches (Services of `class` only) and waits for their first lists.
+    pub(crate) async fn start(
+        client: &Client,
+        watches: &mut Watches,
+        class: Option<String>,
+    ) -> anyhow::Result<Stores> {
         let config = watcher::Config::default;
         let stores = Stores {
-            services: watches.store(Api::all(client.clone()), config()),
-            slices: watches.store(Api::all(client.clone()), config()),
-            nodes: watches.store(Api::all(client.clone()), config()),
+            services: watches.views(Api::<Service>::all(client.clone()), config(), move |s| {
+                cluster::service_view(s, class.as_deref())
+            }),
+            slices: watches.views(
+                Api::<EndpointSlice>::all(client.clone()),
+                config(),
+                cluster::slice_view,
+            ),
+            nodes: watches.views(Api::<Node>::all(client.clone()), config(), |n| {
+                Some(cluster::node_view(n))
+            }),
             pools: watches.store(Api::all(client.clone()), config()),
             advertisements: watches.store(Api::all(client.clone()), config()),
         };
+        stores.services.wait_until_ready().await;
+        stores.slices.wait_until_ready().await;
+        stores.nodes.wait_until_ready().await;
         for (what, ready) in [
-            ("Services", stores.services.wait_until_ready().await),
-            ("EndpointSlices", stores.slices.wait_until_ready().await),
-            ("Nodes", stores.nodes.wait_until_ready().await),
             ("IPAddressPools", stores.pools.wait_until_ready().await),
             (
                 "L2Advertisements",
@@ -97,11 +113,11 @@ impl Stores {
     }
 
     /// This node, once it is known.
-    pub(crate) fn node(&self, name: &str) -> Option<Arc<Node>> {
+    pub(crate) fn node(&self, name: &str) -> Option<Arc<NodeView>> {
         self.nodes
             .state()
             .into_iter()
-            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .find(|n| n.state.name == name)
     }
 }
 
@@ -131,63 +147,72 @@ pub(crate) async fn run(
     let mut problems = Vec::new();
     let join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
     let mut joined = false;
+    // The plan is made again only when an input changed; the interfaces are read every
+    // second and applied only when they changed.
+    let mut inputs_changed = true;
+    let (mut plan, mut services, mut alive) = (L2Plan::new(), Vec::new(), BTreeSet::new());
+    let mut links = Vec::new();
     loop {
-        let (services, slices, nodes, pools, advertisements) = (
-            stores.services.state(),
-            stores.slices.state(),
-            stores.nodes.state(),
-            stores.pools.state(),
-            stores.advertisements.state(),
-        );
-        let wanted_seeds = cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
-        if wanted_seeds != seeds {
-            membership.set_seeds(wanted_seeds.clone());
-            seeds = wanted_seeds;
-        }
-        let alive = live.borrow_and_update().clone();
-        settings
-            .metrics
-            .members
-            .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
-        if !joined {
-            joined = seeds.keys().all(|node| alive.contains(node))
-                || tokio::time::Instant::now() >= join_deadline;
-            if joined {
-                info!(live = ?alive, "joined the speakers; announcing");
+        if inputs_changed {
+            let (slices, nodes, pools, advertisements) = (
+                stores.slices.state(),
+                stores.nodes.state(),
+                stores.pools.state(),
+                stores.advertisements.state(),
+            );
+            services = stores.services.state();
+            let wanted_seeds =
+                cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
+            if wanted_seeds != seeds {
+                membership.set_seeds(wanted_seeds.clone());
+                seeds = wanted_seeds;
             }
-        }
-        let objects = Objects {
-            services: &services,
-            slices: &slices,
-            nodes: &nodes,
-            pools: &pools,
-            advertisements: &advertisements,
-        };
-        let (snapshot, now_problems) =
-            cluster::snapshot(objects, &alive, settings.class.as_deref());
-        if now_problems != problems {
-            for problem in &now_problems {
-                warn!(%problem, "an L2Advertisement is not used");
+            alive = live.borrow_and_update().clone();
+            settings
+                .metrics
+                .members
+                .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
+            if !joined {
+                joined = seeds.keys().all(|node| alive.contains(node))
+                    || tokio::time::Instant::now() >= join_deadline;
+                if joined {
+                    info!(live = ?alive, "joined the speakers; announcing");
+                }
             }
-            problems = now_problems;
-        }
-        let plan = plan_l2(&snapshot);
-        let links = match read_links() {
-            Ok(links) => links,
-            Err(e) => {
-                warn!(error = %e, "reading the node's interfaces");
-                Vec::new()
+            let objects = Objects {
+                services: &services,
+                slices: &slices,
+                nodes: &nodes,
+                pools: &pools,
+                advertisements: &advertisements,
+            };
+            let (snapshot, now_problems) = cluster::snapshot(objects, &alive);
+            if now_problems != problems {
+                for problem in &now_problems {
+                    warn!(%problem, "an L2Advertisement is not used");
+                }
+                problems = now_problems;
             }
-        };
-        if joined {
+            plan = plan_l2(&snapshot);
+        }
+        let now_links = read_links().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the node's interfaces");
+            Vec::new()
+        });
+        if joined && (inputs_changed || now_links != links) {
+            links = now_links;
             let takeovers = announcer.apply(&plan, &links).await;
             reporter.report(&services, &plan, announcer.owned(), takeovers, &alive);
         }
+        inputs_changed = false;
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep_until(join_deadline), if !joined => {}
-            () = notify.notified() => {}
-            changed = live.changed() => changed?,
+            () = tokio::time::sleep_until(join_deadline), if !joined => inputs_changed = true,
+            () = notify.notified() => inputs_changed = true,
+            changed = live.changed() => {
+                changed?;
+                inputs_changed = true;
+            }
             _ = scan.tick() => {}
         }
     }

@@ -23,9 +23,9 @@ use herald_api::{
 };
 use herald_ipam::ServiceKey;
 use herald_plan::L2Plan;
-use herald_shell::events::{Note, Publisher, Severity};
+use herald_shell::events::{Note, Publisher, Queue, Severity};
 use k8s_openapi::{
-    api::core::v1::{ObjectReference, Service},
+    api::core::v1::ObjectReference,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
@@ -35,7 +35,7 @@ use kube::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::announce::Takeover;
+use crate::{announce::Takeover, cluster::ServiceView};
 
 /// How often the writer re-reads the records that exist (someone may have deleted one).
 const RESYNC: Duration = Duration::from_secs(10);
@@ -56,10 +56,14 @@ struct Desired {
     alive: BTreeSet<String>,
 }
 
+/// How many Events may wait, and how many are sent at once.
+const EVENT_QUEUE: usize = 4_096;
+const EVENT_CONCURRENCY: usize = 4;
+
 /// Reports for one node.
 pub(crate) struct Reporter {
     node: String,
-    publisher: Publisher,
+    events: Queue,
     desired: watch::Sender<Desired>,
 }
 
@@ -70,7 +74,7 @@ impl Reporter {
         tokio::spawn(write_records(client, node.to_owned(), receiver));
         Reporter {
             node: node.to_owned(),
-            publisher,
+            events: Queue::start(publisher, EVENT_QUEUE, EVENT_CONCURRENCY),
             desired,
         }
     }
@@ -79,18 +83,16 @@ impl Reporter {
     /// `takeovers` among them, with the Services of each address from `plan`.
     pub(crate) fn report(
         &self,
-        services: &[Arc<Service>],
+        services: &[Arc<ServiceView>],
         plan: &L2Plan,
         owned: &BTreeMap<IpAddr, BTreeSet<String>>,
         takeovers: Vec<Takeover>,
         alive: &BTreeSet<String>,
     ) {
-        let find = |key: &ServiceKey| {
-            services.iter().find(|s| {
-                s.metadata.name.as_deref() == Some(&key.name)
-                    && s.metadata.namespace.as_deref() == Some(&key.namespace)
-            })
-        };
+        let uids: BTreeMap<&ServiceKey, &str> = services
+            .iter()
+            .filter_map(|s| Some((&s.state.key, s.uid.as_deref()?)))
+            .collect();
         for takeover in takeovers {
             let interfaces: Vec<&str> = takeover.interfaces.iter().map(String::as_str).collect();
             let note = Note {
@@ -105,17 +107,18 @@ impl Reporter {
             };
             for key in &takeover.services {
                 // kubectl describe finds Events by the object's uid.
-                let Some(service) = find(key) else { continue };
+                let Some(uid) = uids.get(key) else { continue };
                 let object = ObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Service".into()),
                     namespace: Some(key.namespace.clone()),
                     name: Some(key.name.clone()),
-                    uid: service.metadata.uid.clone(),
+                    uid: Some((*uid).to_owned()),
                     ..ObjectReference::default()
                 };
-                let (publisher, note) = (self.publisher.clone(), note.clone());
-                tokio::spawn(async move { publisher.publish(&object, &note).await });
+                if !self.events.send(object, note.clone()) {
+                    debug!(service = %key, "the Event queue is full; an Event was dropped");
+                }
             }
         }
         let mut records: BTreeMap<ServiceKey, Record> = BTreeMap::new();
@@ -125,7 +128,7 @@ impl Reporter {
                 .map(|o| o.services.as_slice())
                 .unwrap_or_default()
             {
-                let Some(uid) = find(key).and_then(|s| s.metadata.uid.clone()) else {
+                let Some(uid) = uids.get(key).map(|uid| (*uid).to_owned()) else {
                     continue;
                 };
                 let record = records.entry(key.clone()).or_insert_with(|| Record {

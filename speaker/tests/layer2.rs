@@ -35,7 +35,7 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
     let mut lan = Lan::new("l2-kill", 3).await?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     lan.service("web", "web", "Cluster", true)?;
     let ips = lan.ingress("web", 2).await?;
@@ -87,7 +87,7 @@ async fn cutting_the_owners_link_moves_the_address_to_a_node_that_is_still_conne
     let mut lan = Lan::new("l2-cut", 3).await?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     lan.service("web", "web", "Cluster", false)?;
     let ip = lan.ingress("web", 1).await?[0];
@@ -104,8 +104,8 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
 -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-local", 3).await?;
     lan.start_speakers()?;
-    lan.pod("web-0", "web", 0, true)?;
-    lan.pod("web-1", "web", 1, false)?;
+    lan.pod("web-0", "web", 0, true).await?;
+    lan.pod("web-1", "web", 1, false).await?;
     lan.service("web", "web", "Local", true)?;
     let ips = lan.ingress("web", 2).await?;
     for &ip in &ips {
@@ -116,8 +116,8 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
         );
     }
     // The endpoint moves: n1's Pod stops being ready, n2's becomes ready.
-    lan.set_ready("web-0", false, 0)?;
-    lan.set_ready("web-1", true, 1)?;
+    lan.set_ready("web-0", false, 0).await?;
+    lan.set_ready("web-1", true, 1).await?;
     for &ip in &ips {
         assert_eq!(
             entry_moves_away(&lan, ip, 0).await?,
@@ -126,7 +126,7 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
         );
     }
     // No ready endpoint anywhere: nobody answers.
-    lan.set_ready("web-1", false, 1)?;
+    lan.set_ready("web-1", false, 1).await?;
     for &ip in &ips {
         lan.wait_answers(ip, &[]).await?;
     }
@@ -137,7 +137,7 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
 async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-delete", 2).await?;
     lan.start_speakers()?;
-    lan.pod("web-0", "web", 0, true)?;
+    lan.pod("web-0", "web", 0, true).await?;
     lan.service("web", "web", "Cluster", true)?;
     let ips = lan.ingress("web", 2).await?;
     for &ip in &ips {
@@ -168,7 +168,7 @@ async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answere
     lan2.attach(&client2, 100)?;
     lan.start_speakers()?;
     for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true)?;
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     lan.service("web", "web", "Cluster", false)?;
     let ip = lan.ingress("web", 1).await?[0];

@@ -95,3 +95,32 @@ impl Publisher {
         }
     }
 }
+
+/// Events sent in the background, a few at a time: a burst (a node taking over a thousand
+/// addresses at once) neither waits for the API server nor opens a thousand requests.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    sender: tokio::sync::mpsc::Sender<(ObjectReference, Note)>,
+}
+
+impl Queue {
+    /// Starts the sender: at most `capacity` Events wait, `concurrency` are sent at once.
+    pub fn start(publisher: Publisher, capacity: usize, concurrency: usize) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(capacity);
+        let pending = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        tokio::spawn(futures::StreamExt::for_each_concurrent(
+            pending,
+            concurrency,
+            move |(object, note): (ObjectReference, Note)| {
+                let publisher = publisher.clone();
+                async move { publisher.publish(&object, &note).await }
+            },
+        ));
+        Queue { sender }
+    }
+
+    /// Queues `note` about `object`; `false` when the queue is full and it was dropped.
+    pub fn send(&self, object: ObjectReference, note: Note) -> bool {
+        self.sender.try_send((object, note)).is_ok()
+    }
+}

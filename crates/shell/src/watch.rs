@@ -4,10 +4,20 @@
 //!   API server ──watch──► reflector store ──► notify ──► the binary's loop takes a snapshot
 //! ```
 //!
+//! Kinds with many objects are kept as [`Views`]: a compact value built from each object as
+//! its watch event arrives (or nothing, for objects the binary never looks at), so whole
+//! objects never pile up in memory.
+//!
 //! A watch that fails retries with kube's default backoff and says so in the log; the loop
 //! keeps working from what the stores hold meanwhile.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use futures::{Stream, StreamExt};
 use kube::{
@@ -64,6 +74,28 @@ impl Watches {
         store
     }
 
+    /// Watches `api` into compact views: `view` builds the value kept for an object, or
+    /// `None` for an object not worth keeping (it is dropped if it was kept before).
+    pub fn views<K, V>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        view: impl Fn(&K) -> Option<V> + Send + 'static,
+    ) -> Views<V>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+        V: Send + Sync + 'static,
+    {
+        let views = Views::default();
+        let feed = views.clone();
+        let mut relist = HashMap::new();
+        let stream = watcher(api, config)
+            .default_backoff()
+            .map(move |event| event.map(|event| feed.apply(event, &view, &mut relist)));
+        self.spawn(stream, std::any::type_name::<K>());
+        views
+    }
+
     /// Drives any watch stream (e.g. one that builds compact views of its own), waking the
     /// loop on every event.
     pub fn spawn<S, T>(&mut self, stream: S, what: &'static str)
@@ -81,5 +113,97 @@ impl Watches {
                 }
             }
         }));
+    }
+}
+
+/// An object's namespace (if any) and name.
+pub type ObjectKey = (Option<String>, String);
+
+fn key_of<K: Resource>(object: &K) -> ObjectKey {
+    let meta = object.meta();
+    (
+        meta.namespace.clone(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Compact views of the objects of one kind, kept current by a watch.
+#[derive(Debug)]
+pub struct Views<V> {
+    views: Arc<Mutex<HashMap<ObjectKey, Arc<V>>>>,
+    listed: Arc<AtomicBool>,
+    ready: Arc<Notify>,
+}
+
+impl<V> Clone for Views<V> {
+    fn clone(&self) -> Self {
+        Views {
+            views: self.views.clone(),
+            listed: self.listed.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<V> Default for Views<V> {
+    fn default() -> Self {
+        Views {
+            views: Arc::default(),
+            listed: Arc::default(),
+            ready: Arc::default(),
+        }
+    }
+}
+
+impl<V> Views<V> {
+    /// Every view now, in no particular order.
+    pub fn state(&self) -> Vec<Arc<V>> {
+        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.values().cloned().collect()
+    }
+
+    /// Waits for the first complete list.
+    pub async fn wait_until_ready(&self) {
+        while !self.listed.load(Ordering::Acquire) {
+            let notified = self.ready.notified();
+            if self.listed.load(Ordering::Acquire) {
+                break;
+            }
+            notified.await;
+        }
+    }
+
+    /// Applies one watch event; a relist replaces the whole set at its end.
+    fn apply<K: Resource>(
+        &self,
+        event: watcher::Event<K>,
+        view: &impl Fn(&K) -> Option<V>,
+        relist: &mut HashMap<ObjectKey, Arc<V>>,
+    ) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(object) => match view(&object) {
+                Some(value) => {
+                    views.insert(key_of(&object), Arc::new(value));
+                }
+                None => {
+                    views.remove(&key_of(&object));
+                }
+            },
+            watcher::Event::Delete(object) => {
+                views.remove(&key_of(&object));
+            }
+            watcher::Event::Init => relist.clear(),
+            watcher::Event::InitApply(object) => {
+                if let Some(value) = view(&object) {
+                    relist.insert(key_of(&object), Arc::new(value));
+                }
+            }
+            watcher::Event::InitDone => {
+                *views = std::mem::take(relist);
+                self.listed.store(true, Ordering::Release);
+                self.ready.notify_waiters();
+            }
+        }
     }
 }

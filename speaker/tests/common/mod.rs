@@ -23,8 +23,11 @@ use herald_tests::{
     herald::{Controller, binary},
     wait_for,
 };
-use k8s_openapi::api::core::v1::Service;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 use serde_json::json;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -192,7 +195,7 @@ impl Lan {
     }
 
     /// A Pod of `app` on node `i`, with the given readiness (the kubelet's part).
-    pub fn pod(&self, name: &str, app: &str, i: usize, ready: bool) -> anyhow::Result<()> {
+    pub async fn pod(&self, name: &str, app: &str, i: usize, ready: bool) -> anyhow::Result<()> {
         self.kubectl_with_input(
             &["apply", "-f", "-"],
             &json!({"apiVersion": "v1", "kind": "Pod",
@@ -201,28 +204,24 @@ impl Lan {
                          "image": "registry.invalid/example:1", "ports": [{"containerPort": 9376}]}]}})
             .to_string(),
         )?;
-        self.set_ready(name, ready, i)
+        self.set_ready(name, ready, i).await
     }
 
     /// Sets the readiness of the Pod `name` on node `i` (and its IPv4 and IPv6 addresses) as
-    /// the kubelet would.
-    pub fn set_ready(&self, name: &str, ready: bool, i: usize) -> anyhow::Result<()> {
+    /// the kubelet would, through the API (no kubectl process: a Local-policy move is timed
+    /// from here).
+    pub async fn set_ready(&self, name: &str, ready: bool, i: usize) -> anyhow::Result<()> {
         let status = if ready { "True" } else { "False" };
         let (v4, v6) = (
             format!("203.0.113.{}", 10 + i),
             format!("2001:db8:2::{:x}", 10 + i),
         );
-        self.kubectl(&[
-            "patch",
-            "pod",
-            name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &json!({"status": {"phase": "Running", "podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}],
-                    "conditions": [{"type": "Ready", "status": status}]}})
-            .to_string(),
-        ])?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), self.ns.name());
+        let patch = json!({"status": {"phase": "Running", "podIP": v4,
+            "podIPs": [{"ip": v4}, {"ip": v6}],
+            "conditions": [{"type": "Ready", "status": status}]}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 

@@ -56,6 +56,26 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
         .await?;
         owners.push(owner);
     }
+    // The owner's metrics say what it does; its probes answer.
+    let owner = owners[0];
+    assert!(lan.metric(owner, "herald_speaker_owned_addresses")? >= 1.0);
+    assert_eq!(lan.metric(owner, "herald_speaker_members")?, 3.0);
+    assert!(
+        lan.metric(
+            owner,
+            "herald_speaker_requests_answered_total{protocol=\"arp\"}"
+        )? >= 1.0
+    );
+    assert!(
+        lan.metric(
+            owner,
+            "herald_speaker_announcements_sent_total{protocol=\"arp\"}"
+        )? >= 1.0
+    );
+    assert!(lan.metric(owner, "herald_speaker_gossip_datagrams_received_total")? >= 1.0);
+    lan.nodes[owner]
+        .host
+        .run("curl", &["-sf", "http://127.0.0.1:7473/readyz"])?;
     // kubectl shows who announces what.
     lan.wait_records("web", &[(ips[0], owners[0]), (ips[1], owners[1])])
         .await?;
@@ -154,7 +174,9 @@ async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
 async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answered()
 -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-select", 3).await?;
-    // A second LAN on eth1 of every node, with a client of its own.
+    lan.start_speakers()?;
+    // A second LAN on eth1 of every node, with a client of its own, plugged in while the
+    // speakers run: they pick the new interfaces up.
     let lan2 = lan.topology.segment(
         "lan2",
         herald_tests::netns::addressing::UPSTREAM_V4,
@@ -166,7 +188,6 @@ async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answere
     }
     let client2 = lan.topology.host("client2")?;
     lan2.attach(&client2, 100)?;
-    lan.start_speakers()?;
     for i in 0..3 {
         lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }

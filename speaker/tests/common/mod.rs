@@ -361,6 +361,28 @@ impl Lan {
         Ok(())
     }
 
+    /// The value of metric `name` (with its labels, e.g. `x{protocol="arp"}`) of node `i`'s
+    /// speaker, read from its `/metrics` inside the node.
+    pub fn metric(&self, i: usize, name: &str) -> anyhow::Result<f64> {
+        let text = self.nodes[i]
+            .host
+            .run("curl", &["-sf", "http://127.0.0.1:7473/metrics"])?;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no {name} in the metrics of {}:\n{text}",
+                    self.nodes[i].name
+                )
+            })
+    }
+
     /// The ServiceL2Status records of the test's namespace, as sorted `service node address`
     /// lines (one per address).
     pub fn records(&self) -> anyhow::Result<Vec<String>> {

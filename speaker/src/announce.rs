@@ -60,7 +60,9 @@ impl Drop for Attached {
     }
 }
 
-/// A change of what this node announces, for Events and logs.
+/// Services this node started announcing an address for, for Events and logs: all of the
+/// address's Services when the node takes the address over, or a Service that starts sharing
+/// an address the node already announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Takeover {
     pub(crate) ip: IpAddr,
@@ -75,6 +77,8 @@ pub(crate) struct Announcer {
     attached: BTreeMap<String, Attached>,
     /// Addresses owned after the last apply, with the interfaces they are answered on.
     owned: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The Services of each owned address after the last apply.
+    services: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
     metrics: Arc<Metrics>,
 }
 
@@ -89,12 +93,13 @@ impl Announcer {
             responder: Arc::default(),
             attached: BTreeMap::new(),
             owned: BTreeMap::new(),
+            services: BTreeMap::new(),
             metrics,
         }
     }
 
     /// Makes this node answer for what `plan` gives it, on the interfaces in `links` that the
-    /// plan allows. Returns the addresses taken over by this call.
+    /// plan allows. Returns what this node started announcing with this call.
     pub(crate) async fn apply(&mut self, plan: &L2Plan, links: &[Link]) -> Vec<Takeover> {
         let wanted = self.wanted(plan, links);
         // 1. Interfaces gone, changed or no longer needed: stop answering there, then close.
@@ -153,28 +158,43 @@ impl Announcer {
                 now.entry(*ip).or_default().insert(interface.clone());
             }
         }
+        let services: BTreeMap<IpAddr, BTreeSet<ServiceKey>> = now
+            .keys()
+            .map(|ip| {
+                let keys = plan.get(ip).map(|o| o.services.clone()).unwrap_or_default();
+                (*ip, keys.into_iter().collect())
+            })
+            .collect();
         let takeovers: Vec<Takeover> = now
             .iter()
-            .filter(|(ip, _)| !self.owned.contains_key(ip))
-            .map(|(ip, interfaces)| Takeover {
-                ip: *ip,
-                services: plan.get(ip).map(|o| o.services.clone()).unwrap_or_default(),
-                interfaces: interfaces.clone(),
+            .filter_map(|(ip, interfaces)| {
+                let before = self.services.get(ip);
+                let started: Vec<ServiceKey> = services[ip]
+                    .iter()
+                    .filter(|key| !before.is_some_and(|b| b.contains(*key)))
+                    .cloned()
+                    .collect();
+                (!started.is_empty()).then(|| Takeover {
+                    ip: *ip,
+                    services: started,
+                    interfaces: interfaces.clone(),
+                })
             })
             .collect();
         for ip in self.owned.keys().filter(|ip| !now.contains_key(ip)) {
             info!(%ip, "no longer announcing");
         }
+        let mut taken = 0;
         for takeover in &takeovers {
-            info!(ip = %takeover.ip, interfaces = ?takeover.interfaces, "announcing");
+            info!(ip = %takeover.ip, services = ?takeover.services, interfaces = ?takeover.interfaces, "announcing");
+            taken += u64::from(!self.owned.contains_key(&takeover.ip));
         }
-        self.metrics
-            .ownership_changes
-            .inc_by(takeovers.len() as u64);
+        self.metrics.ownership_changes.inc_by(taken);
         self.metrics
             .owned_addresses
             .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
         self.owned = now;
+        self.services = services;
         takeovers
     }
 
@@ -188,6 +208,7 @@ impl Announcer {
         let actions = lock(&self.responder).set_owned(Ownership::new());
         self.perform(actions).await;
         self.owned.clear();
+        self.services.clear();
         self.metrics.owned_addresses.set(0);
     }
 

@@ -218,3 +218,34 @@ async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answere
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn services_sharing_an_address_are_announced_from_one_node() -> anyhow::Result<()> {
+    let mut lan = Lan::new("l2-share", 3).await?;
+    lan.start_speakers()?;
+    for i in 0..3 {
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
+    }
+    for (name, port) in [("web", 8765), ("admin", 8766)] {
+        lan.apply(&serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "annotations": {
+                "herald.dev/allow-shared-ip": "web", "herald.dev/loadBalancerIPs": "192.0.2.70"}},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                     "ports": [{"port": port, "targetPort": 9376}]}}))?;
+    }
+    let ip: IpAddr = "192.0.2.70".parse()?;
+    for name in ["web", "admin"] {
+        assert_eq!(lan.ingress(name, 1).await?, [ip]);
+    }
+    let owner = lan.resolve(ip).await?;
+    assert_eq!(lan.answers(ip)?, [lan.nodes[owner].link.mac.clone()]);
+    for name in ["web", "admin"] {
+        lan.event(
+            name,
+            &format!("announcing {ip} from node {}", lan.nodes[owner].name),
+        )
+        .await?;
+        lan.wait_records(name, &[(ip, owner)]).await?;
+    }
+    Ok(())
+}

@@ -231,6 +231,12 @@ impl Lan {
         Ok(self.cp.kubectl_with_input(&full, input)?)
     }
 
+    /// `kubectl apply` of `object` in the test's namespace.
+    pub fn apply(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+        self.kubectl_with_input(&["apply", "-f", "-"], &object.to_string())?;
+        Ok(())
+    }
+
     /// The page's example Service for `app` (port 8765 to 9376), with `policy`
     /// (`Cluster` or `Local`), dual-stack when `dual`.
     pub fn service(&self, name: &str, app: &str, policy: &str, dual: bool) -> anyhow::Result<()> {
@@ -241,12 +247,9 @@ impl Lan {
             spec["ipFamilyPolicy"] = json!("RequireDualStack");
             spec["ipFamilies"] = json!(["IPv4", "IPv6"]);
         }
-        self.kubectl_with_input(
-            &["apply", "-f", "-"],
-            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec})
-                .to_string(),
-        )?;
-        Ok(())
+        self.apply(
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}),
+        )
     }
 
     /// Waits until Service `name` has `count` addresses in its status.
@@ -422,7 +425,13 @@ impl Lan {
             &format!("ServiceL2Status records {want:?}"),
             TIMEOUT,
             || async {
-                let records = self.records().map_err(|e| e.to_string())?;
+                let prefix = format!("{service} ");
+                let records: Vec<String> = self
+                    .records()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|r| r.starts_with(&prefix))
+                    .collect();
                 if records == want {
                     Ok(())
                 } else {

@@ -132,14 +132,10 @@ impl Drop for World {
     }
 }
 
+/// The addresses in a Service's status, as text.
 pub(crate) fn ingress_ips(service: &Service) -> Vec<String> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|i| i.ip)
+    herald_api::service::ingress_ips(service)
+        .iter()
+        .map(ToString::to_string)
         .collect()
 }

@@ -160,6 +160,12 @@ impl Cluster {
         self.speakers[i].as_ref().expect("running").live()
     }
 
+    fn assert_everyone_sees_everyone(&self) {
+        for i in 0..self.speakers.len() {
+            assert_eq!(self.live(i), self.everyone(), "the view of {}", node(i));
+        }
+    }
+
     fn everyone(&self) -> BTreeSet<String> {
         (0..self.speakers.len()).map(node).collect()
     }
@@ -185,14 +191,7 @@ impl Cluster {
 fn speakers_find_each_other_from_seeds() {
     let mut cluster = Cluster::new(3, 1);
     cluster.run_until(Duration::from_secs(2));
-    for i in 0..3 {
-        assert_eq!(
-            cluster.live(i),
-            cluster.everyone(),
-            "the view of {}",
-            node(i)
-        );
-    }
+    cluster.assert_everyone_sees_everyone();
 }
 
 #[test]
@@ -246,14 +245,7 @@ fn a_restarted_speaker_rejoins_at_once() {
     );
     cluster.start(1, 2, 99);
     cluster.run_until(cluster.now + Duration::from_millis(500));
-    for i in 0..3 {
-        assert_eq!(
-            cluster.live(i),
-            cluster.everyone(),
-            "the view of {}",
-            node(i)
-        );
-    }
+    cluster.assert_everyone_sees_everyone();
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!   client's interface sees it (tcpdump timestamps);
 //! - `externalTrafficPolicy: Local`: the only ready endpoint moves to another node (two Pod
 //!   status patches) -> the first gratuitous ARP from that node. This includes the
-//!   kube-controller-manager updating the EndpointSlice and the watch delivering it.
+//!   kube-controller-manager updating the EndpointSlice and the watch delivering it; and,
+//!   split out, from the moment the bench's own watch sees the moved EndpointSlice to that
+//!   GARP (the speaker's share: it gets the same watch event at about the same time).
 //!
 //! `cargo bench -p herald-speaker --bench failover` (`HERALD_BENCH_RUNS`, default 10).
 //! Prints every run, the median and the maximum. Timing never decides a test; see
@@ -20,7 +22,13 @@ use std::{
 };
 
 use common::{Lan, TIMEOUT};
+use futures::StreamExt;
 use herald_tests::{Process, wait_for};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, watcher},
+};
 
 /// Captures ARP on the client's interface with epoch timestamps.
 fn capture(lan: &Lan, label: &str) -> anyhow::Result<Process> {
@@ -64,6 +72,10 @@ async fn wait_garp(lan: &Lan, capture: &Process, ip: IpAddr, old: usize) -> anyh
 }
 
 fn summary(what: &str, mut runs: Vec<f64>) {
+    if runs.is_empty() {
+        println!("{what}: no run measured");
+        return;
+    }
     runs.sort_by(f64::total_cmp);
     let ms: Vec<String> = runs.iter().map(|s| format!("{:.0}", s * 1000.0)).collect();
     println!(
@@ -99,29 +111,65 @@ async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
     Ok(results)
 }
 
-async fn local_move(runs: usize) -> anyhow::Result<Vec<f64>> {
+/// When the bench's own watch saw each version of the EndpointSlices of the namespace, with
+/// the nodes of their ready endpoints: the moment the endpoint move reached watchers.
+fn watch_slices(lan: &Lan) -> tokio::sync::mpsc::UnboundedReceiver<(f64, Vec<String>)> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let api: Api<EndpointSlice> = Api::namespaced(lan.client.clone(), lan.ns.name());
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
+        while let Some(Ok(slice)) = events.next().await {
+            let ready: Vec<String> = slice
+                .endpoints
+                .iter()
+                .flatten()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .filter_map(|e| e.node_name.clone())
+                .collect();
+            if sender.send((now(), ready)).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+async fn local_move(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let mut lan = Lan::new("bench-local", 3).await?;
     lan.start_speakers()?;
     lan.pod("web-0", "web", 0, true).await?;
     lan.pod("web-1", "web", 1, false).await?;
     lan.service("web", "web", "Local", false)?;
     let ip = lan.ingress("web", 1).await?[0];
-    let mut results = Vec::new();
+    let mut slices = watch_slices(&lan);
+    let (mut totals, mut speaker_shares) = (Vec::new(), Vec::new());
     let mut from = 0;
     for run in 0..runs {
         assert_eq!(lan.resolve(ip).await?, from);
         let to = 1 - from;
         let tcpdump = capture(&lan, &format!("tcpdump-local-{run}"))?;
+        while slices.try_recv().is_ok() {}
         let moved_at = now();
         lan.set_ready(&format!("web-{to}"), true, to).await?;
         lan.set_ready(&format!("web-{from}"), false, from).await?;
         let garp = wait_garp(&lan, &tcpdump, ip, from).await?;
-        results.push(garp - moved_at);
+        // The first version of the slice with the endpoint on `to` only.
+        let to_node = lan.nodes[to].name.clone();
+        let mut seen = None;
+        while let Ok((at, ready)) = slices.try_recv() {
+            if seen.is_none() && ready == [to_node.clone()] {
+                seen = Some(at);
+            }
+        }
+        totals.push(garp - moved_at);
+        if let Some(at) = seen {
+            speaker_shares.push(garp - at);
+        }
         drop(tcpdump);
         from = to;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Ok(results)
+    Ok((totals, speaker_shares))
 }
 
 #[tokio::main]
@@ -134,9 +182,14 @@ async fn main() -> anyhow::Result<()> {
         "SIGKILL of the owner -> first GARP from the new owner",
         sigkill(runs).await?,
     );
+    let (totals, speaker_shares) = local_move(runs).await?;
     summary(
         "Local policy: endpoint moved -> first GARP from its node",
-        local_move(runs).await?,
+        totals,
+    );
+    summary(
+        "Local policy: EndpointSlice change seen by a watch -> first GARP",
+        speaker_shares,
     );
     Ok(())
 }

@@ -1,0 +1,227 @@
+//! The Helm chart (`charts/herald`): `helm lint` is clean, the rendered objects are what a
+//! careful operator expects (least privilege, hardened pods, a gossip key), the real API
+//! server accepts every one of them (server-side dry run), and bad values are refused.
+
+use std::{path::PathBuf, process::Command};
+
+use herald_tests::{ControlPlane, TestNamespace};
+
+fn chart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/herald")
+}
+
+fn helm(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
+    Command::new(cp.tool("helm"))
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()
+        .expect("helm runs")
+}
+
+/// `helm template` with `extra` arguments, as parsed YAML documents.
+fn render(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> (String, Vec<serde_yaml::Value>) {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "r",
+        chart.to_str().expect("a UTF-8 path"),
+        "-n",
+        namespace,
+    ];
+    args.extend_from_slice(extra);
+    let out = helm(cp, &args);
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let docs = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .filter(|d: &serde_yaml::Value| !d.is_null())
+        .collect();
+    (text, docs)
+}
+
+fn find<'a>(docs: &'a [serde_yaml::Value], kind: &str, name: &str) -> &'a serde_yaml::Value {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+fn strings(value: &serde_yaml::Value) -> Vec<&str> {
+    value
+        .as_sequence()
+        .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    let cp = ControlPlane::shared();
+    let chart = chart();
+    let out = helm(
+        cp,
+        &["lint", "--strict", chart.to_str().expect("a UTF-8 path")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helm lint:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_speaker_gets_the_host_network_and_raw_sockets_and_nothing_more() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(cp, "herald-system", &[]);
+    let speaker = find(&docs, "DaemonSet", "r-speaker");
+    let pod = &speaker["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true));
+    let security = &pod["containers"][0]["securityContext"];
+    assert_eq!(security["privileged"].as_bool(), Some(false));
+    assert_eq!(security["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strings(&security["capabilities"]["add"]), ["NET_RAW"]);
+    assert_eq!(
+        pod["volumes"][0]["secret"]["secretName"].as_str(),
+        Some("r-gossip")
+    );
+
+    let controller = find(&docs, "Deployment", "r-controller");
+    let pod = &controller["spec"]["template"]["spec"];
+    assert_eq!(controller["spec"]["replicas"].as_u64(), Some(2));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let security = &pod["containers"][0]["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+}
+
+#[test]
+fn neither_role_can_read_secrets_and_only_the_controller_writes_services() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(cp, "herald-system", &[]);
+    for role in ["r-controller", "r-speaker"] {
+        let rules = find(&docs, "ClusterRole", role)["rules"]
+            .as_sequence()
+            .expect("rules")
+            .clone();
+        for rule in &rules {
+            assert!(
+                !strings(&rule["resources"]).contains(&"secrets"),
+                "{role}: {rule:?}"
+            );
+            assert!(!strings(&rule["verbs"]).contains(&"*"), "{role}: {rule:?}");
+            let writes = ["patch", "update", "create", "delete"]
+                .iter()
+                .any(|v| strings(&rule["verbs"]).contains(v));
+            if role == "r-speaker" && writes {
+                let resources = strings(&rule["resources"]);
+                assert!(
+                    resources == ["events"] || resources == ["servicel2statuses"],
+                    "the speaker writes only Events and its records: {rule:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_gossip_key_is_generated_and_pools_come_from_values() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(
+        cp,
+        "herald-system",
+        &[
+            "--set",
+            "pools[0].name=lan",
+            "--set",
+            "pools[0].addresses={192.0.2.64/26}",
+            "--set",
+            "l2Advertisements[0].name=lan",
+            "--set",
+            "l2Advertisements[0].ipAddressPools={lan}",
+        ],
+    );
+    let secret = find(&docs, "Secret", "r-gossip");
+    let key = secret["data"]["key"].as_str().expect("a key");
+    assert!(
+        key.len() >= 24,
+        "a key of at least 16 bytes (base64): {key}"
+    );
+    assert_eq!(
+        secret["metadata"]["annotations"]["helm.sh/resource-policy"].as_str(),
+        Some("keep")
+    );
+    let pool = find(&docs, "IPAddressPool", "lan");
+    assert_eq!(strings(&pool["spec"]["addresses"]), ["192.0.2.64/26"]);
+    let adv = find(&docs, "L2Advertisement", "lan");
+    assert_eq!(strings(&adv["spec"]["ipAddressPools"]), ["lan"]);
+    // An existing Secret is used as it is.
+    let (_, docs) = render(
+        cp,
+        "herald-system",
+        &["--set", "speaker.gossip.existingSecret=mine"],
+    );
+    assert!(docs.iter().all(|d| d["kind"].as_str() != Some("Secret")));
+    let speaker = find(&docs, "DaemonSet", "r-speaker");
+    assert_eq!(
+        speaker["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"].as_str(),
+        Some("mine")
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_the_field_named() {
+    let cp = ControlPlane::shared();
+    let chart = chart();
+    for (set, field) in [
+        ("controller.replicas=0", "/controller/replicas"),
+        ("speaker.gossip.port=70000", "/speaker/gossip/port"),
+        ("logFormat=xml", "/logFormat"),
+        ("speaker.gosip.port=1", "gosip"),
+    ] {
+        let out = helm(
+            cp,
+            &["template", "r", chart.to_str().expect("path"), "--set", set],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} accepted");
+        assert!(err.contains(field), "{set}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_accepts_every_rendered_object() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared();
+    cp.install_herald_crds()?;
+    let client = cp.client().await?;
+    let ns = TestNamespace::create(cp, &client, "chart").await?;
+    let (text, _) = render(
+        cp,
+        ns.name(),
+        &[
+            "--set",
+            "pools[0].name=chart-test",
+            "--set",
+            "pools[0].addresses={192.0.2.64/26}",
+        ],
+    );
+    let out = cp.kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], &text)?;
+    for kind in [
+        "deployment.apps/r-controller",
+        "daemonset.apps/r-speaker",
+        "secret/r-gossip",
+        "clusterrole.rbac.authorization.k8s.io/r-speaker",
+        "ipaddresspool.herald.dev/chart-test",
+    ] {
+        assert!(out.contains(kind), "{kind} accepted:\n{out}");
+    }
+    Ok(())
+}

@@ -83,6 +83,33 @@ impl ControlPlane {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// Writes a kubeconfig that authenticates as ServiceAccount `account` of `namespace` with
+    /// a fresh token (an hour long), to `path`.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        account: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let token =
+            self.kubectl(&["-n", namespace, "create", "token", account, "--duration=1h"])?;
+        let admin = std::fs::read_to_string(&self.kubeconfig)
+            .map_err(Error::io(format!("reading {}", self.kubeconfig.display())))?;
+        let ca = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("certificate-authority: "))
+            .ok_or_else(|| Error::Parse {
+                what: format!("kubeconfig {}", self.kubeconfig.display()),
+                detail: "no certificate-authority".into(),
+            })?;
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: herald-test\n  cluster:\n    server: https://{}\n    certificate-authority: {ca}\nusers:\n- name: {account}\n  user:\n    token: {}\ncontexts:\n- name: {account}\n  context: {{cluster: herald-test, user: {account}}}\ncurrent-context: {account}\n",
+            self.api_address,
+            token.trim()
+        );
+        std::fs::write(path, config).map_err(Error::io(format!("writing {}", path.display())))
+    }
+
     /// The path of a tool built for this control plane (`kubectl`, `helm`, ...).
     pub fn tool(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)

@@ -45,6 +45,17 @@ impl Controller {
     /// Starts a replica named `instance` competing for Lease `lease` (in `default`), with
     /// short Lease times so that a killed leader is replaced within seconds.
     pub fn start(cp: &ControlPlane, lease: &str, instance: &str) -> Result<Controller> {
+        Self::start_as(&cp.kubeconfig, "default", lease, instance)
+    }
+
+    /// [`Controller::start`] with the credentials of `kubeconfig` (e.g. a ServiceAccount's
+    /// token), its Lease in `lease_namespace`.
+    pub fn start_as(
+        kubeconfig: &std::path::Path,
+        lease_namespace: &str,
+        lease: &str,
+        instance: &str,
+    ) -> Result<Controller> {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -65,7 +76,7 @@ impl Controller {
         let child = Command::new(binary("herald-controller")?)
             .args([
                 "--lease-namespace",
-                "default",
+                lease_namespace,
                 "--lease-name",
                 lease,
                 "--instance",
@@ -78,8 +89,11 @@ impl Controller {
                 "1",
             ])
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", &cp.kubeconfig)
-            .env("RUST_LOG", "info,herald_controller=debug")
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                "info,herald_controller=debug,herald_shell=debug",
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(file)

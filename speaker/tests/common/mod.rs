@@ -55,6 +55,8 @@ pub struct Lan {
     pub controller: Controller,
     pub pool: String,
     pub advertisement: String,
+    /// The credentials speakers use; the admin's unless a test sets others.
+    pub speaker_kubeconfig: PathBuf,
     key_file: PathBuf,
     // Dropped last: the namespaces and links, after every process in them.
     pub topology: Topology,
@@ -125,6 +127,7 @@ impl Lan {
             controller,
             pool,
             advertisement,
+            speaker_kubeconfig: cp.kubeconfig.clone(),
             key_file,
             topology,
             ns,
@@ -172,10 +175,10 @@ impl Lan {
         cmd.arg("--gossip-key-file")
             .arg(&self.key_file)
             .args(["--metrics-address", "127.0.0.1:7473"])
-            .env("KUBECONFIG", &self.cp.kubeconfig)
+            .env("KUBECONFIG", &self.speaker_kubeconfig)
             .env("NODE_NAME", &node.name)
             .env("POD_NAME", format!("speaker-{}", node.name))
-            .env("RUST_LOG", "info,herald_speaker=debug");
+            .env("RUST_LOG", "info,herald_speaker=debug,herald_shell=debug");
         Ok(cmd)
     }
 

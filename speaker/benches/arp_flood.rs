@@ -120,11 +120,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut lan = Lan::new("bench-flood", 3).await?;
     lan.start_speakers()?;
-    for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let IpAddr::V4(vip) = lan.ingress("web", 1).await?[0] else {
+    let IpAddr::V4(vip) = lan.web_on_every_node(false).await?[0] else {
         anyhow::bail!("an IPv4 address was expected");
     };
     let owner = lan.resolve(IpAddr::V4(vip)).await?;

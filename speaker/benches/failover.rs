@@ -23,6 +23,7 @@ use std::{
 
 use common::{Lan, TIMEOUT};
 use futures::StreamExt;
+use herald_api::service::ready_endpoint_nodes;
 use herald_tests::{Process, wait_for};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{
@@ -90,11 +91,7 @@ fn summary(what: &str, mut runs: Vec<f64>) {
 async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
     let mut lan = Lan::new("bench-kill", 3).await?;
     lan.start_speakers()?;
-    for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let ip = lan.ingress("web", 1).await?[0];
+    let ip = lan.web_on_every_node(false).await?[0];
     let mut results = Vec::new();
     for run in 0..runs {
         let owner = lan.resolve(ip).await?;
@@ -119,13 +116,7 @@ fn watch_slices(lan: &Lan) -> tokio::sync::mpsc::UnboundedReceiver<(f64, Vec<Str
     tokio::spawn(async move {
         let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).touched_objects());
         while let Some(Ok(slice)) = events.next().await {
-            let ready: Vec<String> = slice
-                .endpoints
-                .iter()
-                .flatten()
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-                .filter_map(|e| e.node_name.clone())
-                .collect();
+            let ready: Vec<String> = ready_endpoint_nodes(&slice).map(str::to_owned).collect();
             if sender.send((now(), ready)).is_err() {
                 return;
             }

@@ -75,9 +75,8 @@ pub(crate) struct Announcer {
     node: String,
     responder: Arc<Mutex<Responder>>,
     attached: BTreeMap<String, Attached>,
-    /// Addresses owned after the last apply, with the interfaces they are answered on.
-    owned: BTreeMap<IpAddr, BTreeSet<String>>,
-    /// The Services of each owned address after the last apply.
+    /// The Services of each address owned after the last apply (what is owned on which
+    /// interface is the responder's).
     services: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
     metrics: Arc<Metrics>,
 }
@@ -92,7 +91,6 @@ impl Announcer {
             node: node.to_owned(),
             responder: Arc::default(),
             attached: BTreeMap::new(),
-            owned: BTreeMap::new(),
             services: BTreeMap::new(),
             metrics,
         }
@@ -112,9 +110,12 @@ impl Announcer {
             .map(|(name, _)| name.clone())
             .collect();
         if !stale.is_empty() {
-            let mut keep = lock(&self.responder).owned().clone();
-            keep.retain(|name, _| !stale.contains(name));
-            let actions = lock(&self.responder).set_owned(keep);
+            let actions = {
+                let mut responder = lock(&self.responder);
+                let mut keep = responder.owned().clone();
+                keep.retain(|name, _| !stale.contains(name));
+                responder.set_owned(keep)
+            };
             self.perform(actions).await;
             for name in &stale {
                 debug!(interface = %name, "closing the sockets of an interface");
@@ -152,12 +153,7 @@ impl Announcer {
             self.repeat_announcements(interface, ip);
         }
         // 4. What changed, for Events.
-        let mut now: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
-        for (interface, ips) in &ownership {
-            for ip in ips {
-                now.entry(*ip).or_default().insert(interface.clone());
-            }
-        }
+        let now = self.owned();
         let services: BTreeMap<IpAddr, BTreeSet<ServiceKey>> = now
             .keys()
             .map(|ip| {
@@ -181,33 +177,37 @@ impl Announcer {
                 })
             })
             .collect();
-        for ip in self.owned.keys().filter(|ip| !now.contains_key(ip)) {
+        for ip in self.services.keys().filter(|ip| !now.contains_key(ip)) {
             info!(%ip, "no longer announcing");
         }
         let mut taken = 0;
         for takeover in &takeovers {
             info!(ip = %takeover.ip, services = ?takeover.services, interfaces = ?takeover.interfaces, "announcing");
-            taken += u64::from(!self.owned.contains_key(&takeover.ip));
+            taken += u64::from(!self.services.contains_key(&takeover.ip));
         }
         self.metrics.ownership_changes.inc_by(taken);
         self.metrics
             .owned_addresses
             .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
-        self.owned = now;
         self.services = services;
         takeovers
     }
 
-    /// The addresses owned after the last apply, with the interfaces they are answered on.
-    pub(crate) fn owned(&self) -> &BTreeMap<IpAddr, BTreeSet<String>> {
-        &self.owned
+    /// The addresses owned now, with the interfaces they are answered on.
+    pub(crate) fn owned(&self) -> BTreeMap<IpAddr, BTreeSet<String>> {
+        let mut owned: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
+        for (interface, ips) in lock(&self.responder).owned() {
+            for ip in ips {
+                owned.entry(*ip).or_default().insert(interface.clone());
+            }
+        }
+        owned
     }
 
     /// Stops answering for everything (on shutdown).
     pub(crate) async fn withdraw_all(&mut self) {
         let actions = lock(&self.responder).set_owned(Ownership::new());
         self.perform(actions).await;
-        self.owned.clear();
         self.services.clear();
         self.metrics.owned_addresses.set(0);
     }

@@ -9,7 +9,9 @@ use std::{
 };
 
 use herald_api::{
-    IPAddressPool, L2Advertisement, annotations::IP_ALLOCATED_FROM_POOL, service::ingress_ips,
+    IPAddressPool, L2Advertisement,
+    annotations::IP_ALLOCATED_FROM_POOL,
+    service::{ingress_ips, ready_endpoint_nodes},
 };
 use herald_ipam::ServiceKey;
 use herald_plan::{L2Advertisement as PlannedAdvertisement, NodeState, ServiceState, Snapshot};
@@ -69,18 +71,11 @@ fn is_served(service: &Service, class: Option<&str>) -> bool {
         && spec.and_then(|s| s.load_balancer_class.as_deref()) == class
 }
 
-/// The view of an EndpointSlice: its Service and the nodes with a ready endpoint. An
-/// endpoint without `conditions.ready` is ready (the API's rule); one without a node cannot
-/// be placed and is left out. `None` for a slice of no Service.
+/// The view of an EndpointSlice: its Service and the nodes with a ready endpoint. `None`
+/// for a slice of no Service.
 pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
     let service = slice.labels().get(SERVICE_NAME_LABEL)?;
-    let ready_nodes = slice
-        .endpoints
-        .iter()
-        .flatten()
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| e.node_name.clone())
-        .collect();
+    let ready_nodes = ready_endpoint_nodes(slice).map(str::to_owned).collect();
     Some(SliceView {
         service: ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone()),
         ready_nodes,

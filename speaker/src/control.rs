@@ -72,7 +72,6 @@ pub(crate) struct Stores {
 }
 
 impl Stores {
-    /// Starts the watches and waits for their first lists.
     /// Starts the watches (Services of `class` only) and waits for their first lists.
     pub(crate) async fn start(
         client: &Client,
@@ -202,7 +201,7 @@ pub(crate) async fn run(
         if joined && (inputs_changed || now_links != links) {
             links = now_links;
             let takeovers = announcer.apply(&plan, &links).await;
-            reporter.report(&services, &plan, announcer.owned(), takeovers, &alive);
+            reporter.report(&services, &plan, &announcer.owned(), takeovers, &alive);
         }
         inputs_changed = false;
         tokio::select! {

@@ -106,11 +106,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     )?;
     lan.speaker_kubeconfig = speaker_config.clone();
     lan.start_speakers()?;
-    for i in 0..2 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", true)?;
-    let ips = lan.ingress("web", 2).await?;
+    let ips = lan.web_on_every_node(true).await?;
     let mut owners = Vec::new();
     for &ip in &ips {
         let owner = lan.resolve(ip).await?;

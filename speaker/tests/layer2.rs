@@ -34,11 +34,7 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
 -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-kill", 3).await?;
     lan.start_speakers()?;
-    for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", true)?;
-    let ips = lan.ingress("web", 2).await?;
+    let ips = lan.web_on_every_node(true).await?;
     let mut owners = Vec::new();
     for &ip in &ips {
         let owner = lan.resolve(ip).await?;
@@ -106,11 +102,7 @@ async fn cutting_the_owners_link_moves_the_address_to_a_node_that_is_still_conne
 -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-cut", 3).await?;
     lan.start_speakers()?;
-    for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let ip = lan.ingress("web", 1).await?[0];
+    let ip = lan.web_on_every_node(false).await?[0];
     let owner = lan.resolve(ip).await?;
     lan.nodes[owner].link.set_connected(false)?;
     let heir = entry_moves_away(&lan, ip, owner).await?;
@@ -157,9 +149,7 @@ async fn with_local_policy_the_announcement_follows_the_only_ready_endpoint_and_
 async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-delete", 2).await?;
     lan.start_speakers()?;
-    lan.pod("web-0", "web", 0, true).await?;
-    lan.service("web", "web", "Cluster", true)?;
-    let ips = lan.ingress("web", 2).await?;
+    let ips = lan.web_on_every_node(true).await?;
     for &ip in &ips {
         lan.resolve(ip).await?;
     }
@@ -188,11 +178,7 @@ async fn node_selectors_and_named_interfaces_decide_where_the_address_is_answere
     }
     let client2 = lan.topology.host("client2")?;
     lan2.attach(&client2, 100)?;
-    for i in 0..3 {
-        lan.pod(&format!("web-{i}"), "web", i, true).await?;
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let ip = lan.ingress("web", 1).await?[0];
+    let ip = lan.web_on_every_node(false).await?[0];
 
     // Only n3 is selected.
     let n3 = lan.nodes[2].name.clone();

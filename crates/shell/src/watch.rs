@@ -96,9 +96,8 @@ impl Watches {
         views
     }
 
-    /// Drives any watch stream (e.g. one that builds compact views of its own), waking the
-    /// loop on every event.
-    pub fn spawn<S, T>(&mut self, stream: S, what: &'static str)
+    /// Drives a watch stream, waking the loop on every event.
+    fn spawn<S, T>(&mut self, stream: S, what: &'static str)
     where
         S: Stream<Item = Result<T, watcher::Error>> + Send + 'static,
         T: Send + 'static,

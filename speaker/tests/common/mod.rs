@@ -255,6 +255,16 @@ impl Lan {
         )
     }
 
+    /// A ready Pod of app `web` on every node and the example Service `web` in front of them
+    /// (`Cluster` policy, dual-stack when `dual`); returns its addresses once allocated.
+    pub async fn web_on_every_node(&self, dual: bool) -> anyhow::Result<Vec<IpAddr>> {
+        for i in 0..self.nodes.len() {
+            self.pod(&format!("web-{i}"), "web", i, true).await?;
+        }
+        self.service("web", "web", "Cluster", dual)?;
+        self.ingress("web", if dual { 2 } else { 1 }).await
+    }
+
     /// Waits until Service `name` has `count` addresses in its status.
     pub async fn ingress(&self, name: &str, count: usize) -> anyhow::Result<Vec<IpAddr>> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
@@ -334,13 +344,12 @@ impl Lan {
                 .output()?,
         };
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        let mut macs: Vec<String> = self
+        let macs: Vec<String> = self
             .nodes
             .iter()
             .map(|n| n.link.mac.clone())
             .filter(|mac| text.contains(mac.as_str()))
             .collect();
-        macs.dedup();
         Ok(macs)
     }
 

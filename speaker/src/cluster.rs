@@ -9,17 +9,22 @@ use std::{
 };
 
 use herald_api::{
-    IPAddressPool, L2Advertisement,
+    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
     service::{ingress_ips, ready_endpoint_nodes},
+    values::CommunityValue,
 };
 use herald_ipam::ServiceKey;
-use herald_plan::{L2Advertisement as PlannedAdvertisement, NodeState, ServiceState, Snapshot};
+use herald_plan::{
+    BgpAdvertisement as PlannedBgpAdvertisement, BgpPeer as PlannedBgpPeer,
+    L2Advertisement as PlannedAdvertisement, NodeState, Selection, ServiceState, Snapshot,
+};
 use herald_shell::selector::{SelectorError, convert_all};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 /// The label Kubernetes puts on nodes that must not receive load-balancer traffic.
@@ -35,6 +40,8 @@ pub(crate) struct Objects<'a> {
     pub(crate) nodes: &'a [Arc<NodeView>],
     pub(crate) pools: &'a [Arc<IPAddressPool>],
     pub(crate) advertisements: &'a [Arc<L2Advertisement>],
+    pub(crate) bgp_advertisements: &'a [Arc<BGPAdvertisement>],
+    pub(crate) bgp_peers: &'a [Arc<BGPPeer>],
 }
 
 /// What the speaker keeps of a Service it announces (no other Service is kept): its state
@@ -46,12 +53,12 @@ pub(crate) struct ServiceView {
     pub(crate) uid: Option<String>,
 }
 
-/// What the speaker keeps of an EndpointSlice: its Service and the nodes of its ready
-/// endpoints.
+/// What the speaker keeps of an EndpointSlice: its Service and how many ready endpoints it
+/// has on each node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SliceView {
     pub(crate) service: ServiceKey,
-    pub(crate) ready_nodes: BTreeSet<String>,
+    pub(crate) ready_endpoints: BTreeMap<String, u32>,
 }
 
 /// What the speaker keeps of a Node.
@@ -75,10 +82,13 @@ fn is_served(service: &Service, class: Option<&str>) -> bool {
 /// for a slice of no Service.
 pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
     let service = slice.labels().get(SERVICE_NAME_LABEL)?;
-    let ready_nodes = ready_endpoint_nodes(slice).map(str::to_owned).collect();
+    let mut ready_endpoints = BTreeMap::new();
+    for node in ready_endpoint_nodes(slice) {
+        *ready_endpoints.entry(node.to_owned()).or_insert(0) += 1;
+    }
     Some(SliceView {
         service: ServiceKey::new(slice.namespace().unwrap_or_default(), service.clone()),
-        ready_nodes,
+        ready_endpoints,
     })
 }
 
@@ -100,7 +110,7 @@ pub(crate) fn service_view(service: &Service, class: Option<&str>) -> Option<Ser
             pool: service.annotations().get(IP_ALLOCATED_FROM_POOL).cloned(),
             labels: service.labels().clone(),
             local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
-            ready_endpoint_nodes: BTreeSet::new(),
+            ready_endpoints: BTreeMap::new(),
         },
         uid: service.metadata.uid.clone(),
     })
@@ -130,23 +140,80 @@ fn node_state(node: &Node) -> NodeState {
     }
 }
 
+/// The parsed selectors of an advertisement of either kind.
+fn selection(
+    object: &str,
+    pools: &[String],
+    pool_selectors: &[LabelSelector],
+    node_selectors: &[LabelSelector],
+    service_selectors: &[LabelSelector],
+) -> Result<Selection, SelectorError> {
+    Ok(Selection {
+        pools: pools.to_vec(),
+        pool_selectors: convert_all(pool_selectors, object, "spec.ipAddressPoolSelectors")?,
+        node_selectors: convert_all(node_selectors, object, "spec.nodeSelectors")?,
+        service_selectors: convert_all(service_selectors, object, "spec.serviceSelectors")?,
+    })
+}
+
 fn advertisement(adv: &L2Advertisement) -> Result<PlannedAdvertisement, SelectorError> {
     let name = adv.name_any();
-    let object = format!("L2Advertisement {name}");
+    let spec = &adv.spec;
+    let selection = selection(
+        &format!("L2Advertisement {name}"),
+        &spec.ip_address_pools,
+        &spec.ip_address_pool_selectors,
+        &spec.node_selectors,
+        &spec.service_selectors,
+    )?;
     Ok(PlannedAdvertisement {
-        pools: adv.spec.ip_address_pools.clone(),
-        pool_selectors: convert_all(
-            &adv.spec.ip_address_pool_selectors,
-            &object,
-            "spec.ipAddressPoolSelectors",
-        )?,
-        node_selectors: convert_all(&adv.spec.node_selectors, &object, "spec.nodeSelectors")?,
-        service_selectors: convert_all(
-            &adv.spec.service_selectors,
-            &object,
-            "spec.serviceSelectors",
-        )?,
-        interfaces: adv.spec.interfaces.clone(),
+        selection,
+        interfaces: spec.interfaces.clone(),
+        name,
+    })
+}
+
+fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, String> {
+    let name = adv.name_any();
+    let object = format!("BGPAdvertisement {name}");
+    let spec = &adv.spec;
+    let selection = selection(
+        &object,
+        &spec.ip_address_pools,
+        &spec.ip_address_pool_selectors,
+        &spec.node_selectors,
+        &spec.service_selectors,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut planned = PlannedBgpAdvertisement {
+        name: name.clone(),
+        selection,
+        aggregation_length: spec
+            .aggregation_length
+            .map_or(32, |l| u8::try_from(l.clamp(0, 32)).unwrap_or(32)),
+        aggregation_length_v6: spec
+            .aggregation_length_v6
+            .map_or(128, |l| u8::try_from(l.clamp(0, 128)).unwrap_or(128)),
+        local_pref: spec.local_pref.and_then(|p| u32::try_from(p).ok()),
+        peers: spec.peers.clone(),
+        weight_by_local_endpoints: spec.weight_by_local_endpoints,
+        ..Default::default()
+    };
+    for (i, community) in spec.communities.iter().enumerate() {
+        match community.value() {
+            Ok(CommunityValue::Standard(value)) => planned.communities.push(value),
+            Ok(CommunityValue::Large(value)) => planned.large_communities.push(value),
+            Err(e) => return Err(format!("{object}: spec.communities[{i}]: {e}")),
+        }
+    }
+    Ok(planned)
+}
+
+fn bgp_peer(peer: &BGPPeer) -> Result<PlannedBgpPeer, SelectorError> {
+    let name = peer.name_any();
+    let object = format!("BGPPeer {name}");
+    Ok(PlannedBgpPeer {
+        node_selectors: convert_all(&peer.spec.node_selectors, &object, "spec.nodeSelectors")?,
         name,
     })
 }
@@ -157,18 +224,18 @@ pub(crate) fn snapshot(
     objects: Objects<'_>,
     live_speakers: &BTreeSet<String>,
 ) -> (Snapshot, Vec<String>) {
-    let mut endpoints: BTreeMap<&ServiceKey, BTreeSet<String>> = BTreeMap::new();
+    let mut endpoints: BTreeMap<&ServiceKey, BTreeMap<String, u32>> = BTreeMap::new();
     for slice in objects.slices {
-        endpoints
-            .entry(&slice.service)
-            .or_default()
-            .extend(slice.ready_nodes.iter().cloned());
+        let per_node = endpoints.entry(&slice.service).or_default();
+        for (node, count) in &slice.ready_endpoints {
+            *per_node.entry(node.clone()).or_insert(0) += count;
+        }
     }
     let mut services: Vec<ServiceState> = objects
         .services
         .iter()
         .map(|view| ServiceState {
-            ready_endpoint_nodes: endpoints.remove(&view.state.key).unwrap_or_default(),
+            ready_endpoints: endpoints.remove(&view.state.key).unwrap_or_default(),
             ..view.state.clone()
         })
         .collect();
@@ -184,12 +251,30 @@ pub(crate) fn snapshot(
         })
         .collect();
     advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut bgp_advertisements: Vec<PlannedBgpAdvertisement> = objects
+        .bgp_advertisements
+        .iter()
+        .filter_map(|adv| bgp_advertisement(adv).map_err(|e| problems.push(e)).ok())
+        .collect();
+    bgp_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut bgp_peers: Vec<PlannedBgpPeer> = objects
+        .bgp_peers
+        .iter()
+        .filter_map(|peer| {
+            bgp_peer(peer)
+                .map_err(|e| problems.push(e.to_string()))
+                .ok()
+        })
+        .collect();
+    bgp_peers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut nodes: Vec<NodeState> = objects.nodes.iter().map(|n| n.state.clone()).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {
         services,
         nodes,
         advertisements,
+        bgp_advertisements,
+        bgp_peers,
         pool_labels: objects
             .pools
             .iter()
@@ -299,6 +384,8 @@ mod tests {
             nodes: &[],
             pools: &[],
             advertisements: &[],
+            bgp_advertisements: &[],
+            bgp_peers: &[],
         };
         let (snapshot, problems) = snapshot(objects, &BTreeSet::new());
         assert!(problems.is_empty());
@@ -314,8 +401,8 @@ mod tests {
         assert!(a.local);
         assert_eq!(a.labels.get("tier").map(String::as_str), Some("front"));
         assert_eq!(
-            a.ready_endpoint_nodes,
-            ["n1".to_owned(), "n3".to_owned()].into()
+            a.ready_endpoints,
+            [("n1".to_owned(), 1), ("n3".to_owned(), 1)].into()
         );
     }
 
@@ -339,6 +426,8 @@ mod tests {
             nodes: &nodes,
             pools: &[],
             advertisements: &[],
+            bgp_advertisements: &[],
+            bgp_peers: &[],
         };
         let (snapshot, _) = snapshot(objects, &BTreeSet::new());
         let flags: Vec<(bool, bool)> = snapshot
@@ -368,6 +457,8 @@ mod tests {
             nodes: &[],
             pools: &[],
             advertisements: &advertisements,
+            bgp_advertisements: &[],
+            bgp_peers: &[],
         };
         let (snapshot, problems) = snapshot(objects, &BTreeSet::new());
         assert_eq!(snapshot.advertisements.len(), 1);

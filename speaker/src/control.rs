@@ -1,11 +1,13 @@
 //! The speaker's loop: watch the cluster, learn who is alive, plan, announce, report.
 //!
 //! ```text
-//!   watch Services, EndpointSlices, Nodes, pools, L2Advertisements ─┐
-//!   gossip: live speakers ──────────────────────────────────────────┼─► snapshot ─► plan_l2
-//!   every second: the node's interfaces ────────────────────────────┘        │
-//!                           Announcer::apply ◄── this node's share ◄─────────┘
-//!                           Reporter ─► Events `nodeAssigned`, ServiceL2Status records
+//!   watch Services, EndpointSlices, Nodes, pools, advertisements, BGPPeers ─┐
+//!   gossip: live speakers ─────────────────────────────────────────────────┼─► snapshot
+//!   every second: the node's interfaces ───────────────────────────────────┘     │
+//!                        ┌──────────────────────────────────────────────┬────────┘
+//!                        ▼ plan_l2 (whole cluster)                       ▼ plan_bgp (this node)
+//!   Announcer::apply ◄── this node's share               Sessions::apply: one per peer
+//!   Reporter ─► Events `nodeAssigned`, ServiceL2Status records
 //! ```
 //!
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
@@ -18,10 +20,10 @@ use std::{
     time::Duration,
 };
 
-use herald_api::{IPAddressPool, L2Advertisement};
+use herald_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
-use herald_plan::{L2Plan, plan_l2};
+use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
     events::Publisher,
     watch::{Views, Watches},
@@ -39,6 +41,7 @@ use tracing::{info, warn};
 
 use crate::{
     announce::Announcer,
+    bgp::Sessions,
     cluster::{self, NodeView, Objects, ServiceView, SliceView},
     metrics::Metrics,
     report::Reporter,
@@ -69,6 +72,8 @@ pub(crate) struct Stores {
     nodes: Views<NodeView>,
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
+    bgp_advertisements: Store<BGPAdvertisement>,
+    bgp_peers: Store<BGPPeer>,
 }
 
 impl Stores {
@@ -93,6 +98,8 @@ impl Stores {
             }),
             pools: watches.store(Api::all(client.clone()), config()),
             advertisements: watches.store(Api::all(client.clone()), config()),
+            bgp_advertisements: watches.store(Api::all(client.clone()), config()),
+            bgp_peers: watches.store(Api::all(client.clone()), config()),
         };
         stores.services.wait_until_ready().await;
         stores.slices.wait_until_ready().await;
@@ -103,6 +110,11 @@ impl Stores {
                 "L2Advertisements",
                 stores.advertisements.wait_until_ready().await,
             ),
+            (
+                "BGPAdvertisements",
+                stores.bgp_advertisements.wait_until_ready().await,
+            ),
+            ("BGPPeers", stores.bgp_peers.wait_until_ready().await),
         ] {
             ready.map_err(|e| {
                 anyhow::anyhow!("the watch of {what} ended before its first list: {e}")
@@ -138,6 +150,7 @@ pub(crate) async fn run(
     );
     let reporter = Reporter::start(client, publisher, &settings.node);
     let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
+    let mut sessions = Sessions::new(settings.metrics.clone());
     let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
     let mut scan = tokio::time::interval(LINK_SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,6 +172,8 @@ pub(crate) async fn run(
                 stores.pools.state(),
                 stores.advertisements.state(),
             );
+            let (bgp_advertisements, bgp_peers) =
+                (stores.bgp_advertisements.state(), stores.bgp_peers.state());
             services = stores.services.state();
             let wanted_seeds =
                 cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
@@ -184,15 +199,23 @@ pub(crate) async fn run(
                 nodes: &nodes,
                 pools: &pools,
                 advertisements: &advertisements,
+                bgp_advertisements: &bgp_advertisements,
+                bgp_peers: &bgp_peers,
             };
             let (snapshot, now_problems) = cluster::snapshot(objects, &alive);
             if now_problems != problems {
                 for problem in &now_problems {
-                    warn!(%problem, "an L2Advertisement is not used");
+                    warn!(%problem, "an advertisement or peer is not used");
                 }
                 problems = now_problems;
             }
             plan = plan_l2(&snapshot);
+            // Each node advertises its own routes: no ownership, so no waiting to join.
+            if let Some(node) = nodes.iter().find(|n| n.state.name == settings.node) {
+                sessions
+                    .apply(&plan_bgp(&snapshot, &settings.node), &bgp_peers, node)
+                    .await;
+            }
         }
         let now_links = read_links().unwrap_or_else(|e| {
             warn!(error = %e, "reading the node's interfaces");
@@ -217,5 +240,6 @@ pub(crate) async fn run(
     }
     announcer.withdraw_all().await;
     info!("stopped answering for every address");
+    sessions.stop_all().await;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! layer-2 driver in [`announce`].
 
 mod announce;
+mod bgp;
 mod cluster;
 mod control;
 mod metrics;

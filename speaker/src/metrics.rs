@@ -20,6 +20,21 @@ pub(crate) struct ProtocolLabels {
 pub(crate) const ARP: ProtocolLabels = ProtocolLabels { protocol: "arp" };
 pub(crate) const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
 
+/// One BGP session, by BGPPeer name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabels {
+    pub(crate) peer: String,
+}
+
+/// A NOTIFICATION sent or received, by peer and error code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NotificationLabels {
+    pub(crate) peer: String,
+    /// `sent` or `received`.
+    pub(crate) direction: &'static str,
+    pub(crate) code: &'static str,
+}
+
 /// The speaker's metrics, updated by its loops.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -35,6 +50,13 @@ pub(crate) struct Metrics {
     pub(crate) members: Gauge,
     /// Times this node became the owner of an address.
     pub(crate) ownership_changes: Counter,
+    /// 1 while the BGP session is established.
+    pub(crate) bgp_session_up: Family<PeerLabels, Gauge>,
+    /// Prefixes the peer has from this node.
+    pub(crate) bgp_prefixes_advertised: Family<PeerLabels, Gauge>,
+    /// UPDATE messages sent.
+    pub(crate) bgp_updates_sent: Family<PeerLabels, Counter>,
+    pub(crate) bgp_notifications: Family<NotificationLabels, Counter>,
 }
 
 /// Gossip counters kept by the membership driver, read at scrape time.
@@ -112,6 +134,26 @@ impl Metrics {
             "ownership_changes",
             "Times this node took over an address",
             metrics.ownership_changes.clone(),
+        );
+        registry.register(
+            "bgp_session_up",
+            "1 while the BGP session with the peer is established",
+            metrics.bgp_session_up.clone(),
+        );
+        registry.register(
+            "bgp_prefixes_advertised",
+            "Prefixes the BGP peer has from this node",
+            metrics.bgp_prefixes_advertised.clone(),
+        );
+        registry.register(
+            "bgp_updates_sent",
+            "BGP UPDATE messages sent, by peer",
+            metrics.bgp_updates_sent.clone(),
+        );
+        registry.register(
+            "bgp_notifications",
+            "BGP NOTIFICATIONs sent and received, by peer, direction and error code",
+            metrics.bgp_notifications.clone(),
         );
         registry.register_collector(Box::new(GossipCollector(gossip)));
         (Arc::new(metrics), Probes::new(registry))

@@ -29,6 +29,10 @@ use std::{
 
 use herald_ipam::{LabelSelector, Labels, ServiceKey};
 
+mod bgp;
+
+pub use bgp::{BgpAdvertisement, BgpPeer, BgpPlan, BgpRoute, plan_bgp};
+
 /// A Service with addresses, as planning needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceState {
@@ -39,8 +43,8 @@ pub struct ServiceState {
     pub labels: Labels,
     /// `externalTrafficPolicy: Local`.
     pub local: bool,
-    /// Nodes that have a ready endpoint of the Service.
-    pub ready_endpoint_nodes: BTreeSet<String>,
+    /// The number of ready endpoints of the Service per node that has any.
+    pub ready_endpoints: BTreeMap<String, u32>,
 }
 
 /// A node, as planning needs it.
@@ -54,10 +58,9 @@ pub struct NodeState {
     pub network_unavailable: bool,
 }
 
-/// An L2Advertisement, with selectors already parsed.
+/// What an advertisement selects: pools, Services and nodes, with selectors already parsed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct L2Advertisement {
-    pub name: String,
+pub struct Selection {
     /// Pools by name; with `pool_selectors`, a pool named or selected; with neither, all.
     pub pools: Vec<String>,
     pub pool_selectors: Vec<LabelSelector>,
@@ -65,6 +68,13 @@ pub struct L2Advertisement {
     pub node_selectors: Vec<LabelSelector>,
     /// Any matching; all Services when empty.
     pub service_selectors: Vec<LabelSelector>,
+}
+
+/// An L2Advertisement, with selectors already parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct L2Advertisement {
+    pub name: String,
+    pub selection: Selection,
     /// Interfaces to answer on; every suitable interface when empty.
     pub interfaces: Vec<String>,
 }
@@ -75,6 +85,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceState>,
     pub nodes: Vec<NodeState>,
     pub advertisements: Vec<L2Advertisement>,
+    pub bgp_advertisements: Vec<BgpAdvertisement>,
+    pub bgp_peers: Vec<BgpPeer>,
     pub pool_labels: BTreeMap<String, Labels>,
     /// Nodes whose speaker membership says alive.
     pub live_speakers: BTreeSet<String>,
@@ -103,11 +115,11 @@ pub type L2Plan = BTreeMap<IpAddr, Owner>;
 /// The nodes allowed to announce something, with the interfaces each would answer on.
 type Candidates = BTreeMap<String, Interfaces>;
 
-fn any_or_empty(selectors: &[LabelSelector], labels: &Labels) -> bool {
+pub(crate) fn any_or_empty(selectors: &[LabelSelector], labels: &Labels) -> bool {
     selectors.is_empty() || selectors.iter().any(|s| s.matches(labels))
 }
 
-impl L2Advertisement {
+impl Selection {
     fn selects_pool(&self, pool: Option<&str>, pool_labels: &BTreeMap<String, Labels>) -> bool {
         if self.pools.is_empty() && self.pool_selectors.is_empty() {
             return true;
@@ -121,6 +133,37 @@ impl L2Advertisement {
                 .pool_selectors
                 .iter()
                 .any(|s| s.matches(pool_labels.get(pool).unwrap_or(&empty)))
+    }
+
+    /// Whether this selects `service` from `node`.
+    pub fn selects(
+        &self,
+        service: &ServiceState,
+        node: &NodeState,
+        pool_labels: &BTreeMap<String, Labels>,
+    ) -> bool {
+        self.selects_pool(service.pool.as_deref(), pool_labels)
+            && any_or_empty(&self.service_selectors, &service.labels)
+            && any_or_empty(&self.node_selectors, &node.labels)
+    }
+}
+
+impl NodeState {
+    /// Whether load-balancer traffic may be sent to the node at all.
+    fn may_announce(&self) -> bool {
+        !self.excluded && !self.network_unavailable
+    }
+}
+
+impl ServiceState {
+    /// Whether `node` may announce the Service as far as its endpoints go: it has a ready
+    /// endpoint somewhere, and on `node` itself under `externalTrafficPolicy: Local`.
+    fn endpoints_allow(&self, node: &str) -> bool {
+        if self.local {
+            self.ready_endpoints.get(node).is_some_and(|&n| n > 0)
+        } else {
+            self.ready_endpoints.values().any(|&n| n > 0)
+        }
     }
 }
 
@@ -146,34 +189,30 @@ pub fn plan_l2(snapshot: &Snapshot) -> L2Plan {
     let usable_nodes: Vec<&NodeState> = snapshot
         .nodes
         .iter()
-        .filter(|n| {
-            !n.excluded && !n.network_unavailable && snapshot.live_speakers.contains(&n.name)
-        })
+        .filter(|n| n.may_announce() && snapshot.live_speakers.contains(&n.name))
         .collect();
     // Per address: the nodes every Service on it allows, and the interfaces per node.
     let mut per_ip: BTreeMap<IpAddr, (Option<Candidates>, Vec<ServiceKey>)> = BTreeMap::new();
     for service in &snapshot.services {
         let mut allowed = Candidates::new();
-        if !service.ready_endpoint_nodes.is_empty() {
-            for node in &usable_nodes {
-                if service.local && !service.ready_endpoint_nodes.contains(&node.name) {
-                    continue;
-                }
-                for adv in snapshot.advertisements.iter().filter(|a| {
-                    a.selects_pool(service.pool.as_deref(), &snapshot.pool_labels)
-                        && any_or_empty(&a.service_selectors, &service.labels)
-                        && any_or_empty(&a.node_selectors, &node.labels)
-                }) {
-                    let entry = allowed
-                        .entry(node.name.clone())
-                        .or_insert_with(|| Interfaces::Named(BTreeSet::new()));
-                    match (entry, adv.interfaces.is_empty()) {
-                        (entry, true) => *entry = Interfaces::All,
-                        (Interfaces::Named(names), false) => {
-                            names.extend(adv.interfaces.iter().cloned());
-                        }
-                        (Interfaces::All, false) => {}
+        for node in &usable_nodes {
+            if !service.endpoints_allow(&node.name) {
+                continue;
+            }
+            for adv in snapshot
+                .advertisements
+                .iter()
+                .filter(|a| a.selection.selects(service, node, &snapshot.pool_labels))
+            {
+                let entry = allowed
+                    .entry(node.name.clone())
+                    .or_insert_with(|| Interfaces::Named(BTreeSet::new()));
+                match (entry, adv.interfaces.is_empty()) {
+                    (entry, true) => *entry = Interfaces::All,
+                    (Interfaces::Named(names), false) => {
+                        names.extend(adv.interfaces.iter().cloned());
                     }
+                    (Interfaces::All, false) => {}
                 }
             }
         }
@@ -231,7 +270,7 @@ mod tests {
             pool: Some("lan".into()),
             labels: Labels::new(),
             local: false,
-            ready_endpoint_nodes: endpoints.iter().map(|&n| n.to_owned()).collect(),
+            ready_endpoints: endpoints.iter().map(|&n| (n.to_owned(), 1)).collect(),
         }
     }
 
@@ -243,6 +282,8 @@ mod tests {
                 name: "lan".into(),
                 ..Default::default()
             }],
+            bgp_advertisements: Vec::new(),
+            bgp_peers: Vec::new(),
             pool_labels: BTreeMap::new(),
             live_speakers: ["n1", "n2", "n3"].into_iter().map(String::from).collect(),
         }
@@ -260,12 +301,12 @@ mod tests {
             owner(&plan_l2(&cluster(vec![svc.clone()])), "192.0.2.64").as_deref(),
             Some("n2")
         );
-        svc.ready_endpoint_nodes = ["n3".to_owned()].into();
+        svc.ready_endpoints = [("n3".to_owned(), 1)].into();
         assert_eq!(
             owner(&plan_l2(&cluster(vec![svc.clone()])), "192.0.2.64").as_deref(),
             Some("n3")
         );
-        svc.ready_endpoint_nodes.clear();
+        svc.ready_endpoints.clear();
         assert_eq!(
             owner(&plan_l2(&cluster(vec![svc])), "192.0.2.64"),
             None,
@@ -312,13 +353,15 @@ mod tests {
         snapshot.nodes[0].labels = Labels::from([("edge".into(), "true".into())]);
         snapshot.advertisements = vec![L2Advertisement {
             name: "edge".into(),
-            pools: vec!["lan".into()],
-            node_selectors: vec![LabelSelector {
-                match_labels: Labels::from([("edge".into(), "true".into())]),
+            selection: Selection {
+                pools: vec!["lan".into()],
+                node_selectors: vec![LabelSelector {
+                    match_labels: Labels::from([("edge".into(), "true".into())]),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
+            },
             interfaces: vec!["eth1".into()],
-            ..Default::default()
         }];
         let plan = plan_l2(&snapshot);
         let owner = &plan[&"192.0.2.64".parse::<IpAddr>().expect("ip")];
@@ -327,7 +370,7 @@ mod tests {
             owner.interfaces,
             Interfaces::Named(["eth1".to_owned()].into())
         );
-        snapshot.advertisements[0].pools = vec!["other".into()];
+        snapshot.advertisements[0].selection.pools = vec!["other".into()];
         assert!(
             plan_l2(&snapshot).is_empty(),
             "an advertisement of another pool"

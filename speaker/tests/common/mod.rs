@@ -21,6 +21,7 @@ use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
 use herald_tests::{
     ControlPlane, Host, Link, Process, Segment, TestNamespace, Topology,
     herald::{Controller, binary},
+    routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRouter},
     wait_for,
 };
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -34,6 +35,9 @@ use tokio::sync::{Mutex, MutexGuard};
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The pool of every test: in the LAN's subnets, so the client resolves its addresses on-link.
 pub const POOL: [&str; 2] = ["192.0.2.64/28", "2001:db8::4:0/124"];
+
+/// The AS of the test routers.
+pub const ROUTER_ASN: u32 = 64512;
 
 static TURN: Mutex<()> = Mutex::const_new(());
 
@@ -58,6 +62,8 @@ pub struct Lan {
     /// The credentials speakers use; the admin's unless a test sets others.
     pub speaker_kubeconfig: PathBuf,
     key_file: PathBuf,
+    /// Cluster-scoped objects a test added (`kind/name`), deleted with the world.
+    cluster_objects: std::sync::Mutex<Vec<String>>,
     // Dropped last: the namespaces and links, after every process in them.
     pub topology: Topology,
     _turn: MutexGuard<'static, ()>,
@@ -129,6 +135,7 @@ impl Lan {
             advertisement,
             speaker_kubeconfig: cp.kubeconfig.clone(),
             key_file,
+            cluster_objects: std::sync::Mutex::new(Vec::new()),
             topology,
             ns,
             _turn: turn,
@@ -154,6 +161,88 @@ impl Lan {
         self.apply_cluster(&json!({
             "apiVersion": "herald.dev/v1alpha1", "kind": "L2Advertisement",
             "metadata": {"name": self.advertisement}, "spec": spec,
+        }))
+    }
+
+    /// Applies a cluster-scoped object that is deleted with the world.
+    pub fn apply_owned(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+        let kind = object["kind"].as_str().unwrap_or_default().to_lowercase();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let entry = format!("{kind}/{name}");
+        let mut owned = self.cluster_objects.lock().expect("not poisoned");
+        if !owned.contains(&entry) {
+            owned.push(entry);
+        }
+        self.apply_cluster(object)
+    }
+
+    /// Removes this test's L2Advertisement (for tests of BGP alone).
+    pub fn stop_layer2(&self) -> anyhow::Result<()> {
+        self.cp
+            .kubectl(&["delete", "l2advertisement", &self.advertisement])?;
+        Ok(())
+    }
+
+    /// A router namespace on the LAN (address .254) running `daemon` in AS 64512, peering
+    /// with every node over IPv4 and IPv6 (nodes in `node_asn`).
+    pub fn router(&self, daemon: BgpDaemon, node_asn: u32) -> anyhow::Result<(BgpRouter, Link)> {
+        let host = self.topology.host(&format!("r-{}", daemon.name()))?;
+        let link = self.lan.attach(&host, 254)?;
+        let mut neighbors = Vec::new();
+        for node in &self.nodes {
+            for address in [IpAddr::V4(node.link.ipv4), IpAddr::V6(node.link.ipv6)] {
+                neighbors.push(BgpNeighbor {
+                    address,
+                    asn: node_asn,
+                });
+            }
+        }
+        let config = BgpConfig {
+            asn: ROUTER_ASN,
+            router_id: link.ipv4,
+            neighbors,
+            originate: Vec::new(),
+        };
+        Ok((BgpRouter::start(&host, daemon, &config)?, link))
+    }
+
+    /// BGPPeers `<ns>-v4` and `<ns>-v6` toward the router at `link`, for this test's nodes,
+    /// with `extra` spec.
+    pub fn bgp_peers(
+        &self,
+        link: &Link,
+        node_asn: u32,
+        extra: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        for (family, address) in [("v4", link.ipv4.to_string()), ("v6", link.ipv6.to_string())] {
+            let mut spec = json!({
+                "myASN": node_asn, "peerASN": ROUTER_ASN, "peerAddress": address,
+                "nodeSelectors": [{"matchLabels": {"herald.dev/test": self.ns.name()}}],
+            });
+            for (key, value) in extra.as_object().into_iter().flatten() {
+                spec[key] = value.clone();
+            }
+            self.apply_owned(&json!({
+                "apiVersion": "herald.dev/v1alpha1", "kind": "BGPPeer",
+                "metadata": {"name": format!("{}-{family}", self.ns.name())}, "spec": spec,
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// (Re)writes this test's BGPAdvertisement `<ns>-bgp`: its pool, this test's nodes, and
+    /// `extra` spec.
+    pub fn bgp_advertise(&self, extra: serde_json::Value) -> anyhow::Result<()> {
+        let mut spec = json!({
+            "ipAddressPools": [self.pool],
+            "nodeSelectors": [{"matchLabels": {"herald.dev/test": self.ns.name()}}],
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        self.apply_owned(&json!({
+            "apiVersion": "herald.dev/v1alpha1", "kind": "BGPAdvertisement",
+            "metadata": {"name": format!("{}-bgp", self.ns.name())}, "spec": spec,
         }))
     }
 
@@ -488,10 +577,11 @@ impl Drop for Lan {
         let _ = self.kubectl(&["delete", "services", "--all", "--timeout=30s"]);
         // No kubelet confirms a Pod's end: remove them at once.
         let _ = self.kubectl(&["delete", "pods", "--all", "--force", "--grace-period=0"]);
-        for object in [
+        let owned = std::mem::take(&mut *self.cluster_objects.lock().expect("not poisoned"));
+        for object in owned.into_iter().chain([
             format!("l2advertisement/{}", self.advertisement),
             format!("ipaddresspool/{}", self.pool),
-        ] {
+        ]) {
             let _ = self
                 .cp
                 .kubectl(&["delete", &object, "--wait=false", "--ignore-not-found"]);

@@ -1,0 +1,288 @@
+//! This node's BGP sessions: one per BGPPeer that selects the node, each advertising what
+//! planning gave it.
+//!
+//! ```text
+//!   BgpPlan (this node: peer -> routes) + BGPPeer objects + this Node
+//!     │ session settings per peer (ASNs, router ID, timers, address, TTL)
+//!     ▼
+//!   Sessions: start new, set routes on unchanged, restart changed, stop removed
+//! ```
+//!
+//! A peer whose settings cannot be used (an address that does not parse, no router ID) is
+//! reported once, naming the object and field, and left as it was: a running session keeps
+//! running with its last good settings.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use herald_api::BGPPeer;
+use herald_bgp::{
+    Config, Family, Prefix, RouteAttributes,
+    driver::{self, Handle, Transport},
+    session::{BandwidthBits, Event, State},
+};
+use herald_plan::{BgpPlan, BgpRoute};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::{
+    cluster::NodeView,
+    metrics::{Metrics, NotificationLabels, PeerLabels},
+};
+
+/// The BGP port.
+const BGP_PORT: u16 = 179;
+/// Defaults of RFC 4271's suggested values, as most routers use them.
+const DEFAULT_HOLD_TIME: u16 = 90;
+const DEFAULT_CONNECT_RETRY: Duration = Duration::from_secs(1);
+/// How long a peer keeps this node's routes while its speaker restarts (RFC 4724).
+const GRACEFUL_RESTART_TIME: u16 = 120;
+/// The link bandwidth per ready local endpoint: 1 Mbit/s, so routers show the endpoint count
+/// as megabits.
+const BANDWIDTH_PER_ENDPOINT: f32 = 125_000.0;
+
+/// Everything that fixes a session; when it changes, the session starts over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    config: Config,
+    transport: Transport,
+}
+
+struct Running {
+    settings: Settings,
+    handle: Handle,
+}
+
+/// The BGP sessions of this node.
+pub(crate) struct Sessions {
+    metrics: Arc<Metrics>,
+    running: BTreeMap<String, Running>,
+    /// The last problem reported per peer, so that each is logged once.
+    problems: BTreeMap<String, String>,
+}
+
+/// The session settings for `peer` on `node`.
+fn settings(peer: &BGPPeer, node: &NodeView) -> Result<Settings, String> {
+    let object = format!("BGPPeer {}", peer.name_any());
+    let spec = &peer.spec;
+    let field = |name: &str, e: &dyn std::fmt::Display| format!("{object}: {name}: {e}");
+    let address = spec
+        .peer_address
+        .parse()
+        .map_err(|e| field("spec.peerAddress", &e))?;
+    let source = spec
+        .source_address
+        .as_ref()
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|e| field("spec.sourceAddress", &e))?;
+    let router_id = match &spec.router_id {
+        Some(id) => id.parse().map_err(|e| field("spec.routerID", &e))?,
+        None => match node.internal_ip {
+            Some(IpAddr::V4(v4)) => v4,
+            _ => {
+                return Err(format!(
+                    "{object}: spec.routerID: must be set, because node {} has no IPv4 InternalIP to use",
+                    node.state.name
+                ));
+            }
+        },
+    };
+    let seconds = |value: &Option<herald_api::values::Duration>, name: &str| {
+        value
+            .as_ref()
+            .map(|d| d.parse().map_err(|e| field(name, &e)))
+            .transpose()
+    };
+    let hold_time = seconds(&spec.hold_time, "spec.holdTime")?.map_or(DEFAULT_HOLD_TIME, |d| {
+        u16::try_from(d.as_secs()).unwrap_or(u16::MAX)
+    });
+    let keepalive_time = seconds(&spec.keepalive_time, "spec.keepaliveTime")?
+        .map(|d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX));
+    let connect_retry =
+        seconds(&spec.connect_time, "spec.connectTime")?.unwrap_or(DEFAULT_CONNECT_RETRY);
+    let port = spec
+        .peer_port
+        .map_or(Ok(BGP_PORT), u16::try_from)
+        .map_err(|e| field("spec.peerPort", &e))?;
+    let ebgp = spec.my_asn.0 != spec.peer_asn.0;
+    Ok(Settings {
+        config: Config {
+            local_asn: spec.my_asn.0,
+            peer_asn: spec.peer_asn.0,
+            router_id,
+            hold_time,
+            keepalive_time,
+            connect_retry,
+            family: Family::of(address),
+            graceful_restart: spec
+                .enable_graceful_restart
+                .then_some(GRACEFUL_RESTART_TIME),
+        },
+        transport: Transport {
+            peer: SocketAddr::new(address, port),
+            source,
+            // A directly connected eBGP peer is one hop away; anything else may be further.
+            ttl: if ebgp && !spec.ebgp_multi_hop { 1 } else { 255 },
+        },
+    })
+}
+
+/// The session's routes from the plan's.
+fn routes(planned: &BTreeMap<(IpAddr, u8), BgpRoute>) -> BTreeMap<Prefix, RouteAttributes> {
+    planned
+        .iter()
+        .map(|(&(address, length), route)| {
+            (
+                Prefix::new(address, length),
+                RouteAttributes {
+                    local_pref: route.local_pref,
+                    communities: route.communities.iter().copied().collect(),
+                    large_communities: route.large_communities.iter().copied().collect(),
+                    link_bandwidth: route
+                        .weight
+                        .map(|w| BandwidthBits::new(w as f32 * BANDWIDTH_PER_ENDPOINT)),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Keeps the session metrics from the session's events.
+fn metrics_sink(metrics: Arc<Metrics>, peer: String) -> driver::EventSink {
+    Arc::new(move |event: &Event| {
+        let labels = PeerLabels { peer: peer.clone() };
+        match event {
+            Event::StateChanged { to, .. } => {
+                metrics
+                    .bgp_session_up
+                    .get_or_create(&labels)
+                    .set(i64::from(*to == State::Established));
+            }
+            Event::UpdatesSent {
+                messages,
+                advertised,
+            } => {
+                metrics
+                    .bgp_updates_sent
+                    .get_or_create(&labels)
+                    .inc_by(*messages as u64);
+                metrics
+                    .bgp_prefixes_advertised
+                    .get_or_create(&labels)
+                    .set(i64::try_from(*advertised).unwrap_or(i64::MAX));
+            }
+            Event::NotificationSent(n) | Event::NotificationReceived(n) => {
+                let direction = if matches!(event, Event::NotificationSent(_)) {
+                    "sent"
+                } else {
+                    "received"
+                };
+                metrics
+                    .bgp_notifications
+                    .get_or_create(&NotificationLabels {
+                        peer: peer.clone(),
+                        direction,
+                        code: n.code_name(),
+                    })
+                    .inc();
+            }
+            Event::Negotiated { .. } => {}
+        }
+    })
+}
+
+impl Sessions {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
+        Sessions {
+            metrics,
+            running: BTreeMap::new(),
+            problems: BTreeMap::new(),
+        }
+    }
+
+    /// Brings the sessions in line with `plan`.
+    pub(crate) async fn apply(&mut self, plan: &BgpPlan, peers: &[Arc<BGPPeer>], node: &NodeView) {
+        let mut problems = BTreeMap::new();
+        for (name, planned) in plan {
+            let Some(peer) = peers.iter().find(|p| p.name_any() == *name) else {
+                continue;
+            };
+            let wanted = match settings(peer, node) {
+                Ok(settings) => settings,
+                Err(problem) => {
+                    if self.problems.get(name) != Some(&problem) {
+                        warn!(%problem, "a BGPPeer cannot be used; its session is left as it was");
+                    }
+                    problems.insert(name.clone(), problem);
+                    if let Some(running) = self.running.get(name) {
+                        running.handle.set_routes(routes(planned));
+                    }
+                    continue;
+                }
+            };
+            let routes = routes(planned);
+            match self.running.get(name) {
+                Some(running) if running.settings == wanted => running.handle.set_routes(routes),
+                _ => {
+                    if let Some(old) = self.running.remove(name) {
+                        info!(peer = %name, "BGPPeer changed; starting its session over");
+                        old.handle.stop(false).await;
+                    }
+                    info!(peer = %name, address = %wanted.transport.peer, "starting BGP session");
+                    let handle = driver::spawn(
+                        name.clone(),
+                        wanted.config.clone(),
+                        wanted.transport.clone(),
+                        routes,
+                        metrics_sink(self.metrics.clone(), name.clone()),
+                    );
+                    self.running.insert(
+                        name.clone(),
+                        Running {
+                            settings: wanted,
+                            handle,
+                        },
+                    );
+                }
+            }
+        }
+        self.problems = problems;
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|name| !plan.contains_key(*name) && !self.problems.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(old) = self.running.remove(&name) {
+                info!(peer = %name, "BGPPeer no longer applies to this node; stopping its session");
+                old.handle.stop(false).await;
+                self.forget(&name);
+            }
+        }
+    }
+
+    fn forget(&self, peer: &str) {
+        let labels = PeerLabels {
+            peer: peer.to_owned(),
+        };
+        self.metrics.bgp_session_up.remove(&labels);
+        self.metrics.bgp_prefixes_advertised.remove(&labels);
+    }
+
+    /// Ends every session as the speaker stops: peers with graceful restart keep the routes
+    /// (the node keeps forwarding while its speaker restarts); the others are told to
+    /// withdraw them at once.
+    pub(crate) async fn stop_all(&mut self) {
+        for (name, running) in std::mem::take(&mut self.running) {
+            let graceful = running.settings.config.graceful_restart.is_some();
+            running.handle.stop(graceful).await;
+            info!(peer = %name, graceful, "BGP session stopped");
+        }
+    }
+}

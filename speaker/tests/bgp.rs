@@ -1,0 +1,190 @@
+//! BGP end to end: real speakers in node namespaces peer with a real router (gobgpd, BIRD 2,
+//! FRR) and the router's RIB shows what a user relies on: every node's path for a Cluster
+//! Service (ECMP), only endpoint nodes for Local, and withdrawals when that changes.
+
+mod common;
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use common::{Lan, TIMEOUT};
+use herald_tests::{
+    routers::{BgpDaemon, BgpRouter, Family},
+    wait_for,
+};
+use serde_json::json;
+
+/// Node ASN of eBGP tests.
+const NODE_ASN: u32 = 64513;
+/// Service addresses of these tests: outside the LAN, reachable only through the routes.
+const BGP_POOL: [&str; 2] = ["203.0.113.64/28", "2001:db8:3::/124"];
+
+fn family(ip: IpAddr) -> Family {
+    if ip.is_ipv4() {
+        Family::Ipv4
+    } else {
+        Family::Ipv6
+    }
+}
+
+fn host_prefix(ip: IpAddr) -> String {
+    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+}
+
+/// Waits until the router's paths to `ip`'s host route come from exactly `next_hops`, each
+/// with AS path `[as_path]`.
+async fn wait_paths(
+    router: &BgpRouter,
+    ip: IpAddr,
+    next_hops: &BTreeSet<IpAddr>,
+    as_path: &[u32],
+) -> anyhow::Result<()> {
+    let prefix = host_prefix(ip);
+    wait_for(
+        &format!(
+            "{} paths to {prefix} via {next_hops:?}",
+            router.daemon().name()
+        ),
+        TIMEOUT,
+        || async {
+            let routes = router.routes(family(ip)).map_err(|e| e.to_string())?;
+            let paths: Vec<_> = routes.iter().filter(|r| r.prefix == prefix).collect();
+            let hops: BTreeSet<IpAddr> = paths.iter().filter_map(|r| r.next_hop).collect();
+            if hops == *next_hops
+                && paths.len() == next_hops.len()
+                && paths.iter().all(|r| r.as_path == as_path)
+            {
+                Ok(())
+            } else {
+                Err(format!("{paths:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn routes_follow_endpoints(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let mut world = Lan::with_pool(&format!("bgp-{}", daemon.name()), 3, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) = world.router(daemon, NODE_ASN)?;
+    world.bgp_peers(&router_link, NODE_ASN, json!({}))?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+
+    // Every node opens an IPv4 and an IPv6 session.
+    let all_sessions: BTreeSet<IpAddr> = world
+        .nodes
+        .iter()
+        .flat_map(|n| [IpAddr::V4(n.link.ipv4), IpAddr::V6(n.link.ipv6)])
+        .collect();
+    wait_for("every session established", TIMEOUT, || async {
+        let up: BTreeSet<IpAddr> = router
+            .established_peers()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        if up == all_sessions {
+            Ok(())
+        } else {
+            Err(format!("{up:?}"))
+        }
+    })
+    .await?;
+
+    // Cluster: every node advertises both addresses; the router has one path per node.
+    let ips = world.web_on_every_node(true).await?;
+    for ip in &ips {
+        let hops: BTreeSet<IpAddr> = world
+            .nodes
+            .iter()
+            .map(|n| match ip {
+                IpAddr::V4(_) => IpAddr::V4(n.link.ipv4),
+                IpAddr::V6(_) => IpAddr::V6(n.link.ipv6),
+            })
+            .collect();
+        wait_paths(&router, *ip, &hops, &[NODE_ASN]).await?;
+    }
+    for family in ["v4", "v6"] {
+        let session = format!("{{peer=\"{}-{family}\"}}", world.ns.name());
+        assert_eq!(
+            world.metric(0, &format!("herald_speaker_bgp_session_up{session}"))?,
+            1.0
+        );
+        assert_eq!(
+            world.metric(
+                0,
+                &format!("herald_speaker_bgp_prefixes_advertised{session}")
+            )?,
+            1.0
+        );
+    }
+
+    // Local: only the node with a ready endpoint advertises.
+    world.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ])?;
+    world.set_ready("web-0", false, 0).await?;
+    world.set_ready("web-2", false, 2).await?;
+    let v4 = ips
+        .iter()
+        .copied()
+        .find(IpAddr::is_ipv4)
+        .expect("an IPv4 address");
+    let v6 = ips
+        .iter()
+        .copied()
+        .find(IpAddr::is_ipv6)
+        .expect("an IPv6 address");
+    wait_paths(
+        &router,
+        v4,
+        &[IpAddr::V4(world.nodes[1].link.ipv4)].into(),
+        &[NODE_ASN],
+    )
+    .await?;
+    wait_paths(
+        &router,
+        v6,
+        &[IpAddr::V6(world.nodes[1].link.ipv6)].into(),
+        &[NODE_ASN],
+    )
+    .await?;
+
+    // The last local endpoint goes: the route is withdrawn.
+    world.set_ready("web-1", false, 1).await?;
+    wait_paths(&router, v4, &BTreeSet::new(), &[]).await?;
+    wait_paths(&router, v6, &BTreeSet::new(), &[]).await?;
+
+    // An endpoint comes back, then the Service is deleted: withdrawn again.
+    world.set_ready("web-2", true, 2).await?;
+    wait_paths(
+        &router,
+        v4,
+        &[IpAddr::V4(world.nodes[2].link.ipv4)].into(),
+        &[NODE_ASN],
+    )
+    .await?;
+    world.kubectl(&["delete", "service", "web"])?;
+    wait_paths(&router, v4, &BTreeSet::new(), &[]).await?;
+    wait_paths(&router, v6, &BTreeSet::new(), &[]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gobgpd_gets_ecmp_paths_that_follow_endpoints() -> anyhow::Result<()> {
+    routes_follow_endpoints(BgpDaemon::Gobgp).await
+}
+
+#[tokio::test]
+async fn bird_gets_ecmp_paths_that_follow_endpoints() -> anyhow::Result<()> {
+    routes_follow_endpoints(BgpDaemon::Bird).await
+}
+
+#[tokio::test]
+async fn frr_gets_ecmp_paths_that_follow_endpoints() -> anyhow::Result<()> {
+    routes_follow_endpoints(BgpDaemon::Frr).await
+}

@@ -22,11 +22,12 @@ use std::{
 use herald_api::BGPPeer;
 use herald_bgp::{
     Config, Family, Prefix, RouteAttributes,
-    driver::{self, Handle, Transport},
+    driver::{self, Handle, Password, Transport},
     session::{BandwidthBits, Event, State},
 };
 use herald_plan::{BgpPlan, BgpRoute};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::{
@@ -41,6 +42,8 @@ const DEFAULT_HOLD_TIME: u16 = 90;
 const DEFAULT_CONNECT_RETRY: Duration = Duration::from_secs(1);
 /// How long a peer keeps this node's routes while its speaker restarts (RFC 4724).
 const GRACEFUL_RESTART_TIME: u16 = 120;
+/// The key of the password in a BGPPeer's Secret (`kubernetes.io/basic-auth`).
+const PASSWORD_KEY: &str = "password";
 /// The link bandwidth per ready local endpoint: 1 Mbit/s, so routers show the endpoint count
 /// as megabits.
 const BANDWIDTH_PER_ENDPOINT: f32 = 125_000.0;
@@ -63,10 +66,46 @@ pub(crate) struct Sessions {
     running: BTreeMap<String, Running>,
     /// The last problem reported per peer, so that each is logged once.
     problems: BTreeMap<String, String>,
+    /// Password Secrets are read from Herald's namespace only, one `get` each (the speaker
+    /// may not list Secrets).
+    secrets: Api<Secret>,
+    namespace: String,
+    /// Passwords by Secret name, as last read.
+    passwords: BTreeMap<String, Result<Password, String>>,
+    /// The last inputs, to apply again when a password changes.
+    last: Option<(BgpPlan, Vec<Arc<BGPPeer>>, NodeView)>,
 }
 
-/// The session settings for `peer` on `node`.
-fn settings(peer: &BGPPeer, node: &NodeView) -> Result<Settings, String> {
+/// Reads the password of Secret `name`.
+async fn read_password(secrets: &Api<Secret>, name: &str) -> Result<Password, String> {
+    let secret = secrets.get(name).await.map_err(|e| {
+        format!(
+            "reading Secret {}/{name}: {e}",
+            secrets.namespace().unwrap_or_default()
+        )
+    })?;
+    let password = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(PASSWORD_KEY))
+        .map(|bytes| bytes.0.clone())
+        .ok_or_else(|| format!("Secret {name} has no key {PASSWORD_KEY:?}"))?;
+    if password.is_empty() || password.len() > herald_bgp::md5::MAX_PASSWORD {
+        return Err(format!(
+            "the password in Secret {name} must have 1 to {} octets",
+            herald_bgp::md5::MAX_PASSWORD
+        ));
+    }
+    Ok(Password(password))
+}
+
+/// The session settings for `peer` on `node`; passwords come from `passwords` (read before).
+fn settings(
+    peer: &BGPPeer,
+    node: &NodeView,
+    namespace: &str,
+    passwords: &BTreeMap<String, Result<Password, String>>,
+) -> Result<Settings, String> {
     let object = format!("BGPPeer {}", peer.name_any());
     let spec = &peer.spec;
     let field = |name: &str, e: &dyn std::fmt::Display| format!("{object}: {name}: {e}");
@@ -109,6 +148,25 @@ fn settings(peer: &BGPPeer, node: &NodeView) -> Result<Settings, String> {
         .peer_port
         .map_or(Ok(BGP_PORT), u16::try_from)
         .map_err(|e| field("spec.peerPort", &e))?;
+    let password = match &spec.password_secret {
+        None => None,
+        Some(secret)
+            if secret
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns != namespace) =>
+        {
+            return Err(field(
+                "spec.passwordSecret.namespace",
+                &format!("must be Herald's namespace {namespace}, where speakers may read it"),
+            ));
+        }
+        Some(secret) => match passwords.get(&secret.name) {
+            Some(Ok(password)) => Some(password.clone()),
+            Some(Err(e)) => return Err(field("spec.passwordSecret", e)),
+            None => return Err(field("spec.passwordSecret", &"not read yet")),
+        },
+    };
     let ebgp = spec.my_asn.0 != spec.peer_asn.0;
     Ok(Settings {
         config: Config {
@@ -128,6 +186,7 @@ fn settings(peer: &BGPPeer, node: &NodeView) -> Result<Settings, String> {
             source,
             // A directly connected eBGP peer is one hop away; anything else may be further.
             ttl: if ebgp && !spec.ebgp_multi_hop { 1 } else { 255 },
+            password,
         },
     })
 }
@@ -197,22 +256,56 @@ fn metrics_sink(metrics: Arc<Metrics>, peer: String) -> driver::EventSink {
 }
 
 impl Sessions {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
+    pub(crate) fn new(metrics: Arc<Metrics>, client: Client, namespace: &str) -> Sessions {
         Sessions {
             metrics,
             running: BTreeMap::new(),
             problems: BTreeMap::new(),
+            secrets: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            passwords: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    /// Reads every password Secret again; applies the last inputs again when one changed.
+    pub(crate) async fn refresh_passwords(&mut self) {
+        let mut changed = false;
+        for name in self.passwords.keys().cloned().collect::<Vec<_>>() {
+            let now = read_password(&self.secrets, &name).await;
+            if self.passwords.get(&name) != Some(&now) {
+                self.passwords.insert(name, now);
+                changed = true;
+            }
+        }
+        if changed && let Some((plan, peers, node)) = self.last.take() {
+            self.apply(&plan, &peers, &node).await;
         }
     }
 
     /// Brings the sessions in line with `plan`.
     pub(crate) async fn apply(&mut self, plan: &BgpPlan, peers: &[Arc<BGPPeer>], node: &NodeView) {
+        self.last = Some((plan.clone(), peers.to_vec(), node.clone()));
+        // Secrets not read yet are read now; `refresh_passwords` keeps them current.
+        let wanted_secrets: Vec<String> = peers
+            .iter()
+            .filter(|p| plan.contains_key(&p.name_any()))
+            .filter_map(|p| p.spec.password_secret.as_ref().map(|s| s.name.clone()))
+            .collect();
+        self.passwords
+            .retain(|name, _| wanted_secrets.contains(name));
+        for name in wanted_secrets {
+            if !self.passwords.contains_key(&name) {
+                let password = read_password(&self.secrets, &name).await;
+                self.passwords.insert(name, password);
+            }
+        }
         let mut problems = BTreeMap::new();
         for (name, planned) in plan {
             let Some(peer) = peers.iter().find(|p| p.name_any() == *name) else {
                 continue;
             };
-            let wanted = match settings(peer, node) {
+            let wanted = match settings(peer, node, &self.namespace, &self.passwords) {
                 Ok(settings) => settings,
                 Err(problem) => {
                     if self.problems.get(name) != Some(&problem) {

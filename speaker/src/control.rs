@@ -49,6 +49,8 @@ use crate::{
 
 /// How often the node's interfaces are read again.
 const LINK_SCAN: Duration = Duration::from_secs(1);
+/// How often BGP password Secrets are read again (the speaker may `get` them, not watch).
+const PASSWORD_REFRESH: Duration = Duration::from_secs(30);
 /// How long a starting speaker stays silent waiting for every other node's speaker to be
 /// heard from. Until it has joined, a speaker would think itself alone and claim every
 /// address; after this it goes ahead with whoever answered (some nodes run no speaker).
@@ -59,6 +61,8 @@ const JOIN_GRACE: Duration = Duration::from_secs(3);
 pub(crate) struct Settings {
     pub(crate) node: String,
     pub(crate) instance: String,
+    /// Herald's namespace, where BGP password Secrets are read.
+    pub(crate) namespace: String,
     /// This speaker's gossip address (the port is every speaker's).
     pub(crate) gossip_address: SocketAddr,
     pub(crate) metrics: Arc<Metrics>,
@@ -148,9 +152,15 @@ pub(crate) async fn run(
         &settings.instance,
         "Announce",
     );
+    let mut sessions = Sessions::new(
+        settings.metrics.clone(),
+        client.clone(),
+        &settings.namespace,
+    );
     let reporter = Reporter::start(client, publisher, &settings.node);
     let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
-    let mut sessions = Sessions::new(settings.metrics.clone());
+    let mut password_refresh = tokio::time::interval(PASSWORD_REFRESH);
+    password_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
     let mut scan = tokio::time::interval(LINK_SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -236,6 +246,7 @@ pub(crate) async fn run(
                 inputs_changed = true;
             }
             _ = scan.tick() => {}
+            _ = password_refresh.tick() => sessions.refresh_passwords().await,
         }
     }
     announcer.withdraw_all().await;

@@ -41,6 +41,10 @@ struct Flags {
     /// Log format.
     #[arg(long, value_enum, default_value = "text", env = "HERALD_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Herald's namespace (the downward API's `metadata.namespace`): where BGPPeer password
+    /// Secrets are read.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "herald-system")]
+    namespace: String,
     /// The name Events are reported under (e.g. the pod name).
     #[arg(long, env = "POD_NAME", default_value = "herald-speaker")]
     instance: String,
@@ -164,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = control::Settings {
         node: flags.node_name,
         instance: flags.instance,
+        namespace: flags.namespace,
         gossip_address,
         metrics,
     };

@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use common::{Lan, TIMEOUT};
+use common::{Lan, RouterOptions, TIMEOUT};
 use herald_tests::{
     routers::{BgpDaemon, BgpRouter, Family},
     wait_for,
@@ -63,10 +63,53 @@ async fn wait_paths(
     Ok(())
 }
 
+/// The IPv4 and IPv6 address of every node in `nodes`, as next hops.
+fn next_hops(world: &Lan, ip: IpAddr, nodes: &[usize]) -> BTreeSet<IpAddr> {
+    nodes
+        .iter()
+        .map(|&i| match ip {
+            IpAddr::V4(_) => IpAddr::V4(world.nodes[i].link.ipv4),
+            IpAddr::V6(_) => IpAddr::V6(world.nodes[i].link.ipv6),
+        })
+        .collect()
+}
+
+/// Waits until the router's established sessions are exactly those of `nodes` (both
+/// families each).
+async fn wait_sessions(world: &Lan, router: &BgpRouter, nodes: &[usize]) -> anyhow::Result<()> {
+    let wanted: BTreeSet<IpAddr> = nodes
+        .iter()
+        .flat_map(|&i| {
+            [
+                IpAddr::V4(world.nodes[i].link.ipv4),
+                IpAddr::V6(world.nodes[i].link.ipv6),
+            ]
+        })
+        .collect();
+    wait_for(
+        &format!("sessions of nodes {nodes:?} established, no others"),
+        TIMEOUT,
+        || async {
+            let up: BTreeSet<IpAddr> = router
+                .established_peers()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
+            if up == wanted {
+                Ok(())
+            } else {
+                Err(format!("{up:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 async fn routes_follow_endpoints(daemon: BgpDaemon) -> anyhow::Result<()> {
     let mut world = Lan::with_pool(&format!("bgp-{}", daemon.name()), 3, &BGP_POOL).await?;
     world.stop_layer2()?;
-    let (router, router_link) = world.router(daemon, NODE_ASN)?;
+    let (router, router_link) = world.router(daemon, NODE_ASN, RouterOptions::default())?;
     world.bgp_peers(&router_link, NODE_ASN, json!({}))?;
     world.bgp_advertise(json!({}))?;
     world.start_speakers()?;
@@ -187,4 +230,85 @@ async fn bird_gets_ecmp_paths_that_follow_endpoints() -> anyhow::Result<()> {
 #[tokio::test]
 async fn frr_gets_ecmp_paths_that_follow_endpoints() -> anyhow::Result<()> {
     routes_follow_endpoints(BgpDaemon::Frr).await
+}
+
+/// Sessions signed with TCP MD5 (the password from a Secret) come up, and a speaker that
+/// restarts (SIGTERM, then back) leaves its routes in the router meanwhile: graceful restart.
+async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let mut world = Lan::with_pool(&format!("bgp-gr-{}", daemon.name()), 2, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let password = "herald-md5-test";
+    let options = RouterOptions {
+        password: Some(password.into()),
+        graceful_restart: true,
+    };
+    let (router, router_link) = world.router(daemon, NODE_ASN, options)?;
+    world.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "bgp-password"}, "stringData": {"password": password}}),
+    )?;
+    world.bgp_peers(
+        &router_link,
+        NODE_ASN,
+        json!({"passwordSecret": {"name": "bgp-password"}, "enableGracefulRestart": true}),
+    )?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+    // The router takes only signed segments: an established session proves the signature.
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    let ips = world.web_on_every_node(true).await?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &next_hops(&world, *ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+
+    // n1's speaker stops (as in a rolling upgrade): its sessions go down, its paths stay.
+    let speaker = world.nodes[0].speaker.as_mut().expect("running");
+    speaker.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let stopping = std::time::Instant::now();
+    while speaker.is_running() {
+        anyhow::ensure!(
+            stopping.elapsed() < TIMEOUT,
+            "n1's speaker did not exit on SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_sessions(&world, &router, &[1]).await?;
+    for ip in &ips {
+        let routes = router.routes(family(*ip))?;
+        let hops: BTreeSet<IpAddr> = routes
+            .iter()
+            .filter(|r| r.prefix == host_prefix(*ip))
+            .filter_map(|r| r.next_hop)
+            .collect();
+        assert_eq!(
+            hops,
+            next_hops(&world, *ip, &[0, 1]),
+            "{} kept n1's path to {ip}",
+            daemon.name()
+        );
+    }
+
+    // Back again: the sessions return and the routes are refreshed.
+    world.start_speaker(0)?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &next_hops(&world, *ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+    world.kubectl(&["delete", "secret", "bgp-password"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gobgpd_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<()> {
+    signed_sessions_survive_a_speaker_restart(BgpDaemon::Gobgp).await
+}
+
+#[tokio::test]
+async fn bird_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<()> {
+    signed_sessions_survive_a_speaker_restart(BgpDaemon::Bird).await
+}
+
+#[tokio::test]
+async fn frr_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<()> {
+    signed_sessions_survive_a_speaker_restart(BgpDaemon::Frr).await
 }

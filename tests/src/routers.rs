@@ -56,6 +56,9 @@ pub struct BgpConfig {
     pub neighbors: Vec<BgpNeighbor>,
     /// Prefixes the router originates itself, e.g. `203.0.113.16/28` or `2001:db8:2:1::/64`.
     pub originate: Vec<String>,
+    /// Act as the receiving speaker of graceful restart (RFC 4724): keep a restarting
+    /// neighbor's routes, marked stale, until it is back and has sent End-of-RIB.
+    pub graceful_restart: bool,
 }
 
 /// A BGP session the router accepts and opens. The session carries the address family of the
@@ -64,6 +67,18 @@ pub struct BgpConfig {
 pub struct BgpNeighbor {
     pub address: IpAddr,
     pub asn: u32,
+    /// The TCP MD5 password of the session (RFC 2385).
+    pub password: Option<String>,
+}
+
+impl BgpNeighbor {
+    pub fn new(address: IpAddr, asn: u32) -> BgpNeighbor {
+        BgpNeighbor {
+            address,
+            asn,
+            password: None,
+        }
+    }
 }
 
 /// One path to a prefix in a router's RIB.
@@ -329,12 +344,29 @@ fn gobgp_config(config: &BgpConfig) -> String {
         let _ = write!(
             text,
             "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    \
-             peer-as = {}\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      \
+             peer-as = {}\n",
+            n.address, n.asn,
+        );
+        if let Some(password) = &n.password {
+            let _ = writeln!(text, "    auth-password = \"{password}\"");
+        }
+        if config.graceful_restart {
+            text.push_str(
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    \
+                 restart-time = 120\n",
+            );
+        }
+        let _ = write!(
+            text,
+            "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      \
              afi-safi-name = \"{}\"\n",
-            n.address,
-            n.asn,
             family_of(n.address).0
         );
+        if config.graceful_restart {
+            text.push_str(
+                "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+            );
+        }
     }
     text
 }
@@ -356,9 +388,19 @@ fn bird_config(config: &BgpConfig) -> String {
         }
     }
     for (i, n) in config.neighbors.iter().enumerate() {
+        let password = n
+            .password
+            .as_ref()
+            .map(|p| format!(" password \"{p}\";"))
+            .unwrap_or_default();
+        let graceful = if config.graceful_restart {
+            " graceful restart on;"
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
-            "protocol bgp peer{i} {{ local as {}; neighbor {} as {}; {} {{ import all; export all; }}; }}",
+            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful} {} {{ import all; export all; }}; }}",
             config.asn,
             n.address,
             n.asn,
@@ -375,8 +417,14 @@ fn frr_config(hostname: &str, config: &BgpConfig) -> String {
          no bgp network import-check\n",
         config.asn, config.router_id
     );
+    if config.graceful_restart {
+        text.push_str(" bgp graceful-restart\n");
+    }
     for n in &config.neighbors {
         let _ = writeln!(text, " neighbor {} remote-as {}", n.address, n.asn);
+        if let Some(password) = &n.password {
+            let _ = writeln!(text, " neighbor {} password {password}", n.address);
+        }
     }
     for (afi, v6) in [("ipv4", false), ("ipv6", true)] {
         let _ = writeln!(text, " address-family {afi} unicast");
@@ -632,16 +680,11 @@ mod tests {
             asn: 64512,
             router_id: Ipv4Addr::new(192, 0, 2, 254),
             neighbors: vec![
-                BgpNeighbor {
-                    address: "192.0.2.1".parse().unwrap(),
-                    asn: 64513,
-                },
-                BgpNeighbor {
-                    address: "2001:db8::1".parse().unwrap(),
-                    asn: 64513,
-                },
+                BgpNeighbor::new("192.0.2.1".parse().unwrap(), 64513),
+                BgpNeighbor::new("2001:db8::1".parse().unwrap(), 64513),
             ],
             originate: vec!["203.0.113.0/28".into(), "2001:db8:2::/64".into()],
+            graceful_restart: false,
         };
         let frr = frr_config("r", &config);
         assert!(frr.contains(" address-family ipv6 unicast\n  neighbor 2001:db8::1 activate\n"));

@@ -43,10 +43,8 @@ async fn gobgpd_bird_and_frr_peer_with_each_other_and_learn_each_others_routes()
         let neighbors = (0..3)
             .filter(|&j| j != i)
             .flat_map(|j| {
-                [IpAddr::V4(links[j].ipv4), IpAddr::V6(links[j].ipv6)].map(|address| BgpNeighbor {
-                    address,
-                    asn: asn(j),
-                })
+                [IpAddr::V4(links[j].ipv4), IpAddr::V6(links[j].ipv6)]
+                    .map(|address| BgpNeighbor::new(address, asn(j)))
             })
             .collect();
         let config = BgpConfig {
@@ -54,6 +52,7 @@ async fn gobgpd_bird_and_frr_peer_with_each_other_and_learn_each_others_routes()
             router_id: links[i].ipv4,
             neighbors,
             originate: prefixes(i).to_vec(),
+            graceful_restart: false,
         };
         routers.push(BgpRouter::start(&hosts[i], daemon, &config)?);
     }

@@ -47,6 +47,18 @@ pub struct Transport {
     /// The IP TTL (hop limit) of the session's packets: 1 for a directly connected eBGP
     /// peer, so that one further away is never reached by mistake.
     pub ttl: u32,
+    /// The TCP MD5 password (RFC 2385), if the session is signed.
+    pub password: Option<Password>,
+}
+
+/// A TCP MD5 password; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub Vec<u8>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 /// A session's state as others see it.
@@ -148,6 +160,9 @@ async fn connect(transport: Transport) -> io::Result<TcpStream> {
     };
     if let Some(source) = transport.source {
         socket.bind(SocketAddr::new(source, 0))?;
+    }
+    if let Some(password) = &transport.password {
+        crate::md5::set_password(&socket, transport.peer, &password.0)?;
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(transport.peer))
         .await

@@ -15,12 +15,14 @@
 //! - [`session`]: the state machine: OPEN and capabilities, hold and keepalive timers,
 //!   NOTIFICATIONs, back-off, the difference between the routes wanted and those sent.
 //! - [`driver`]: runs a session over TCP with tokio and publishes its status.
+//! - [`md5`]: TCP MD5 signatures (RFC 2385) on the session's socket.
 //!
 //! The codec is Herald's own rather than zettabgp's: zettabgp's decoder indexes unchecked
 //! bytes (a malformed attribute panics) and rejects the hostname capability FRR sends by
 //! default. zettabgp remains as an independent decoder in this crate's tests.
 
 pub mod driver;
+pub mod md5;
 pub mod session;
 pub mod wire;
 

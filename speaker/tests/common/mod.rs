@@ -36,6 +36,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The pool of every test: in the LAN's subnets, so the client resolves its addresses on-link.
 pub const POOL: [&str; 2] = ["192.0.2.64/28", "2001:db8::4:0/124"];
 
+/// How a test router differs from the plain one.
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// Sign every session with this TCP MD5 password.
+    pub password: Option<String>,
+    /// Keep a restarting speaker's routes (RFC 4724).
+    pub graceful_restart: bool,
+}
+
 /// The AS of the test routers.
 pub const ROUTER_ASN: u32 = 64512;
 
@@ -185,15 +194,20 @@ impl Lan {
 
     /// A router namespace on the LAN (address .254) running `daemon` in AS 64512, peering
     /// with every node over IPv4 and IPv6 (nodes in `node_asn`).
-    pub fn router(&self, daemon: BgpDaemon, node_asn: u32) -> anyhow::Result<(BgpRouter, Link)> {
+    pub fn router(
+        &self,
+        daemon: BgpDaemon,
+        node_asn: u32,
+        options: RouterOptions,
+    ) -> anyhow::Result<(BgpRouter, Link)> {
         let host = self.topology.host(&format!("r-{}", daemon.name()))?;
         let link = self.lan.attach(&host, 254)?;
         let mut neighbors = Vec::new();
         for node in &self.nodes {
             for address in [IpAddr::V4(node.link.ipv4), IpAddr::V6(node.link.ipv6)] {
                 neighbors.push(BgpNeighbor {
-                    address,
-                    asn: node_asn,
+                    password: options.password.clone(),
+                    ..BgpNeighbor::new(address, node_asn)
                 });
             }
         }
@@ -202,6 +216,7 @@ impl Lan {
             router_id: link.ipv4,
             neighbors,
             originate: Vec::new(),
+            graceful_restart: options.graceful_restart,
         };
         Ok((BgpRouter::start(&host, daemon, &config)?, link))
     }
@@ -267,6 +282,7 @@ impl Lan {
             .env("KUBECONFIG", &self.speaker_kubeconfig)
             .env("NODE_NAME", &node.name)
             .env("POD_NAME", format!("speaker-{}", node.name))
+            .env("POD_NAMESPACE", self.ns.name())
             .env("RUST_LOG", "info,herald_speaker=debug,herald_shell=debug");
         Ok(cmd)
     }

@@ -8,6 +8,10 @@
 //!   Sessions: start new, set routes on unchanged, restart changed, stop removed
 //! ```
 //!
+//! Each session's state is written as a BGPSessionStatus in Herald's namespace
+//! (`kubectl get bgpsessionstatuses`), and each change of what the node advertises for a
+//! Service is told as an Event on the Service.
+//!
 //! A peer whose settings cannot be used (an address that does not parse, no router ID) is
 //! reported once, naming the object and field, and left as it was: a running session keeps
 //! running with its last good settings.
@@ -19,20 +23,29 @@ use std::{
     time::Duration,
 };
 
-use herald_api::BGPPeer;
+use herald_api::{
+    BGPPeer, BGPSessionStatus, BGPSessionStatusSpec,
+    status::{NODE_LABEL, PEER_LABEL, record_name},
+};
 use herald_bgp::{
     Config, Family, Prefix, RouteAttributes,
     driver::{self, Handle, Password, Transport},
     session::{BandwidthBits, Event, State},
 };
+use herald_ipam::ServiceKey;
 use herald_plan::{BgpPlan, BgpRoute};
-use k8s_openapi::api::core::v1::Secret;
+use herald_shell::records::{self, Desired};
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::{
     cluster::NodeView,
     metrics::{Metrics, NotificationLabels, PeerLabels},
+    report::{FIELD_MANAGER, RESYNC, send_changed},
 };
 
 /// The BGP port.
@@ -74,6 +87,63 @@ pub(crate) struct Sessions {
     passwords: BTreeMap<String, Result<Password, String>>,
     /// The last inputs, to apply again when a password changes.
     last: Option<(BgpPlan, Vec<Arc<BGPPeer>>, NodeView)>,
+    /// The node's session records, written by a task of their own.
+    records: tokio::sync::watch::Sender<Desired<BGPSessionStatus>>,
+}
+
+/// A change in what this node advertises for a Service, for its Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) service: ServiceKey,
+    pub(crate) message: String,
+}
+
+/// What this node advertises per Service: prefix -> peers.
+fn advertised_by_service(plan: &BgpPlan) -> BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> {
+    let mut out: BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
+    for (peer, routes) in plan {
+        for (&(address, length), route) in routes {
+            for service in &route.services {
+                out.entry(service.clone())
+                    .or_default()
+                    .entry(format!("{address}/{length}"))
+                    .or_default()
+                    .push(peer);
+            }
+        }
+    }
+    out
+}
+
+/// The Events of going from `before` to `after` on `node`.
+fn changes(node: &str, before: &BgpPlan, after: &BgpPlan) -> Vec<Change> {
+    let (before, after) = (advertised_by_service(before), advertised_by_service(after));
+    let mut out = Vec::new();
+    for service in before
+        .keys()
+        .chain(after.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (was, now) = (before.get(service), after.get(service));
+        if was == now {
+            continue;
+        }
+        let message = match now {
+            Some(now) => {
+                let routes: Vec<String> = now
+                    .iter()
+                    .map(|(prefix, peers)| format!("{prefix} to {}", peers.join(", ")))
+                    .collect();
+                format!("node {node} advertises {} (BGP)", routes.join("; "))
+            }
+            None => format!("node {node} withdrew its BGP routes"),
+        };
+        out.push(Change {
+            service: service.clone(),
+            message,
+        });
+    }
+    out
 }
 
 /// Reads the password of Secret `name`.
@@ -256,8 +326,23 @@ fn metrics_sink(metrics: Arc<Metrics>, peer: String) -> driver::EventSink {
 }
 
 impl Sessions {
-    pub(crate) fn new(metrics: Arc<Metrics>, client: Client, namespace: &str) -> Sessions {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        client: Client,
+        namespace: &str,
+        node: &str,
+    ) -> Sessions {
+        let (records, receiver) = tokio::sync::watch::channel(Desired::new());
+        records::spawn(
+            client.clone(),
+            Api::namespaced(client.clone(), namespace),
+            format!("{NODE_LABEL}={node}"),
+            FIELD_MANAGER,
+            RESYNC,
+            receiver,
+        );
         Sessions {
+            records,
             metrics,
             running: BTreeMap::new(),
             problems: BTreeMap::new(),
@@ -278,13 +363,84 @@ impl Sessions {
                 changed = true;
             }
         }
-        if changed && let Some((plan, peers, node)) = self.last.take() {
+        if changed && let Some((plan, peers, node)) = self.last.clone() {
+            // The same plan: sessions restart with the new passwords, no Service changes.
             self.apply(&plan, &peers, &node).await;
         }
     }
 
-    /// Brings the sessions in line with `plan`.
-    pub(crate) async fn apply(&mut self, plan: &BgpPlan, peers: &[Arc<BGPPeer>], node: &NodeView) {
+    /// Writes the state of every session as this node's BGPSessionStatus records (the
+    /// writer writes only what changed).
+    pub(crate) fn report(&self) {
+        let Some((_, _, node)) = &self.last else {
+            return;
+        };
+        let desired: Desired<BGPSessionStatus> = self
+            .running
+            .iter()
+            .map(|(peer, running)| {
+                let status = running.handle.status.borrow();
+                let spec = BGPSessionStatusSpec {
+                    node: node.state.name.clone(),
+                    peer: peer.clone(),
+                    peer_address: running.settings.transport.peer.to_string(),
+                    state: status.state.name().to_owned(),
+                    prefixes_advertised: i64::try_from(status.advertised).unwrap_or(i64::MAX),
+                    last_error: if status.state == State::Established {
+                        None
+                    } else {
+                        status.last_error.clone()
+                    },
+                };
+                let record = self.record(node, spec);
+                (records::key(&record), record)
+            })
+            .collect();
+        send_changed(&self.records, desired);
+    }
+
+    fn record(&self, node: &NodeView, spec: BGPSessionStatusSpec) -> BGPSessionStatus {
+        BGPSessionStatus {
+            metadata: ObjectMeta {
+                name: Some(record_name(&spec.peer, &spec.node)),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(
+                    [
+                        (NODE_LABEL.to_owned(), spec.node.clone()),
+                        (PEER_LABEL.to_owned(), spec.peer.clone()),
+                    ]
+                    .into(),
+                ),
+                // The record goes with its Node.
+                owner_references: node.uid.as_ref().map(|uid| {
+                    vec![OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Node".into(),
+                        name: spec.node.clone(),
+                        uid: uid.clone(),
+                        ..OwnerReference::default()
+                    }]
+                }),
+                ..ObjectMeta::default()
+            },
+            spec,
+        }
+    }
+
+    /// Brings the sessions in line with `plan`; returns the changes in what this node
+    /// advertises per Service.
+    pub(crate) async fn apply(
+        &mut self,
+        plan: &BgpPlan,
+        peers: &[Arc<BGPPeer>],
+        node: &NodeView,
+    ) -> Vec<Change> {
+        let before = self
+            .last
+            .take()
+            .map(|(plan, _, _)| plan)
+            .unwrap_or_default();
+        let changes = changes(&node.state.name, &before, plan);
         self.last = Some((plan.clone(), peers.to_vec(), node.clone()));
         // Secrets not read yet are read now; `refresh_passwords` keeps them current.
         let wanted_secrets: Vec<String> = peers
@@ -358,6 +514,8 @@ impl Sessions {
                 self.forget(&name);
             }
         }
+        self.report();
+        changes
     }
 
     fn forget(&self, peer: &str) {

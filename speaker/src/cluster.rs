@@ -67,6 +67,8 @@ pub(crate) struct NodeView {
     pub(crate) state: NodeState,
     /// The first `InternalIP`: where its speaker gossips.
     pub(crate) internal_ip: Option<IpAddr>,
+    /// Owner of the node's BGPSessionStatus records.
+    pub(crate) uid: Option<String>,
 }
 
 /// Whether Herald announces `service` at all: `type: LoadBalancer` of Herald's class, not
@@ -121,6 +123,7 @@ pub(crate) fn node_view(node: &Node) -> NodeView {
     NodeView {
         state: node_state(node),
         internal_ip: internal_ip(node),
+        uid: node.metadata.uid.clone(),
     }
 }
 
@@ -209,11 +212,18 @@ fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, 
     Ok(planned)
 }
 
-fn bgp_peer(peer: &BGPPeer) -> Result<PlannedBgpPeer, SelectorError> {
+fn bgp_peer(peer: &BGPPeer) -> Result<PlannedBgpPeer, String> {
     let name = peer.name_any();
     let object = format!("BGPPeer {name}");
+    let address: IpAddr = peer
+        .spec
+        .peer_address
+        .parse()
+        .map_err(|e| format!("{object}: spec.peerAddress: {e}"))?;
     Ok(PlannedBgpPeer {
-        node_selectors: convert_all(&peer.spec.node_selectors, &object, "spec.nodeSelectors")?,
+        node_selectors: convert_all(&peer.spec.node_selectors, &object, "spec.nodeSelectors")
+            .map_err(|e| e.to_string())?,
+        ipv6: address.is_ipv6(),
         name,
     })
 }

@@ -25,7 +25,7 @@ use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
-    events::Publisher,
+    events::{Note, Publisher, Severity},
     watch::{Views, Watches},
 };
 use k8s_openapi::api::{
@@ -156,6 +156,7 @@ pub(crate) async fn run(
         settings.metrics.clone(),
         client.clone(),
         &settings.namespace,
+        &settings.node,
     );
     let reporter = Reporter::start(client, publisher, &settings.node);
     let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
@@ -222,9 +223,20 @@ pub(crate) async fn run(
             plan = plan_l2(&snapshot);
             // Each node advertises its own routes: no ownership, so no waiting to join.
             if let Some(node) = nodes.iter().find(|n| n.state.name == settings.node) {
-                sessions
+                let changes = sessions
                     .apply(&plan_bgp(&snapshot, &settings.node), &bgp_peers, node)
                     .await;
+                for change in changes {
+                    let uid = services.iter().find(|s| s.state.key == change.service);
+                    if let Some(uid) = uid.and_then(|s| s.uid.as_deref()) {
+                        let note = Note {
+                            severity: Severity::Normal,
+                            reason: "bgpAdvertisement".into(),
+                            message: change.message,
+                        };
+                        reporter.tell(&change.service, uid, note);
+                    }
+                }
             }
         }
         let now_links = read_links().unwrap_or_else(|e| {
@@ -245,7 +257,7 @@ pub(crate) async fn run(
                 changed?;
                 inputs_changed = true;
             }
-            _ = scan.tick() => {}
+            _ = scan.tick() => sessions.report(),
             _ = password_refresh.tick() => sessions.refresh_passwords().await,
         }
     }

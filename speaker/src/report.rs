@@ -1,13 +1,13 @@
 //! What the speaker tells people: an Event `nodeAssigned` on a Service when this node takes
 //! over one of its addresses, and one [`ServiceL2Status`] per Service this node announces
-//! (`kubectl get servicel2statuses`), kept current by a writer task of its own so that
-//! announcing never waits for the API server.
+//! (`kubectl get servicel2statuses`), kept current by a writer task
+//! ([`herald_shell::records`]) so that announcing never waits for the API server.
 //!
 //! ```text
 //!   loop ── takeovers ──► Events (background)
-//!        ── desired records (watch channel, latest wins) ──► writer: apply / delete the
-//!           difference; every 10 s re-read what exists; records of nodes whose speaker is
-//!           dead are deleted by whoever is alive
+//!        ── desired records (latest wins) ──► records writer: apply / delete the difference
+//!        ── speakers alive ──► records of nodes whose speaker is dead are deleted by whoever
+//!                              is alive
 //! ```
 
 use std::{
@@ -23,38 +23,26 @@ use herald_api::{
 };
 use herald_ipam::ServiceKey;
 use herald_plan::L2Plan;
-use herald_shell::events::{Note, Publisher, Queue, Severity};
+use herald_shell::{
+    events::{Note, Publisher, Queue, Severity},
+    records::{self, Desired},
+};
 use k8s_openapi::{
     api::core::v1::ObjectReference,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams},
 };
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{announce::Takeover, cluster::ServiceView};
 
 /// How often the writer re-reads the records that exist (someone may have deleted one).
-const RESYNC: Duration = Duration::from_secs(10);
-const FIELD_MANAGER: &str = "herald-speaker";
-
-/// One record this node wants.
-#[derive(Debug, Clone, PartialEq)]
-struct Record {
-    spec: ServiceL2StatusSpec,
-    /// The Service's uid, for the owner reference.
-    uid: String,
-}
-
-/// What the writer should make true.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Desired {
-    records: BTreeMap<ServiceKey, Record>,
-    alive: BTreeSet<String>,
-}
+pub(crate) const RESYNC: Duration = Duration::from_secs(10);
+pub(crate) const FIELD_MANAGER: &str = "herald-speaker";
 
 /// How many Events may wait, and how many are sent at once.
 const EVENT_QUEUE: usize = 4_096;
@@ -64,18 +52,54 @@ const EVENT_CONCURRENCY: usize = 4;
 pub(crate) struct Reporter {
     node: String,
     events: Queue,
-    desired: watch::Sender<Desired>,
+    records: watch::Sender<Desired<ServiceL2Status>>,
+    alive: watch::Sender<BTreeSet<String>>,
+}
+
+/// Publishes `value` when it differs from what is there.
+pub(crate) fn send_changed<T: PartialEq>(sender: &watch::Sender<T>, value: T) {
+    sender.send_if_modified(|current| {
+        let changed = *current != value;
+        *current = value;
+        changed
+    });
 }
 
 impl Reporter {
     /// Starts the writer of this node's records.
     pub(crate) fn start(client: Client, publisher: Publisher, node: &str) -> Self {
-        let (desired, receiver) = watch::channel(Desired::default());
-        tokio::spawn(write_records(client, node.to_owned(), receiver));
+        let (records, receiver) = watch::channel(Desired::new());
+        records::spawn(
+            client.clone(),
+            Api::all(client.clone()),
+            format!("{NODE_LABEL}={node}"),
+            FIELD_MANAGER,
+            RESYNC,
+            receiver,
+        );
+        let (alive, alive_receiver) = watch::channel(BTreeSet::new());
+        tokio::spawn(delete_records_of_dead_nodes(client, alive_receiver));
         Reporter {
             node: node.to_owned(),
             events: Queue::start(publisher, EVENT_QUEUE, EVENT_CONCURRENCY),
-            desired,
+            records,
+            alive,
+        }
+    }
+
+    /// Sends an Event about Service `key` (`kubectl describe` finds Events by the object's
+    /// uid).
+    pub(crate) fn tell(&self, key: &ServiceKey, uid: &str, note: Note) {
+        let object = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            uid: Some(uid.to_owned()),
+            ..ObjectReference::default()
+        };
+        if !self.events.send(object, note) {
+            debug!(service = %key, "the Event queue is full; an Event was dropped");
         }
     }
 
@@ -106,133 +130,60 @@ impl Reporter {
                 ),
             };
             for key in &takeover.services {
-                // kubectl describe finds Events by the object's uid.
-                let Some(uid) = uids.get(key) else { continue };
-                let object = ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Service".into()),
-                    namespace: Some(key.namespace.clone()),
-                    name: Some(key.name.clone()),
-                    uid: Some((*uid).to_owned()),
-                    ..ObjectReference::default()
-                };
-                if !self.events.send(object, note.clone()) {
-                    debug!(service = %key, "the Event queue is full; an Event was dropped");
+                if let Some(uid) = uids.get(key) {
+                    self.tell(key, uid, note.clone());
                 }
             }
         }
-        let mut records: BTreeMap<ServiceKey, Record> = BTreeMap::new();
+        let mut specs: BTreeMap<&ServiceKey, (ServiceL2StatusSpec, &str)> = BTreeMap::new();
         for (ip, interfaces) in owned {
             for key in plan
                 .get(ip)
                 .map(|o| o.services.as_slice())
                 .unwrap_or_default()
             {
-                let Some(uid) = uids.get(key).map(|uid| (*uid).to_owned()) else {
+                let Some(uid) = uids.get(key) else {
                     continue;
                 };
-                let record = records.entry(key.clone()).or_insert_with(|| Record {
-                    spec: ServiceL2StatusSpec {
+                let (spec, _) = specs.entry(key).or_insert_with(|| {
+                    let spec = ServiceL2StatusSpec {
                         service: key.name.clone(),
                         node: self.node.clone(),
                         ..ServiceL2StatusSpec::default()
-                    },
-                    uid,
+                    };
+                    (spec, uid)
                 });
-                record.spec.addresses.push(ip.to_string());
+                spec.addresses.push(ip.to_string());
                 for interface in interfaces {
-                    if !record.spec.interfaces.contains(interface) {
-                        record.spec.interfaces.push(interface.clone());
+                    if !spec.interfaces.contains(interface) {
+                        spec.interfaces.push(interface.clone());
                     }
                 }
             }
         }
-        for record in records.values_mut() {
-            record.spec.interfaces.sort();
-        }
-        let desired = Desired {
-            records,
-            alive: alive.clone(),
-        };
-        self.desired.send_if_modified(|current| {
-            let changed = *current != desired;
-            *current = desired;
-            changed
-        });
-    }
-}
-
-/// Keeps this node's records equal to the desired ones.
-async fn write_records(client: Client, node: String, mut desired: watch::Receiver<Desired>) {
-    let all: Api<ServiceL2Status> = Api::all(client.clone());
-    let mine = ListParams::default().labels(&format!("{NODE_LABEL}={node}"));
-    let mut written: BTreeMap<ServiceKey, ServiceL2StatusSpec> = BTreeMap::new();
-    let mut alive_cleaned = BTreeSet::new();
-    let mut resync = tokio::time::interval(RESYNC);
-    loop {
-        tokio::select! {
-            changed = desired.changed() => if changed.is_err() { return },
-            _ = resync.tick() => match all.list(&mine).await {
-                Ok(list) => {
-                    written = list
-                        .items
-                        .into_iter()
-                        .map(|r| (ServiceKey::new(r.namespace().unwrap_or_default(), r.spec.service.clone()), r.spec))
-                        .collect();
-                }
-                Err(e) => debug!(error = %e, "listing this node's ServiceL2Status records"),
-            },
-        }
-        let want = desired.borrow_and_update().clone();
-        for (key, record) in &want.records {
-            if written.get(key) == Some(&record.spec) {
-                continue;
-            }
-            match apply(&client, key, record).await {
-                Ok(()) => {
-                    written.insert(key.clone(), record.spec.clone());
-                }
-                Err(e) => warn!(service = %key, error = %e, "writing a ServiceL2Status"),
-            }
-        }
-        let stale: Vec<ServiceKey> = written
-            .keys()
-            .filter(|key| !want.records.contains_key(*key))
-            .cloned()
+        let desired: Desired<ServiceL2Status> = specs
+            .into_iter()
+            .map(|(key, (mut spec, uid))| {
+                spec.interfaces.sort();
+                let record = l2_record(key, spec, uid);
+                (records::key(&record), record)
+            })
             .collect();
-        for key in stale {
-            let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &key.namespace);
-            match api
-                .delete(&record_name(&key.name, &node), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {
-                    written.remove(&key);
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    written.remove(&key);
-                }
-                Err(e) => warn!(service = %key, error = %e, "deleting a ServiceL2Status"),
-            }
-        }
-        if !want.alive.is_empty() && want.alive != alive_cleaned {
-            delete_records_of_dead_nodes(&all, &client, &want.alive).await;
-            alive_cleaned = want.alive;
-        }
+        send_changed(&self.records, desired);
+        send_changed(&self.alive, alive.clone());
     }
 }
 
-async fn apply(client: &Client, key: &ServiceKey, record: &Record) -> Result<(), kube::Error> {
-    let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), &key.namespace);
-    let name = record_name(&key.name, &record.spec.node);
-    let object = ServiceL2Status {
+/// The ServiceL2Status of `key` from the node in `spec`, owned by the Service.
+fn l2_record(key: &ServiceKey, spec: ServiceL2StatusSpec, uid: &str) -> ServiceL2Status {
+    ServiceL2Status {
         metadata: ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(record_name(&key.name, &spec.node)),
             namespace: Some(key.namespace.clone()),
             labels: Some(
                 [
                     (SERVICE_LABEL.to_owned(), key.name.clone()),
-                    (NODE_LABEL.to_owned(), record.spec.node.clone()),
+                    (NODE_LABEL.to_owned(), spec.node.clone()),
                 ]
                 .into(),
             ),
@@ -240,38 +191,40 @@ async fn apply(client: &Client, key: &ServiceKey, record: &Record) -> Result<(),
                 api_version: "v1".into(),
                 kind: "Service".into(),
                 name: key.name.clone(),
-                uid: record.uid.clone(),
+                uid: uid.to_owned(),
                 ..OwnerReference::default()
             }]),
             ..ObjectMeta::default()
         },
-        spec: record.spec.clone(),
-    };
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await?;
-    Ok(())
+        spec,
+    }
 }
 
-/// Deletes the records of nodes whose speaker is not alive: nobody else would.
+/// Deletes the records of nodes whose speaker is not alive (nobody else would), whenever
+/// the speakers alive change.
 async fn delete_records_of_dead_nodes(
-    all: &Api<ServiceL2Status>,
-    client: &Client,
-    alive: &BTreeSet<String>,
+    client: Client,
+    mut alive: watch::Receiver<BTreeSet<String>>,
 ) {
-    let names: Vec<&str> = alive.iter().map(String::as_str).collect();
-    let selector = format!("{NODE_LABEL} notin ({})", names.join(","));
-    let Ok(list) = all.list(&ListParams::default().labels(&selector)).await else {
-        return;
-    };
-    for record in list.items {
-        let api: Api<ServiceL2Status> =
-            Api::namespaced(client.clone(), &record.namespace().unwrap_or_default());
-        let _ = api
-            .delete(&record.name_any(), &DeleteParams::default())
-            .await;
+    let all: Api<ServiceL2Status> = Api::all(client.clone());
+    while alive.changed().await.is_ok() {
+        let names: Vec<String> = alive.borrow_and_update().iter().cloned().collect();
+        if names.is_empty() {
+            continue;
+        }
+        let selector = format!("{NODE_LABEL} notin ({})", names.join(","));
+        let Ok(list) = all.list(&ListParams::default().labels(&selector)).await else {
+            continue;
+        };
+        for record in list.items {
+            let api: Api<ServiceL2Status> =
+                Api::namespaced(client.clone(), &record.namespace().unwrap_or_default());
+            if let Err(e) = api
+                .delete(&record.name_any(), &DeleteParams::default())
+                .await
+            {
+                debug!(record = %record.name_any(), error = %e, "deleting a dead node's record");
+            }
+        }
     }
 }

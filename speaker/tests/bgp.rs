@@ -147,6 +147,34 @@ async fn routes_follow_endpoints(daemon: BgpDaemon) -> anyhow::Result<()> {
             .collect();
         wait_paths(&router, *ip, &hops, &[NODE_ASN]).await?;
     }
+    // What users see: a record per node and peer, and an Event per node on the Service.
+    wait_for("a BGPSessionStatus per node and peer", TIMEOUT, || async {
+        let table = world
+            .kubectl(&["get", "bgpsessionstatuses", "-o",
+                r#"jsonpath={range .items[*]}{.spec.node} {.spec.peer} {.spec.state} {.spec.prefixesAdvertised}{"\n"}{end}"#])
+            .map_err(|e| e.to_string())?;
+        let mut lines: Vec<&str> = table.lines().collect();
+        lines.sort();
+        let wanted: Vec<String> = world
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                ["v4", "v6"].map(|f| format!("{} {}-{f} Established 1", n.name, world.ns.name()))
+            })
+            .collect();
+        if lines == wanted { Ok(()) } else { Err(table) }
+    })
+    .await?;
+    let event = world
+        .event("web", &format!("node {} advertises", world.nodes[0].name))
+        .await?;
+    let v4 = ips
+        .iter()
+        .copied()
+        .find(IpAddr::is_ipv4)
+        .expect("an IPv4 address");
+    let to_v4_peer = format!("{} to {}-v4 (BGP)", host_prefix(v4), world.ns.name());
+    assert!(event.contains(&to_v4_peer), "{event}");
     for family in ["v4", "v6"] {
         let session = format!("{{peer=\"{}-{family}\"}}", world.ns.name());
         assert_eq!(
@@ -311,4 +339,150 @@ async fn bird_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<(
 #[tokio::test]
 async fn frr_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<()> {
     signed_sessions_survive_a_speaker_restart(BgpDaemon::Frr).await
+}
+
+/// iBGP with every attribute an advertisement sets: LOCAL_PREF, standard, well-known and
+/// large communities, and the link bandwidth of each node's ready local endpoints.
+async fn ibgp_routes_carry_their_attributes(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let asn = common::ROUTER_ASN;
+    let mut world = Lan::with_pool(&format!("bgp-attr-{}", daemon.name()), 2, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) = world.router(daemon, asn, RouterOptions::default())?;
+    world.bgp_peers(&router_link, asn, json!({}))?;
+    world.bgp_advertise(json!({"localPref": 150, "weightByLocalEndpoints": true,
+        "communities": ["65000:100", "no-export", "large:64512:1:2"]}))?;
+    world.start_speakers()?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    // Two endpoints on n1, one on n2.
+    world.pod("web-a", "web", 0, true).await?;
+    world.pod("web-b", "web", 0, true).await?;
+    world.pod("web-c", "web", 1, true).await?;
+    world.service("web", "web", "Local", false)?;
+    let ip = world.ingress("web", 1).await?[0];
+    wait_paths(&router, ip, &next_hops(&world, ip, &[0, 1]), &[]).await?;
+    let routes = router.routes(family(ip))?;
+    let shown = || router.show_routes(family(ip)).unwrap_or_default();
+    for (node, endpoints) in [(0, 2.0), (1, 1.0)] {
+        let hop = IpAddr::V4(world.nodes[node].link.ipv4);
+        let path = routes
+            .iter()
+            .find(|r| r.prefix == host_prefix(ip) && r.next_hop == Some(hop))
+            .expect("a path from the node");
+        let attributes = &path.attributes;
+        assert_eq!(attributes.local_pref, Some(150), "{}", shown());
+        assert_eq!(
+            attributes.communities,
+            ["65000:100", "65535:65281"],
+            "{}",
+            shown()
+        );
+        assert_eq!(attributes.large_communities, ["64512:1:2"], "{}", shown());
+        // 1 Mbit/s (125,000 octets/s) per ready local endpoint.
+        assert_eq!(
+            attributes.link_bandwidth,
+            Some(endpoints * 125_000.0),
+            "{}",
+            shown()
+        );
+    }
+
+    // A third endpoint on n2: its weight follows.
+    world.pod("web-d", "web", 1, true).await?;
+    wait_for(
+        "n2's link bandwidth to follow its endpoints",
+        TIMEOUT,
+        || async {
+            let routes = router.routes(family(ip)).map_err(|e| e.to_string())?;
+            let hop = IpAddr::V4(world.nodes[1].link.ipv4);
+            let bandwidth = routes
+                .iter()
+                .find(|r| r.prefix == host_prefix(ip) && r.next_hop == Some(hop))
+                .and_then(|r| r.attributes.link_bandwidth);
+            if bandwidth == Some(250_000.0) {
+                Ok(())
+            } else {
+                Err(format!("{bandwidth:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gobgpd_gets_ibgp_routes_with_their_attributes() -> anyhow::Result<()> {
+    ibgp_routes_carry_their_attributes(BgpDaemon::Gobgp).await
+}
+
+#[tokio::test]
+async fn bird_gets_ibgp_routes_with_their_attributes() -> anyhow::Result<()> {
+    ibgp_routes_carry_their_attributes(BgpDaemon::Bird).await
+}
+
+#[tokio::test]
+async fn frr_gets_ibgp_routes_with_their_attributes() -> anyhow::Result<()> {
+    ibgp_routes_carry_their_attributes(BgpDaemon::Frr).await
+}
+
+/// Every change that takes an address away from a node's routes withdraws it: the
+/// advertisement no longer selecting the node or the pool, the Service no longer a load
+/// balancer, the advertisement deleted.
+#[tokio::test]
+async fn routes_are_withdrawn_when_the_advertisement_or_the_service_changes() -> anyhow::Result<()>
+{
+    let mut world = Lan::with_pool("bgp-withdraw", 2, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) =
+        world.router(BgpDaemon::Gobgp, NODE_ASN, RouterOptions::default())?;
+    world.bgp_peers(&router_link, NODE_ASN, json!({}))?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    let ip = world.web_on_every_node(false).await?[0];
+    let both = next_hops(&world, ip, &[0, 1]);
+    wait_paths(&router, ip, &both, &[NODE_ASN]).await?;
+
+    // The advertisement selects only n2, then no node, then another pool.
+    world.bgp_advertise(json!({"nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": world.nodes[1].name}}]}))?;
+    wait_paths(&router, ip, &next_hops(&world, ip, &[1]), &[NODE_ASN]).await?;
+    world.bgp_advertise(
+        json!({"nodeSelectors": [{"matchLabels": {"herald.dev/test": "nobody"}}]}),
+    )?;
+    wait_paths(&router, ip, &BTreeSet::new(), &[]).await?;
+    world.bgp_advertise(json!({}))?;
+    wait_paths(&router, ip, &both, &[NODE_ASN]).await?;
+    world.bgp_advertise(json!({"ipAddressPools": ["another-pool"]}))?;
+    wait_paths(&router, ip, &BTreeSet::new(), &[]).await?;
+    world.bgp_advertise(json!({}))?;
+    wait_paths(&router, ip, &both, &[NODE_ASN]).await?;
+
+    // The Service becomes a ClusterIP Service, then a load balancer again.
+    world.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ])?;
+    wait_paths(&router, ip, &BTreeSet::new(), &[]).await?;
+    world.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ])?;
+    let ip = world.ingress("web", 1).await?[0];
+    wait_paths(&router, ip, &next_hops(&world, ip, &[0, 1]), &[NODE_ASN]).await?;
+
+    // The advertisement is deleted.
+    world.kubectl(&[
+        "delete",
+        "bgpadvertisement",
+        &format!("{}-bgp", world.ns.name()),
+    ])?;
+    wait_paths(&router, ip, &BTreeSet::new(), &[]).await?;
+    // The sessions stay up, with nothing to advertise.
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    Ok(())
 }

@@ -82,7 +82,7 @@ impl BgpNeighbor {
 }
 
 /// One path to a prefix in a router's RIB.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BgpRoute {
     /// `address/length`, as the daemon prints it.
     pub prefix: String,
@@ -92,6 +92,19 @@ pub struct BgpRoute {
     pub as_path: Vec<u32>,
     /// Whether the daemon selected this path as best.
     pub best: bool,
+    pub attributes: PathAttributes,
+}
+
+/// The attributes of a path that Herald sets, in one spelling whatever the daemon.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathAttributes {
+    pub local_pref: Option<u32>,
+    /// Standard communities as `high:low` in decimal (no-export is `65535:65281`).
+    pub communities: Vec<String>,
+    /// Large communities as `global:local1:local2`.
+    pub large_communities: Vec<String>,
+    /// The link-bandwidth extended community, in octets per second.
+    pub link_bandwidth: Option<f64>,
 }
 
 /// Address family of a RIB read.
@@ -249,31 +262,48 @@ impl BgpRouter {
 
     /// Every path in the router's RIB for `family`, best paths flagged.
     pub fn routes(&self, family: Family) -> Result<Vec<BgpRoute>> {
+        let out = self.show_routes(family)?;
         match self.daemon {
-            BgpDaemon::Gobgp => {
-                let afi = match family {
-                    Family::Ipv4 => "ipv4",
-                    Family::Ipv6 => "ipv6",
-                };
-                let out = run(gobgp(&self.host).args(["global", "rib", "-a", afi, "-j"]))?;
-                parse_gobgp_rib(&out)
+            BgpDaemon::Gobgp => parse_gobgp_rib(&out),
+            BgpDaemon::Bird => Ok(parse_bird_routes(&out)),
+            BgpDaemon::Frr => {
+                let mut routes = parse_frr_rib(&out)?;
+                // The list has no attributes; each prefix's own view has them.
+                let prefixes: std::collections::BTreeSet<String> =
+                    routes.iter().map(|r| r.prefix.clone()).collect();
+                for prefix in prefixes {
+                    let afi = match family {
+                        Family::Ipv4 => "ipv4",
+                        Family::Ipv6 => "ipv6",
+                    };
+                    let detail = run(vtysh(&self.host, &self.dir)
+                        .args(["-c", &format!("show bgp {afi} unicast {prefix} json")]))?;
+                    add_frr_attributes(&mut routes, &prefix, &detail)?;
+                }
+                Ok(routes)
             }
+        }
+    }
+
+    /// The daemon's own account of its RIB for `family` (JSON for gobgpd and FRR, text for
+    /// BIRD), as [`BgpRouter::routes`] reads it.
+    pub fn show_routes(&self, family: Family) -> Result<String> {
+        let afi = match family {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        };
+        match self.daemon {
+            BgpDaemon::Gobgp => run(gobgp(&self.host).args(["global", "rib", "-a", afi, "-j"])),
             BgpDaemon::Bird => {
                 let table = match family {
                     Family::Ipv4 => "master4",
                     Family::Ipv6 => "master6",
                 };
-                let out = run(birdc(&self.dir).args(["show", "route", "all", "table", table]))?;
-                Ok(parse_bird_routes(&out))
+                run(birdc(&self.dir).args(["show", "route", "all", "table", table]))
             }
             BgpDaemon::Frr => {
-                let afi = match family {
-                    Family::Ipv4 => "ipv4",
-                    Family::Ipv6 => "ipv6",
-                };
-                let out = run(vtysh(&self.host, &self.dir)
-                    .args(["-c", &format!("show bgp {afi} unicast json")]))?;
-                parse_frr_rib(&out)
+                run(vtysh(&self.host, &self.dir)
+                    .args(["-c", &format!("show bgp {afi} unicast json")]))
             }
         }
     }
@@ -398,9 +428,11 @@ fn bird_config(config: &BgpConfig) -> String {
         } else {
             ""
         };
+        // An iBGP neighbor's next hop is on the shared link: take it as it is, with no IGP.
+        let direct = if n.asn == config.asn { " direct;" } else { "" };
         let _ = writeln!(
             text,
-            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful} {} {{ import all; export all; }}; }}",
+            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful}{direct} {} {{ import all; export all; }}; }}",
             config.asn,
             n.address,
             n.asn,
@@ -498,9 +530,44 @@ fn parse_gobgp_rib(out: &str) -> Result<Vec<BgpRoute>> {
                 next_hop: None,
                 as_path: Vec::new(),
                 best: path["best"].as_bool().unwrap_or(false),
+                attributes: PathAttributes::default(),
             };
             for attr in path["attrs"].as_array().into_iter().flatten() {
+                let attributes = &mut route.attributes;
                 match attr["type"].as_i64() {
+                    Some(5) => {
+                        attributes.local_pref =
+                            attr["value"].as_u64().and_then(|v| v.try_into().ok());
+                    }
+                    Some(8) => {
+                        attributes.communities = attr["communities"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| c.as_u64())
+                            .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                            .collect();
+                    }
+                    Some(16) => {
+                        attributes.link_bandwidth = attr["value"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|c| {
+                                c["type"].as_i64() == Some(64) && c["subtype"].as_i64() == Some(4)
+                            })
+                            .and_then(|c| c["bandwidth"].as_f64());
+                    }
+                    Some(32) => {
+                        attributes.large_communities = attr["value"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|c| {
+                                format!("{}:{}:{}", c["ASN"], c["LocalData1"], c["LocalData2"])
+                            })
+                            .collect();
+                    }
                     // AS_PATH
                     Some(2) => {
                         for segment in attr["as_paths"].as_array().into_iter().flatten() {
@@ -565,6 +632,19 @@ fn parse_bird_routes(out: &str) -> Vec<BgpRoute> {
                 route.as_path = parse_as_path(path);
             } else if let Some(hop) = attr.strip_prefix("BGP.next_hop:") {
                 route.next_hop = hop.split_whitespace().next().and_then(|h| h.parse().ok());
+            } else if let Some(value) = attr.strip_prefix("BGP.local_pref:") {
+                route.attributes.local_pref = value.trim().parse().ok();
+            } else if let Some(list) = attr.strip_prefix("BGP.community:") {
+                route.attributes.communities = bird_tuples(list).map(|t| t.join(":")).collect();
+            } else if let Some(list) = attr.strip_prefix("BGP.large_community:") {
+                route.attributes.large_communities =
+                    bird_tuples(list).map(|t| t.join(":")).collect();
+            } else if let Some(list) = attr.strip_prefix("BGP.ext_community:") {
+                // BIRD does not name link bandwidth: `(unknown 0x4004, AS, float bits)`.
+                route.attributes.link_bandwidth = bird_tuples(list)
+                    .find(|t| t.first().map(String::as_str) == Some("unknown 0x4004"))
+                    .and_then(|t| t.get(2)?.parse::<u32>().ok())
+                    .map(|bits| f64::from(f32::from_bits(bits)));
             }
         } else if !line.starts_with(char::is_whitespace) && line.contains('/') && is_path(line) {
             let (first, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
@@ -577,6 +657,19 @@ fn parse_bird_routes(out: &str) -> Vec<BgpRoute> {
     routes
 }
 
+/// The tuples of a BIRD attribute list, `(65000,100) (65535,65281)`, as their parts.
+fn bird_tuples(list: &str) -> impl Iterator<Item = Vec<String>> + '_ {
+    list.split('(').filter_map(|t| {
+        let inner = t.split_once(')')?.0;
+        Some(
+            inner
+                .split(',')
+                .map(|part| part.trim().to_owned())
+                .collect(),
+        )
+    })
+}
+
 fn bird_path(prefix: &str, rest: &str) -> BgpRoute {
     BgpRoute {
         prefix: prefix.to_owned(),
@@ -586,6 +679,7 @@ fn bird_path(prefix: &str, rest: &str) -> BgpRoute {
         best: rest
             .split_once(']')
             .is_some_and(|(_, after)| after.trim_start().starts_with('*')),
+        attributes: PathAttributes::default(),
     }
 }
 
@@ -614,10 +708,55 @@ fn parse_frr_rib(out: &str) -> Result<Vec<BgpRoute>> {
                 next_hop,
                 as_path: parse_as_path(path["path"].as_str().unwrap_or_default()),
                 best: path["bestpath"].as_bool().unwrap_or(false),
+                attributes: PathAttributes::default(),
             });
         }
     }
     Ok(routes)
+}
+
+/// Adds the attributes of FRR's view of one prefix (`show bgp ... PREFIX json`) to its paths,
+/// matched by next hop.
+fn add_frr_attributes(routes: &mut [BgpRoute], prefix: &str, out: &str) -> Result<()> {
+    let value = json("vtysh show bgp unicast PREFIX json", out)?;
+    for path in value["paths"].as_array().into_iter().flatten() {
+        let next_hop = match path["nexthops"][0]["ip"].as_str() {
+            Some(hop) => real_next_hop(parse_ip("an FRR next hop", hop)?),
+            None => None,
+        };
+        let Some(route) = routes
+            .iter_mut()
+            .find(|r| r.prefix == prefix && r.next_hop == next_hop)
+        else {
+            continue;
+        };
+        let words = |field: &str| -> Vec<String> {
+            path[field]["string"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        };
+        route.attributes = PathAttributes {
+            local_pref: path["locPrf"].as_u64().and_then(|v| v.try_into().ok()),
+            communities: words("community")
+                .into_iter()
+                .map(|c| match c.as_str() {
+                    "no-export" => "65535:65281".to_owned(),
+                    "no-advertise" => "65535:65282".to_owned(),
+                    _ => c,
+                })
+                .collect(),
+            large_communities: words("largeCommunity"),
+            // `LB:64512:250000 (2.000 Mbps)`: AS, then octets per second.
+            link_bandwidth: words("extendedCommunity")
+                .iter()
+                .find_map(|w| w.strip_prefix("LB:"))
+                .and_then(|lb| lb.rsplit(':').next()?.parse().ok()),
+        };
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -643,18 +782,21 @@ mod tests {
                     next_hop: Some("192.0.2.1".parse().unwrap()),
                     as_path: vec![64501],
                     best: true,
+                    attributes: PathAttributes::default(),
                 },
                 BgpRoute {
                     prefix: "203.0.113.16/28".into(),
                     next_hop: Some("192.0.2.3".parse().unwrap()),
                     as_path: vec![64503, 64501],
                     best: false,
+                    attributes: PathAttributes::default(),
                 },
                 BgpRoute {
                     prefix: "203.0.113.32/28".into(),
                     next_hop: None,
                     as_path: vec![],
                     best: true,
+                    attributes: PathAttributes::default(),
                 },
             ]
         );

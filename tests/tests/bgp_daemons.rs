@@ -79,18 +79,18 @@ async fn gobgpd_bird_and_frr_peer_with_each_other_and_learn_each_others_routes()
                 (Family::Ipv6, &prefixes(j)[1], IpAddr::V6(link.ipv6)),
             ] {
                 // Paths through the third router may arrive first; the direct one must win.
-                let direct = BgpRoute {
-                    prefix: prefix.clone(),
-                    next_hop: Some(next_hop),
-                    as_path: vec![asn(j)],
-                    best: true,
+                let is_direct = |r: &BgpRoute| {
+                    r.prefix == *prefix
+                        && r.next_hop == Some(next_hop)
+                        && r.as_path == [asn(j)]
+                        && r.best
                 };
                 wait_for(
                     &format!("{name} to select the direct path to {prefix} as best"),
                     SESSION_TIMEOUT,
                     || async {
                         let routes = router.routes(family).map_err(|e| e.to_string())?;
-                        if routes.contains(&direct) {
+                        if routes.iter().any(is_direct) {
                             Ok(())
                         } else {
                             Err(format!("RIB: {routes:?}"))

@@ -104,7 +104,7 @@ fn the_speaker_gets_the_host_network_and_raw_sockets_and_nothing_more() {
 }
 
 #[test]
-fn neither_role_can_read_secrets_and_only_the_controller_writes_services() {
+fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
     let cp = ControlPlane::shared();
     let (_, docs) = render(cp, "herald-system", &[]);
     for role in ["r-controller", "r-speaker"] {
@@ -128,6 +128,22 @@ fn neither_role_can_read_secrets_and_only_the_controller_writes_services() {
                     "the speaker writes only Events and its records: {rule:?}"
                 );
             }
+        }
+    }
+    // In Herald's namespace the speaker may get a Secret it is told the name of (a BGP
+    // password), never list them, and write only its session records.
+    let role = find(&docs, "Role", "r-speaker");
+    assert_eq!(
+        role["metadata"]["namespace"].as_str(),
+        Some("herald-system")
+    );
+    for rule in role["rules"].as_sequence().expect("rules") {
+        let resources = strings(&rule["resources"]);
+        if resources.contains(&"secrets") {
+            assert_eq!(resources, ["secrets"]);
+            assert_eq!(strings(&rule["verbs"]), ["get"], "{rule:?}");
+        } else {
+            assert_eq!(resources, ["bgpsessionstatuses"], "{rule:?}");
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The custom resources users write ([`IPAddressPool`], [`L2Advertisement`],
 //! [`BGPAdvertisement`], [`BGPPeer`], [`BFDProfile`]; all cluster-scoped), the one Herald
-//! writes for people to read ([`ServiceL2Status`], namespaced, beside its Service), the Service
+//! writes for people to read ([`ServiceL2Status`], namespaced, beside its Service;
+//! [`BGPSessionStatus`], in Herald's namespace), the Service
 //! annotations Herald reads and writes ([`annotations`]), and the CRD manifests generated from
 //! these types (`crdgen` writes them into `charts/herald/crds/`).
 //!
@@ -30,7 +31,7 @@ pub use advertisement::{
 };
 pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference};
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
-pub use status::{ServiceL2Status, ServiceL2StatusSpec};
+pub use status::{BGPSessionStatus, BGPSessionStatusSpec, ServiceL2Status, ServiceL2StatusSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -47,6 +48,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPPeer::crd(),
         BFDProfile::crd(),
         ServiceL2Status::crd(),
+        BGPSessionStatus::crd(),
     ]
 }
 

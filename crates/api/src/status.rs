@@ -1,3 +1,5 @@
+//! Records herald-speaker writes for people to read.
+//!
 //! `ServiceL2Status`: which node announces a Service's addresses on the local network, and
 //! on which interfaces. Written by the announcing herald-speaker, read by people:
 //!
@@ -18,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const SERVICE_LABEL: &str = "herald.dev/service";
 /// Label naming the node a record is from.
 pub const NODE_LABEL: &str = "herald.dev/node";
+/// Label naming the BGPPeer a session record is about.
+pub const PEER_LABEL: &str = "herald.dev/peer";
 
 /// What one node announces for one Service.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -26,6 +30,7 @@ pub const NODE_LABEL: &str = "herald.dev/node";
     version = "v1alpha1",
     kind = "ServiceL2Status",
     namespaced,
+    derive = "PartialEq",
     doc = "Which node answers ARP / NDP for a Service's addresses, and on which interfaces. Written by herald-speaker; not for editing.",
     plural = "servicel2statuses",
     shortname = "l2status",
@@ -46,6 +51,51 @@ pub struct ServiceL2StatusSpec {
     pub addresses: Vec<String>,
     /// The interfaces it answers on.
     pub interfaces: Vec<String>,
+}
+
+/// The state of one BGP session, as its speaker last saw it.
+///
+/// ```text
+///   kubectl get bgpsessionstatuses -n herald-system
+///   NAME         NODE     PEER   ADDRESS         STATE         PREFIXES   LAST ERROR
+///   tor-node-1   node-1   tor    192.0.2.254     Established   12
+/// ```
+///
+/// One object per node and BGPPeer, in Herald's namespace, owned by the Node.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "BGPSessionStatus",
+    namespaced,
+    derive = "PartialEq",
+    doc = "The state of the BGP session between one node's speaker and one BGPPeer. Written by herald-speaker; not for editing.",
+    plural = "bgpsessionstatuses",
+    shortname = "bgpsession",
+    category = "herald",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Peer","type":"string","jsonPath":".spec.peer"}"#,
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".spec.state"}"#,
+    printcolumn = r#"{"name":"Prefixes","type":"integer","jsonPath":".spec.prefixesAdvertised"}"#,
+    printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".spec.lastError"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStatusSpec {
+    /// The node whose speaker runs the session.
+    pub node: String,
+    /// The BGPPeer's name.
+    pub peer: String,
+    /// The peer's address and port.
+    pub peer_address: String,
+    /// The session's state (RFC 4271): Idle, Connect, Active, OpenSent, OpenConfirm or
+    /// Established.
+    pub state: String,
+    /// Prefixes the peer has from this node.
+    pub prefixes_advertised: i64,
+    /// Why the session last failed, while it is not established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The object name of the record of `service` from `node`: `<service>-<node>`, shortened

@@ -44,11 +44,14 @@ pub struct BgpAdvertisement {
 }
 
 /// A BGPPeer, as planning needs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpPeer {
     pub name: String,
     /// Any matching; all nodes when empty.
     pub node_selectors: Vec<LabelSelector>,
+    /// The session carries routes of its transport's family only: IPv4 routes to an IPv4
+    /// peer address, IPv6 to IPv6.
+    pub ipv6: bool,
 }
 
 /// One route a node advertises to one peer.
@@ -89,15 +92,14 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
     let Some(this) = snapshot.nodes.iter().find(|n| n.name == node) else {
         return plan;
     };
-    let peers: Vec<&str> = snapshot
+    let peers: Vec<&BgpPeer> = snapshot
         .bgp_peers
         .iter()
         .filter(|p| any_or_empty(&p.node_selectors, &this.labels))
-        .map(|p| p.name.as_str())
         .collect();
     for peer in &peers {
         // A selected peer has a session even with nothing to advertise.
-        plan.entry((*peer).to_owned()).or_default();
+        plan.entry(peer.name.clone()).or_default();
     }
     if !this.may_announce() {
         return plan;
@@ -114,10 +116,10 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
         {
             for peer in peers
                 .iter()
-                .filter(|p| adv.peers.is_empty() || adv.peers.iter().any(|name| name == *p))
+                .filter(|p| adv.peers.is_empty() || adv.peers.contains(&p.name))
             {
-                let routes = plan.entry((*peer).to_owned()).or_default();
-                for ip in &service.ips {
+                let routes = plan.entry(peer.name.clone()).or_default();
+                for ip in service.ips.iter().filter(|ip| ip.is_ipv6() == peer.ipv6) {
                     let length = if ip.is_ipv4() {
                         adv.aggregation_length
                     } else {
@@ -187,10 +189,18 @@ mod tests {
             services,
             nodes: vec![node("n1"), node("n2"), node("n3")],
             bgp_advertisements: vec![advertisement()],
-            bgp_peers: vec![BgpPeer {
-                name: "tor".into(),
-                node_selectors: Vec::new(),
-            }],
+            bgp_peers: vec![
+                BgpPeer {
+                    name: "tor".into(),
+                    node_selectors: Vec::new(),
+                    ipv6: false,
+                },
+                BgpPeer {
+                    name: "tor6".into(),
+                    node_selectors: Vec::new(),
+                    ipv6: true,
+                },
+            ],
             ..Default::default()
         }
     }
@@ -253,7 +263,12 @@ mod tests {
         snapshot.bgp_advertisements[0].aggregation_length = 24;
         snapshot.bgp_advertisements[0].aggregation_length_v6 = 64;
         let plan = plan_bgp(&snapshot, "n1");
-        assert_eq!(prefixes(&plan, "tor"), ["203.0.113.0/24", "2001:db8::/64"]);
+        assert_eq!(prefixes(&plan, "tor"), ["203.0.113.0/24"]);
+        assert_eq!(
+            prefixes(&plan, "tor6"),
+            ["2001:db8::/64"],
+            "each family to its peers"
+        );
         let route = &plan["tor"][&("203.0.113.0".parse().unwrap(), 24)];
         assert_eq!(route.services.len(), 2);
     }
@@ -267,6 +282,7 @@ mod tests {
                 match_labels: Labels::from([("rack".into(), "n2".into())]),
                 ..Default::default()
             }],
+            ipv6: false,
         });
         snapshot.bgp_advertisements[0].peers = vec!["rack2".into()];
         assert!(

@@ -9,10 +9,12 @@
 //!   events::Publisher ── core/v1 Events that `kubectl describe` shows
 //!   probes::serve ── /metrics (Prometheus text), /healthz, /readyz
 //!   selector::convert ── a Kubernetes LabelSelector to the pure one, naming the bad field
+//!   records::spawn ── keep the records a process writes for people equal to a desired set
 //! ```
 
 pub mod events;
 pub mod logging;
 pub mod probes;
+pub mod records;
 pub mod selector;
 pub mod watch;

@@ -486,3 +486,62 @@ async fn routes_are_withdrawn_when_the_advertisement_or_the_service_changes() ->
     wait_sessions(&world, &router, &[0, 1]).await?;
     Ok(())
 }
+
+/// A router two hops away: without `ebgpMultiHop` the speaker's packets (TTL 1) die on the
+/// way and no session comes up; with it the sessions come up and the routes arrive.
+async fn a_peer_two_hops_away_needs_ebgp_multihop(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let mut world = Lan::with_pool(&format!("bgp-mh-{}", daemon.name()), 1, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) = world.router_behind_a_hop(daemon, NODE_ASN)?;
+    world.bgp_peers(&router_link, NODE_ASN, json!({}))?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+    let ip = world.web_on_every_node(false).await?[0];
+    // Give the speaker time for several attempts; the record says why it is not up.
+    let status = wait_for(
+        "the session record to show a failed connection",
+        TIMEOUT,
+        || async {
+            let status = world
+                .kubectl(&[
+                    "get",
+                    "bgpsessionstatus",
+                    &format!("{}-v4-{}", world.ns.name(), world.nodes[0].name),
+                    "-o",
+                    "jsonpath={.spec.state} {.spec.lastError}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if status.contains("connecting") {
+                Ok(status)
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await?;
+    assert!(!status.starts_with("Established"), "{status}");
+    assert!(
+        router.established_peers()?.is_empty(),
+        "TTL 1 does not reach the router"
+    );
+
+    world.bgp_peers(&router_link, NODE_ASN, json!({"ebgpMultiHop": true}))?;
+    wait_sessions(&world, &router, &[0]).await?;
+    wait_paths(&router, ip, &next_hops(&world, ip, &[0]), &[NODE_ASN]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gobgpd_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()> {
+    a_peer_two_hops_away_needs_ebgp_multihop(BgpDaemon::Gobgp).await
+}
+
+#[tokio::test]
+async fn bird_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()> {
+    a_peer_two_hops_away_needs_ebgp_multihop(BgpDaemon::Bird).await
+}
+
+#[tokio::test]
+async fn frr_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()> {
+    a_peer_two_hops_away_needs_ebgp_multihop(BgpDaemon::Frr).await
+}

@@ -69,6 +69,8 @@ pub struct BgpNeighbor {
     pub asn: u32,
     /// The TCP MD5 password of the session (RFC 2385).
     pub password: Option<String>,
+    /// The neighbor is not on a shared link (eBGP multihop).
+    pub multihop: bool,
 }
 
 impl BgpNeighbor {
@@ -77,6 +79,7 @@ impl BgpNeighbor {
             address,
             asn,
             password: None,
+            multihop: false,
         }
     }
 }
@@ -105,6 +108,42 @@ pub struct PathAttributes {
     pub large_communities: Vec<String>,
     /// The link-bandwidth extended community, in octets per second.
     pub link_bandwidth: Option<f64>,
+}
+
+/// A best-path change seen by [`BgpRouter::monitor`].
+#[derive(Debug, Clone)]
+pub struct RibChange {
+    pub at: Instant,
+    pub prefix: String,
+    pub withdrawn: bool,
+}
+
+/// A running `gobgp monitor`; stopped when dropped.
+#[derive(Debug)]
+pub struct RibMonitor {
+    child: std::process::Child,
+    pub changes: std::sync::mpsc::Receiver<RibChange>,
+}
+
+impl RibMonitor {
+    /// The next change of `prefix` (announced or withdrawn as asked) within `timeout`.
+    pub fn wait_for(&self, prefix: &str, withdrawn: bool, timeout: Duration) -> Option<RibChange> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let change = self.changes.recv_timeout(left).ok()?;
+            if change.prefix == prefix && change.withdrawn == withdrawn {
+                return Some(change);
+            }
+        }
+    }
+}
+
+impl Drop for RibMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Address family of a RIB read.
@@ -308,6 +347,62 @@ impl BgpRouter {
         }
     }
 
+    /// Streams the changes of gobgpd's best paths for `family` as they happen (gobgpd only),
+    /// each stamped with the moment it was read: for timing convergence without polling.
+    pub fn monitor(&self, family: Family) -> Result<RibMonitor> {
+        if self.daemon != BgpDaemon::Gobgp {
+            return Err(Error::Command {
+                what: "monitoring a RIB".into(),
+                detail: format!(
+                    "{} has no streaming monitor here; use gobgpd",
+                    self.daemon.name()
+                ),
+            });
+        }
+        let afi = match family {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        };
+        let mut child = gobgp(&self.host)
+            .args(["monitor", "global", "rib", "-a", afi, "-j"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(Error::io("starting gobgp monitor".to_owned()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (sender, changes) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                let at = Instant::now();
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let paths = match value {
+                    Value::Array(paths) => paths,
+                    other => vec![other],
+                };
+                for path in paths {
+                    let change = RibChange {
+                        at,
+                        prefix: path["nlri"]["prefix"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        withdrawn: path["withdrawal"].as_bool().unwrap_or(false),
+                    };
+                    if sender.send(change).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(RibMonitor { child, changes })
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         self.process.log()
@@ -380,6 +475,11 @@ fn gobgp_config(config: &BgpConfig) -> String {
         if let Some(password) = &n.password {
             let _ = writeln!(text, "    auth-password = \"{password}\"");
         }
+        if n.multihop {
+            text.push_str(
+                "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = 255\n",
+            );
+        }
         if config.graceful_restart {
             text.push_str(
                 "  [neighbors.graceful-restart.config]\n    enabled = true\n    \
@@ -430,9 +530,10 @@ fn bird_config(config: &BgpConfig) -> String {
         };
         // An iBGP neighbor's next hop is on the shared link: take it as it is, with no IGP.
         let direct = if n.asn == config.asn { " direct;" } else { "" };
+        let multihop = if n.multihop { " multihop;" } else { "" };
         let _ = writeln!(
             text,
-            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful}{direct} {} {{ import all; export all; }}; }}",
+            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful}{direct}{multihop} {} {{ import all; export all; }}; }}",
             config.asn,
             n.address,
             n.asn,
@@ -456,6 +557,9 @@ fn frr_config(hostname: &str, config: &BgpConfig) -> String {
         let _ = writeln!(text, " neighbor {} remote-as {}", n.address, n.asn);
         if let Some(password) = &n.password {
             let _ = writeln!(text, " neighbor {} password {password}", n.address);
+        }
+        if n.multihop {
+            let _ = writeln!(text, " neighbor {} ebgp-multihop 255", n.address);
         }
     }
     for (afi, v6) in [("ipv4", false), ("ipv6", true)] {

@@ -164,13 +164,15 @@ async fn connect(transport: Transport) -> io::Result<TcpStream> {
     if let Some(password) = &transport.password {
         crate::md5::set_password(&socket, transport.peer, &password.0)?;
     }
+    // Before connecting, so that the SYN already carries it.
+    let raw = socket2::SockRef::from(&socket);
+    match transport.peer {
+        SocketAddr::V4(_) => raw.set_ttl_v4(transport.ttl)?,
+        SocketAddr::V6(_) => raw.set_unicast_hops_v6(transport.ttl)?,
+    }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(transport.peer))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connection attempt timed out"))??;
-    match transport.peer {
-        SocketAddr::V4(_) => stream.set_ttl(transport.ttl)?,
-        SocketAddr::V6(_) => socket2::SockRef::from(&stream).set_unicast_hops_v6(transport.ttl)?,
-    }
     stream.set_nodelay(true)?;
     Ok(stream)
 }

@@ -202,11 +202,64 @@ impl Lan {
     ) -> anyhow::Result<(BgpRouter, Link)> {
         let host = self.topology.host(&format!("r-{}", daemon.name()))?;
         let link = self.lan.attach(&host, 254)?;
+        Ok((
+            self.start_router(&host, &link, daemon, node_asn, &options, false)?,
+            link,
+        ))
+    }
+
+    /// A router two hops from the nodes: on a segment of its own (198.51.100.0/24,
+    /// 2001:db8:5::/64) behind a transit host (LAN .253), with routes both ways.
+    pub fn router_behind_a_hop(
+        &self,
+        daemon: BgpDaemon,
+        node_asn: u32,
+    ) -> anyhow::Result<(BgpRouter, Link)> {
+        let far = self.topology.segment(
+            "far",
+            ("198.51.100.0".parse()?, 24),
+            ("2001:db8:5::".parse()?, 64),
+        )?;
+        let hop = self.topology.host("hop")?;
+        let hop_lan = self.lan.attach(&hop, 253)?;
+        let hop_far = far.attach(&hop, 1)?;
+        hop.enable_forwarding()?;
+        let host = self.topology.host(&format!("r-{}", daemon.name()))?;
+        let link = far.attach(&host, 2)?;
+        host.add_route("192.0.2.0/24", IpAddr::V4(hop_far.ipv4))?;
+        host.add_route("2001:db8::/64", IpAddr::V6(hop_far.ipv6))?;
+        for node in &self.nodes {
+            node.host
+                .add_route("198.51.100.0/24", IpAddr::V4(hop_lan.ipv4))?;
+            node.host
+                .add_route("2001:db8:5::/64", IpAddr::V6(hop_lan.ipv6))?;
+        }
+        let router = self.start_router(
+            &host,
+            &link,
+            daemon,
+            node_asn,
+            &RouterOptions::default(),
+            true,
+        )?;
+        Ok((router, link))
+    }
+
+    fn start_router(
+        &self,
+        host: &Host,
+        link: &Link,
+        daemon: BgpDaemon,
+        node_asn: u32,
+        options: &RouterOptions,
+        multihop: bool,
+    ) -> anyhow::Result<BgpRouter> {
         let mut neighbors = Vec::new();
         for node in &self.nodes {
             for address in [IpAddr::V4(node.link.ipv4), IpAddr::V6(node.link.ipv6)] {
                 neighbors.push(BgpNeighbor {
                     password: options.password.clone(),
+                    multihop,
                     ..BgpNeighbor::new(address, node_asn)
                 });
             }
@@ -218,7 +271,7 @@ impl Lan {
             originate: Vec::new(),
             graceful_restart: options.graceful_restart,
         };
-        Ok((BgpRouter::start(&host, daemon, &config)?, link))
+        Ok(BgpRouter::start(host, daemon, &config)?)
     }
 
     /// BGPPeers `<ns>-v4` and `<ns>-v6` toward the router at `link`, for this test's nodes,

@@ -1,14 +1,14 @@
 //! BGP convergence and scale against a real gobgpd, with the real API server, controller and
 //! kube-controller-manager, and three real speakers in node namespaces. Prints:
 //!
-//! 1. IP assigned -> route in the router's RIB: from the moment a watch sees the Service's
-//!    address in its status to the moment `gobgp monitor` shows the best path (`HERALD_BENCH_RUNS`
-//!    Services, default 10).
+//! 1. IP assigned -> route in the router's RIB: from the moment the bench's own watch sees the
+//!    Service's address in its status (as the speaker's watch would) to the moment
+//!    `gobgp monitor` shows the best path (`HERALD_BENCH_RUNS` Services, default 10).
 //! 2. Last local endpoint gone -> route withdrawn: from the Pod readiness patch (the kubelet's
 //!    part) to the withdrawal in the RIB, through the EndpointSlice controller (same runs).
 //! 3. 1,000 Services advertised (`HERALD_BENCH_SERVICES`): from the BGPAdvertisement's creation,
-//!    with every Service already allocated, to the last route in the RIB, and the UPDATE
-//!    messages one speaker sent for them.
+//!    with every Service already allocated and its EndpointSlice written, to the last route in
+//!    the RIB, and the UPDATE messages one speaker sent for them.
 //! 4. Each speaker's resident memory (VmRSS) and peak (VmHWM) with those routes.
 //!
 //! `cargo bench -p herald-speaker --bench bgp_convergence`
@@ -28,12 +28,34 @@ use herald_tests::{
     routers::{BgpDaemon, Family},
     wait_for,
 };
-use k8s_openapi::api::core::v1::Service;
-use kube::{Api, api::PostParams};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api,
+    api::PostParams,
+    runtime::{WatchStreamExt, watcher},
+};
 use serde_json::json;
 
 const NODE_ASN: u32 = 64513;
 const WAIT: Duration = Duration::from_secs(30);
+
+/// Watches Service `name` until its status has an address: the address, and when the watch
+/// saw it.
+async fn first_address(services: Api<Service>, name: String) -> anyhow::Result<(IpAddr, Instant)> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = std::pin::pin!(watcher(services, config).applied_objects());
+    while let Some(service) = stream.next().await {
+        let ip = service?
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .and_then(|ingress| ingress.first()?.ip.as_deref()?.parse().ok());
+        if let Some(ip) = ip {
+            return Ok((ip, Instant::now()));
+        }
+    }
+    anyhow::bail!("the watch of Service {name} ended")
+}
 
 fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -73,10 +95,10 @@ async fn main() -> anyhow::Result<()> {
     for run in 0..runs {
         let name = format!("timed-{run}");
         lan.pod(&name, &name, 1, true).await?;
-        lan.service(&name, &name, "Local", false)?;
-        let ip: IpAddr = lan.ingress(&name, 1).await?[0];
         // The moment the address is in the status, as a watch (like the speaker's) sees it.
-        let assigned = Instant::now();
+        let assignment = tokio::spawn(first_address(services.clone(), name.clone()));
+        lan.service(&name, &name, "Local", false)?;
+        let (ip, assigned) = assignment.await??;
         let prefix = format!("{ip}/32");
         let seen = monitor
             .wait_for(&prefix, false, WAIT)
@@ -152,14 +174,39 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // Every Service must have its ready endpoints (EndpointSlices from kube-controller-manager,
+    // which writes them at its own pace) before the advertisement, or the time measured is
+    // the EndpointSlice controller's.
+    let slices: Api<EndpointSlice> = Api::namespaced(lan.client.clone(), lan.ns.name());
+    wait_for(&format!("{count} EndpointSlices with endpoints"), Duration::from_secs(600), || async {
+        let list = slices.list(&Default::default()).await.map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|s| s.metadata.name.as_deref().is_some_and(|n| n.starts_with("web-")))
+            .filter(|s| s.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+            .count();
+        if ready >= count { Ok(()) } else { Err(format!("{ready}")) }
+    })
+    .await?;
     let v6_peer = format!(
         "herald_speaker_bgp_updates_sent_total{{peer=\"{}-v6\"}}",
         lan.ns.name()
     );
     let updates_before = lan.metric(0, &v6_peer).unwrap_or(0.0);
+    let advertised_metric = v6_peer.replace("updates_sent_total", "prefixes_advertised");
     let monitor = router.monitor(Family::Ipv6)?;
     let start = Instant::now();
     lan.bgp_advertise(json!({}))?;
+    // The speaker's share: until n1 reports every prefix sent (its metric, read as fast as
+    // `curl` allows).
+    let mut speaker_done = None;
+    while start.elapsed() < Duration::from_secs(120) {
+        if lan.metric(0, &advertised_metric).unwrap_or(0.0) >= count as f64 {
+            speaker_done = Some(start.elapsed());
+            break;
+        }
+    }
     let mut prefixes = BTreeSet::new();
     let mut last = start;
     while prefixes.len() < count {
@@ -178,6 +225,12 @@ async fn main() -> anyhow::Result<()> {
         "{count} Services advertised: all routes in gobgpd's RIB {:.0} ms after the BGPAdvertisement was created; n1 sent {updates} UPDATE messages for them",
         last.saturating_duration_since(start).as_secs_f64() * 1000.0
     );
+    if let Some(done) = speaker_done {
+        println!(
+            "  n1 had sent all {count} prefixes {:.0} ms after the BGPAdvertisement was created (its metric; read by polling)",
+            done.as_secs_f64() * 1000.0
+        );
+    }
 
     // 4: memory with those routes.
     tokio::time::sleep(Duration::from_secs(5)).await;

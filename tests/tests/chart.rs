@@ -149,7 +149,7 @@ fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
 }
 
 #[test]
-fn a_gossip_key_is_generated_and_pools_come_from_values() {
+fn a_gossip_key_is_generated_and_pools_advertisements_and_peers_come_from_values() {
     let cp = ControlPlane::shared();
     let (_, docs) = render(
         cp,
@@ -163,6 +163,14 @@ fn a_gossip_key_is_generated_and_pools_come_from_values() {
             "l2Advertisements[0].name=lan",
             "--set",
             "l2Advertisements[0].ipAddressPools={lan}",
+            "--set",
+            "bgpPeers[0].name=tor",
+            "--set",
+            "bgpPeers[0].peerAddress=192.0.2.254",
+            "--set",
+            "bgpAdvertisements[0].name=public",
+            "--set",
+            "bgpAdvertisements[0].localPref=150",
         ],
     );
     let secret = find(&docs, "Secret", "r-gossip");
@@ -179,6 +187,10 @@ fn a_gossip_key_is_generated_and_pools_come_from_values() {
     assert_eq!(strings(&pool["spec"]["addresses"]), ["192.0.2.64/26"]);
     let adv = find(&docs, "L2Advertisement", "lan");
     assert_eq!(strings(&adv["spec"]["ipAddressPools"]), ["lan"]);
+    let peer = find(&docs, "BGPPeer", "tor");
+    assert_eq!(peer["spec"]["peerAddress"].as_str(), Some("192.0.2.254"));
+    let adv = find(&docs, "BGPAdvertisement", "public");
+    assert_eq!(adv["spec"]["localPref"].as_i64(), Some(150));
     // An existing Secret is used as it is.
     let (_, docs) = render(
         cp,

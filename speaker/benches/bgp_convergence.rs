@@ -178,16 +178,32 @@ async fn main() -> anyhow::Result<()> {
     // which writes them at its own pace) before the advertisement, or the time measured is
     // the EndpointSlice controller's.
     let slices: Api<EndpointSlice> = Api::namespaced(lan.client.clone(), lan.ns.name());
-    wait_for(&format!("{count} EndpointSlices with endpoints"), Duration::from_secs(600), || async {
-        let list = slices.list(&Default::default()).await.map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|s| s.metadata.name.as_deref().is_some_and(|n| n.starts_with("web-")))
-            .filter(|s| s.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
-            .count();
-        if ready >= count { Ok(()) } else { Err(format!("{ready}")) }
-    })
+    wait_for(
+        &format!("{count} EndpointSlices with endpoints"),
+        Duration::from_secs(600),
+        || async {
+            let list = slices
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|s| {
+                    s.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("web-"))
+                })
+                .filter(|s| s.endpoints.as_ref().is_some_and(|e| !e.is_empty()))
+                .count();
+            if ready >= count {
+                Ok(())
+            } else {
+                Err(format!("{ready}"))
+            }
+        },
+    )
     .await?;
     let v6_peer = format!(
         "herald_speaker_bgp_updates_sent_total{{peer=\"{}-v6\"}}",

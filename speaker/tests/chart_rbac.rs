@@ -1,41 +1,17 @@
 //! RBAC proven, not guessed: the chart is installed with `helm install` on the real API
 //! server, then herald-controller and herald-speaker run with tokens of the chart's own
 //! ServiceAccounts through a whole layer-2 story (allocation, pool status, Lease, Events,
-//! announcement, ServiceL2Status records), with no "forbidden" anywhere in their logs; and
+//! announcement, ServiceL2Status records; BGP with an MD5 password Secret and
+//! BGPSessionStatus records), with no "forbidden" anywhere in their logs; and
 //! those accounts cannot read Secrets or write what they should not.
 
 mod common;
 
 use std::{path::PathBuf, process::Command};
 
-use common::Lan;
-use herald_tests::{ControlPlane, herald::Controller};
-
-fn helm(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cp.tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Uninstalls the release (its ClusterRoles are cluster-wide) when the test ends.
-struct Release {
-    cp: ControlPlane,
-    namespace: String,
-    name: String,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = helm(&self.cp, &["uninstall", &self.name, "-n", &self.namespace]);
-    }
-}
+use common::{Lan, Release, RouterOptions};
+use herald_tests::{herald::Controller, routers::BgpDaemon, wait_for};
+use serde_json::json;
 
 #[tokio::test]
 async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> anyhow::Result<()> {
@@ -43,21 +19,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     let name = format!("h{}", std::process::id());
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/herald");
     let namespace = lan.ns.name().to_owned();
-    helm(
-        lan.cp,
-        &[
-            "install",
-            &name,
-            chart.to_str().expect("path"),
-            "-n",
-            &namespace,
-        ],
-    )?;
-    let _release = Release {
-        cp: lan.cp.clone(),
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
+    let release = Release::install(lan.cp, &name, &chart, &namespace, &[])?;
     let dir = lan.topology.dir().to_owned();
     let (controller_config, speaker_config) = (
         dir.join("controller.kubeconfig"),
@@ -70,32 +32,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     )?;
     lan.cp
         .service_account_kubeconfig(&namespace, &format!("{name}-speaker"), &speaker_config)?;
-
-    // The API server's authorizer learns of new bindings through a watch: wait until it
-    // knows them, so that a refusal below means a missing rule, not a new binding.
-    for (account, verb, resource) in [
-        ("controller", "patch", "services"),
-        ("speaker", "create", "servicel2statuses.herald.dev"),
-    ] {
-        let subject = format!("system:serviceaccount:{namespace}:{name}-{account}");
-        herald_tests::wait_for(
-            &format!("{account}'s binding in effect"),
-            common::TIMEOUT,
-            || async {
-                let out = lan
-                    .cp
-                    .kubectl_command()
-                    .args([
-                        "auth", "can-i", verb, resource, "--as", &subject, "-n", &namespace,
-                    ])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                if answer == "yes" { Ok(()) } else { Err(answer) }
-            },
-        )
-        .await?;
-    }
+    release.wait_for_bindings(&lan).await?;
 
     // The whole story with the chart's credentials.
     lan.controller = Controller::start_as(
@@ -129,6 +66,49 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     assert_eq!(pool.trim(), "1", "the controller wrote the pool's status");
     let lease = lan.kubectl(&["get", "lease", &format!("{name}-controller"), "-o", "name"])?;
     assert!(lease.contains("lease"), "{lease}");
+
+    // BGP with the chart's credentials: the speakers get the MD5 password Secret in Herald's
+    // namespace (the release's) and write their BGPSessionStatus records there.
+    let password = "rbac-md5-test";
+    let options = RouterOptions {
+        password: Some(password.into()),
+        graceful_restart: false,
+    };
+    let (_router, router_link) = lan.router(BgpDaemon::Gobgp, 64513, options)?;
+    lan.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "bgp-password"}, "stringData": {"password": password}}),
+    )?;
+    lan.bgp_peers(
+        &router_link,
+        64513,
+        json!({"passwordSecret": {"name": "bgp-password"}}),
+    )?;
+    lan.bgp_advertise(json!({}))?;
+    wait_for(
+        "every session Established in its record",
+        common::TIMEOUT,
+        || async {
+            let states = lan
+                .kubectl(&[
+                    "get",
+                    "bgpsessionstatuses",
+                    "-o",
+                    "jsonpath={.items[*].spec.state}",
+                ])
+                .map_err(|e| e.to_string())?;
+            let established = states
+                .split_whitespace()
+                .filter(|s| *s == "Established")
+                .count();
+            if established == 2 * lan.nodes.len() {
+                Ok(())
+            } else {
+                Err(states)
+            }
+        },
+    )
+    .await?;
     // Nothing they tried was refused by RBAC (other refusals, such as Events in another
     // test's namespace being deleted, are not about these accounts).
     let logs = format!("{}\n{}", lan.controller.log(), lan.speaker_logs());

@@ -280,6 +280,11 @@ impl BgpRouter {
         self.daemon
     }
 
+    /// The namespace the router runs in.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// The neighbours whose session is in the Established state.
     pub fn established_peers(&self) -> Result<Vec<IpAddr>> {
         match self.daemon {

@@ -208,7 +208,7 @@ impl Lan {
         ))
     }
 
-    /// A router two hops from the nodes: on a segment of its own (198.51.100.0/24,
+    /// A router two hops from the nodes: on a segment of its own (203.0.113.192/26,
     /// 2001:db8:5::/64) behind a transit host (LAN .253), with routes both ways.
     pub fn router_behind_a_hop(
         &self,
@@ -217,7 +217,7 @@ impl Lan {
     ) -> anyhow::Result<(BgpRouter, Link)> {
         let far = self.topology.segment(
             "far",
-            ("198.51.100.0".parse()?, 24),
+            ("203.0.113.192".parse()?, 26),
             ("2001:db8:5::".parse()?, 64),
         )?;
         let hop = self.topology.host("hop")?;
@@ -660,5 +660,95 @@ impl Drop for Lan {
                 .cp
                 .kubectl(&["delete", "node", &node.name, "--wait=false"]);
         }
+    }
+}
+
+/// `helm ARGS` against the control plane; its stdout.
+pub fn helm(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(cp.tool("helm"))
+        .args(args)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A release of the chart; uninstalled when dropped (its ClusterRoles are cluster-wide).
+pub struct Release {
+    cp: ControlPlane,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Release {
+    /// `helm install NAME CHART -n NAMESPACE --set ...` for each of `sets`.
+    pub fn install(
+        cp: &ControlPlane,
+        name: &str,
+        chart: &std::path::Path,
+        namespace: &str,
+        sets: &[String],
+    ) -> anyhow::Result<Release> {
+        let chart = chart.to_str().expect("a UTF-8 path");
+        let mut args = vec!["install", name, chart, "-n", namespace];
+        for set in sets {
+            args.extend(["--set", set.as_str()]);
+        }
+        helm(cp, &args)?;
+        Ok(Release {
+            cp: cp.clone(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Waits until the API server's authorizer knows the release's bindings (it learns of
+    /// them through a watch), so that a refusal afterwards means a missing rule.
+    pub async fn wait_for_bindings(&self, lan: &Lan) -> anyhow::Result<()> {
+        for (account, verb, resource) in [
+            ("controller", "patch", "services"),
+            ("speaker", "create", "servicel2statuses.herald.dev"),
+            ("speaker", "create", "bgpsessionstatuses.herald.dev"),
+        ] {
+            let subject = format!(
+                "system:serviceaccount:{}:{}-{account}",
+                self.namespace, self.name
+            );
+            wait_for(
+                &format!("{account}'s binding in effect"),
+                TIMEOUT,
+                || async {
+                    let out = lan
+                        .cp
+                        .kubectl_command()
+                        .args([
+                            "auth",
+                            "can-i",
+                            verb,
+                            resource,
+                            "--as",
+                            &subject,
+                            "-n",
+                            &self.namespace,
+                        ])
+                        .output()
+                        .map_err(|e| e.to_string())?;
+                    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                    if answer == "yes" { Ok(()) } else { Err(answer) }
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = helm(&self.cp, &["uninstall", &self.name, "-n", &self.namespace]);
     }
 }

@@ -1,0 +1,147 @@
+//! Herald's whole story on one machine, as a user would see it (the README's first command,
+//! `demo/run`, builds and runs this):
+//!
+//! ```text
+//!   local control plane (etcd, kube-apiserver, kube-controller-manager)
+//!        ▲  helm install charts/herald (CRDs, RBAC, BGPPeers, BGPAdvertisement from values)
+//!        │  herald-controller and three herald-speakers with the chart's ServiceAccounts
+//!   n1 ─┐
+//!   n2 ─┼─ LAN 192.0.2.0/24, 2001:db8::/64 ─┬─ client (192.0.2.100): resolves the address
+//!   n3 ─┘                                   └─ router (192.0.2.254): FRR, eBGP with each node
+//! ```
+//!
+//! It creates the page's example Service (`example-service`, selector `app: example`, port
+//! 8765 to 9376) with one ready endpoint on n2, then prints `kubectl describe services
+//! example-service`, the client's neighbour entry for the address (pointing at the node that
+//! answers ARP for it) and the router's route to it (through every node: ECMP). Then it cleans
+//! up, or with `--keep` leaves everything running until Ctrl-C and prints how to explore.
+//!
+//! `cargo run -p herald-speaker --example demo [-- --keep]` (as root, after
+//! `cargo build -p herald-controller -p herald-speaker`; `demo/run` does all of it).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{net::IpAddr, path::PathBuf};
+
+use common::{Lan, Release, RouterOptions, TIMEOUT};
+use herald_tests::{
+    herald::Controller,
+    routers::{BgpDaemon, BgpRouter},
+    wait_for,
+};
+
+/// The nodes' AS; the router is in [`common::ROUTER_ASN`].
+const NODE_ASN: u32 = 64513;
+
+fn heading(text: &str) {
+    println!("\n\x1b[1m== {text}\x1b[0m");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let keep = std::env::args().any(|a| a == "--keep");
+    println!(
+        "Starting: control plane, three nodes, a client and an FRR router in network namespaces"
+    );
+    let mut lan = Lan::new("demo", 3).await?;
+    let (router, router_link) = lan.router(BgpDaemon::Frr, NODE_ASN, RouterOptions::default())?;
+
+    // Herald from its chart: CRDs, RBAC, and the BGP setup from values.
+    let namespace = lan.ns.name().to_owned();
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/herald");
+    let release = Release::install(
+        lan.cp,
+        "herald",
+        &chart,
+        &namespace,
+        &[
+            format!("bgpPeers[0].name={namespace}-tor"),
+            format!("bgpPeers[0].myASN={NODE_ASN}"),
+            format!("bgpPeers[0].peerASN={}", common::ROUTER_ASN),
+            format!("bgpPeers[0].peerAddress={}", router_link.ipv4),
+            format!("bgpAdvertisements[0].name={namespace}-public"),
+            format!("bgpAdvertisements[0].ipAddressPools={{{}}}", lan.pool),
+        ],
+    )?;
+    let dir = lan.topology.dir().to_owned();
+    let (controller_config, speaker_config) = (
+        dir.join("controller.kubeconfig"),
+        dir.join("speaker.kubeconfig"),
+    );
+    lan.cp
+        .service_account_kubeconfig(&namespace, "herald-controller", &controller_config)?;
+    lan.cp
+        .service_account_kubeconfig(&namespace, "herald-speaker", &speaker_config)?;
+    release.wait_for_bindings(&lan).await?;
+    lan.controller =
+        Controller::start_as(&controller_config, &namespace, "herald-controller", "demo")?;
+    lan.speaker_kubeconfig = speaker_config;
+    lan.start_speakers()?;
+
+    // The page's example: one ready endpoint, on n2.
+    lan.pod("example-n2", "example", 1, true).await?;
+    lan.service("example-service", "example", "Cluster", false)?;
+    let ip: IpAddr = lan.ingress("example-service", 1).await?[0];
+    let owner = lan.resolve(ip).await?;
+    lan.event("example-service", "nodeAssigned").await?;
+    wait_for("the router's route through every node", TIMEOUT, || async {
+        let route = router_route(&router, ip).map_err(|e| e.to_string())?;
+        if route.matches("via").count() == lan.nodes.len() {
+            Ok(())
+        } else {
+            Err(route)
+        }
+    })
+    .await?;
+    lan.event("example-service", "bgpAdvertisement").await?;
+
+    heading("kubectl describe services example-service");
+    println!(
+        "{}",
+        lan.kubectl(&["describe", "services", "example-service"])?
+    );
+    heading(&format!("the client's neighbour entry for {ip}"));
+    let neighbour = lan
+        .client_host
+        .run("ip", &["neigh", "show", &ip.to_string()])?;
+    println!("{}", neighbour.trim());
+    println!(
+        "  -> {} is the MAC of {} ({}), the node answering ARP for {ip}",
+        lan.nodes[owner].link.mac, lan.nodes[owner].name, lan.nodes[owner].link.ipv4
+    );
+    heading(&format!(
+        "the router's route to {ip} (FRR, installed in its kernel)"
+    ));
+    println!("{}", router_route(&router, ip)?.trim());
+    heading("kubectl get bgpsessionstatuses,servicel2statuses");
+    println!(
+        "{}",
+        lan.kubectl(&["get", "bgpsessionstatuses,servicel2statuses"])?
+    );
+
+    if keep {
+        heading("everything keeps running; explore, then press Ctrl-C to stop and clean up");
+        println!("  export KUBECONFIG={}", lan.cp.kubeconfig.display());
+        println!("  kubectl -n {namespace} get services,pods,bgpsessionstatuses,servicel2statuses");
+        println!("  kubectl get ipaddresspools,l2advertisements,bgppeers,bgpadvertisements");
+        println!(
+            "  ip netns exec {} ping -c1 {ip}; ip netns exec {} ip neigh",
+            lan.client_host.netns(),
+            lan.client_host.netns()
+        );
+        println!("  ip netns exec {} ip route", router.host().netns());
+        println!("  logs: {}", dir.display());
+        tokio::signal::ctrl_c().await?;
+        println!("stopping");
+    }
+    drop(release);
+    Ok(())
+}
+
+/// `ip route show IP` in the router's namespace.
+fn router_route(router: &BgpRouter, ip: IpAddr) -> anyhow::Result<String> {
+    Ok(router
+        .host()
+        .run("ip", &["route", "show", &ip.to_string()])?)
+}

@@ -483,3 +483,69 @@ async fn an_unusable_or_overlapping_pool_is_reported_and_nothing_else_stops() ->
     w.ingress("example-service").await?;
     Ok(())
 }
+
+/// Migrating from MetalLB: a Service MetalLB gave an address keeps it when Herald's controller
+/// starts (the Service's status is the truth), and MetalLB's annotations are honoured.
+#[tokio::test]
+async fn a_service_migrated_from_metallb_keeps_its_address_and_its_annotations_count()
+-> anyhow::Result<()> {
+    let mut w = World::new("metallb").await?;
+    // MetalLB ran here: no Herald controller yet.
+    w.controller.kill();
+    w.pool("lan", &["203.0.113.32/28"], "")?;
+    let other = w.pool("other", &["203.0.113.48/28"], "  autoAssign: false\n")?;
+    let annotated = |name: &str, annotation: &str| {
+        EXAMPLE_SERVICE.replace(
+            "  name: example-service\n",
+            &format!("  name: {name}\n  annotations: {{{annotation}}}\n"),
+        )
+    };
+    w.apply(&annotated(
+        "kept",
+        &format!("metallb.universe.tf/address-pool: {other}"),
+    ))?;
+    // The address MetalLB had given it, in its status.
+    w.kubectl(&[
+        "patch",
+        "service",
+        "kept",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.53"}]}}}"#,
+    ])?;
+    w.apply(&annotated(
+        "requested",
+        "metallb.io/loadBalancerIPs: 203.0.113.40",
+    ))?;
+    w.controller = common::Controller::start(w.cp, w.ns.name(), "herald")?;
+
+    assert_eq!(w.ingress("requested").await?, ["203.0.113.40"]);
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "new"))?;
+    assert_eq!(
+        w.ingress("new").await?,
+        ["203.0.113.32"],
+        "the first free address of lan"
+    );
+    let pool_of_kept = || {
+        w.kubectl(&[
+            "get",
+            "service",
+            "kept",
+            "-o",
+            "jsonpath={.metadata.annotations.herald\\.dev/ip-allocated-from-pool}",
+        ])
+    };
+    wait_for("the kept Service to be adopted", TIMEOUT, || async {
+        let pool = pool_of_kept().map_err(|e| e.to_string())?;
+        if pool == other { Ok(()) } else { Err(pool) }
+    })
+    .await?;
+    assert_eq!(
+        w.ingress("kept").await?,
+        ["203.0.113.53"],
+        "MetalLB's address is kept"
+    );
+    let _ = lan;
+    Ok(())
+}

@@ -22,6 +22,7 @@ pub mod advertisement;
 pub mod annotations;
 pub mod bgp;
 pub mod pool;
+pub mod reference;
 pub mod service;
 pub mod status;
 pub mod values;

@@ -230,7 +230,7 @@ impl Lan {
         host.add_route("2001:db8::/64", IpAddr::V6(hop_far.ipv6))?;
         for node in &self.nodes {
             node.host
-                .add_route("198.51.100.0/24", IpAddr::V4(hop_lan.ipv4))?;
+                .add_route("203.0.113.192/26", IpAddr::V4(hop_lan.ipv4))?;
             node.host
                 .add_route("2001:db8:5::/64", IpAddr::V6(hop_lan.ipv6))?;
         }

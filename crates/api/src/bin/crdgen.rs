@@ -1,5 +1,6 @@
 //! Writes the CRD manifests generated from `herald-api`'s types into a directory (by default
-//! `charts/herald/crds/`), or with `--check` fails when the committed files differ.
+//! `charts/herald/crds/`) and the configuration reference into `docs/reference.md`, or with
+//! `--check` fails when the committed files differ.
 //!
 //! `cargo run -p herald-api --bin crdgen [-- --check] [DIR]`
 
@@ -20,9 +21,14 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let manifests = herald_api::crd_manifests().context("serialising the CRDs")?;
+    let reference = herald_api::reference::reference().context("writing the reference")?;
+    let reference_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/reference.md");
     let mut stale = Vec::new();
-    for (file, yaml) in &manifests {
-        let path = dir.join(file);
+    let files = manifests
+        .iter()
+        .map(|(file, yaml)| (dir.join(file), yaml))
+        .chain([(reference_path, &reference)]);
+    for (path, yaml) in files {
         let current = fs::read_to_string(&path).unwrap_or_default();
         if current == *yaml {
             continue;
@@ -30,14 +36,17 @@ fn main() -> anyhow::Result<()> {
         if check {
             stale.push(path.display().to_string());
         } else {
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
             fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
             println!("wrote {}", path.display());
         }
     }
     if !stale.is_empty() {
         bail!(
-            "stale CRD manifests (run `cargo run -p herald-api --bin crdgen`): {}",
+            "stale generated files (run `cargo run -p herald-api --bin crdgen`): {}",
             stale.join(", ")
         );
     }

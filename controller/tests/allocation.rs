@@ -546,6 +546,5 @@ async fn a_service_migrated_from_metallb_keeps_its_address_and_its_annotations_c
         ["203.0.113.53"],
         "MetalLB's address is kept"
     );
-    let _ = lan;
     Ok(())
 }

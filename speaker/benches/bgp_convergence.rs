@@ -23,7 +23,7 @@ use std::{
 };
 
 use common::{Lan, RouterOptions};
-use futures::{StreamExt, stream};
+use futures::StreamExt;
 use herald_tests::{
     routers::{BgpDaemon, Family},
     wait_for,
@@ -31,7 +31,6 @@ use herald_tests::{
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
-    api::PostParams,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
@@ -127,26 +126,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..3 {
         lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
-    let created: Vec<kube::Result<Service>> = stream::iter(0..count)
-        .map(|i| {
-            let services = services.clone();
-            async move {
-                let service: Service = serde_json::from_value(json!({
-                    "metadata": {"name": format!("web-{i}")},
-                    "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
-                             "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
-                             "ports": [{"port": 8765, "targetPort": 9376}]},
-                }))
-                .expect("a valid Service");
-                services.create(&PostParams::default(), &service).await
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for result in created {
-        result?;
-    }
+    lan.many_web_services(count).await?;
     wait_for(
         &format!("{count} addresses allocated"),
         Duration::from_secs(300),
@@ -250,22 +230,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 4: memory with those routes.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for node in &lan.nodes {
-        let pid = node.speaker.as_ref().map(|p| p.pid()).unwrap_or_default();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned())
-                .unwrap_or_default()
-        };
-        println!(
-            "{}: VmRSS {} kB, VmHWM {} kB",
-            node.name,
-            field("VmRSS:"),
-            field("VmHWM:")
-        );
+    for (node, rss, hwm) in lan.speaker_memory()? {
+        println!("{node}: VmRSS {rss} kB, VmHWM {hwm} kB");
     }
     Ok(())
 }

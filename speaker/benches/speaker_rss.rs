@@ -12,11 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Lan;
-use futures::{StreamExt, stream};
 use herald_tests::wait_for;
-use k8s_openapi::api::core::v1::Service;
-use kube::{Api, api::PostParams};
-use serde_json::json;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,28 +25,8 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..3 {
         lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
-    let services: Api<Service> = Api::namespaced(lan.client.clone(), lan.ns.name());
     let start = Instant::now();
-    let created: Vec<kube::Result<Service>> = stream::iter(0..count)
-        .map(|i| {
-            let services = services.clone();
-            async move {
-                let service: Service = serde_json::from_value(json!({
-                    "metadata": {"name": format!("web-{i}")},
-                    "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
-                             "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
-                             "ports": [{"port": 8765, "targetPort": 9376}]},
-                }))
-                .expect("a valid Service");
-                services.create(&PostParams::default(), &service).await
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for result in created {
-        result?;
-    }
+    lan.many_web_services(count).await?;
     println!(
         "{count} Services created in {:.1} s",
         start.elapsed().as_secs_f64()
@@ -74,27 +50,13 @@ async fn main() -> anyhow::Result<()> {
     );
     // Let allocations settle after the burst before reading memory.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    for node in &lan.nodes {
-        let pid = node.speaker.as_ref().map(|p| p.pid()).unwrap_or_default();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned())
-                .unwrap_or_default()
-        };
+    for (node, rss, hwm) in lan.speaker_memory()? {
         let owned = lan
             .records()?
             .iter()
-            .filter(|r| r.split_whitespace().nth(1) == Some(node.name.as_str()))
+            .filter(|r| r.split_whitespace().nth(1) == Some(node.as_str()))
             .count();
-        println!(
-            "{}: owns {owned} addresses; VmRSS {} kB, VmHWM {} kB",
-            node.name,
-            field("VmRSS:"),
-            field("VmHWM:")
-        );
+        println!("{node}: owns {owned} addresses; VmRSS {rss} kB, VmHWM {hwm} kB");
     }
     Ok(())
 }

@@ -781,6 +781,13 @@ fn mp_attribute(out: &mut Vec<u8>, code: u8, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+/// `prefixes` split into IPv4 and IPv6.
+fn by_family(prefixes: &[Prefix]) -> (Vec<Prefix>, Vec<Prefix>) {
+    prefixes
+        .iter()
+        .partition(|p| p.family() == Family::Ipv4Unicast)
+}
+
 /// UPDATE messages announcing `prefixes` (all of one family) with `attributes`, as few as
 /// fit in 4096 octets each.
 pub fn encode_announcements(
@@ -790,16 +797,7 @@ pub fn encode_announcements(
 ) -> Vec<Vec<u8>> {
     let common = common_attributes(attributes, four_octet_as);
     let mut messages = Vec::new();
-    let v4: Vec<Prefix> = prefixes
-        .iter()
-        .copied()
-        .filter(|p| p.family() == Family::Ipv4Unicast)
-        .collect();
-    let v6: Vec<Prefix> = prefixes
-        .iter()
-        .copied()
-        .filter(|p| p.family() == Family::Ipv6Unicast)
-        .collect();
+    let (v4, v6) = by_family(prefixes);
     let fixed = HEADER + 4 + common.len();
     for nlri in chunks(&v4, MAX_MESSAGE - fixed) {
         messages.push(update_message(&[], &common, &nlri));
@@ -820,16 +818,7 @@ pub fn encode_announcements(
 /// UPDATE messages withdrawing `prefixes`.
 pub fn encode_withdrawals(prefixes: &[Prefix]) -> Vec<Vec<u8>> {
     let mut messages = Vec::new();
-    let v4: Vec<Prefix> = prefixes
-        .iter()
-        .copied()
-        .filter(|p| p.family() == Family::Ipv4Unicast)
-        .collect();
-    let v6: Vec<Prefix> = prefixes
-        .iter()
-        .copied()
-        .filter(|p| p.family() == Family::Ipv6Unicast)
-        .collect();
+    let (v4, v6) = by_family(prefixes);
     for withdrawn in chunks(&v4, MAX_MESSAGE - HEADER - 4) {
         messages.push(update_message(&withdrawn, &[], &[]));
     }

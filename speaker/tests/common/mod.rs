@@ -449,6 +449,53 @@ impl Lan {
         .await?)
     }
 
+    /// `count` single-stack IPv6 Services `web-0`, `web-1`, ... of app `web`, created 16 at a
+    /// time (for benches at scale).
+    pub async fn many_web_services(&self, count: usize) -> anyhow::Result<()> {
+        use futures::{StreamExt, stream};
+        let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
+        let created: Vec<kube::Result<Service>> = stream::iter(0..count)
+            .map(|i| {
+                let services = services.clone();
+                async move {
+                    let service: Service = serde_json::from_value(json!({
+                        "metadata": {"name": format!("web-{i}")},
+                        "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
+                                 "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                                 "ports": [{"port": 8765, "targetPort": 9376}]},
+                    }))
+                    .expect("a valid Service");
+                    services.create(&Default::default(), &service).await
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for result in created {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Each speaker's resident memory and peak, in kB (`VmRSS`, `VmHWM`).
+    pub fn speaker_memory(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            let pid = node.speaker.as_ref().map(|p| p.pid()).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            out.push((node.name.clone(), field("VmRSS:"), field("VmHWM:")));
+        }
+        Ok(out)
+    }
+
     /// The node whose MAC is `mac`.
     pub fn node_with_mac(&self, mac: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.link.mac == mac)

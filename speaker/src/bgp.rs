@@ -537,3 +537,133 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use herald_plan::NodeState;
+    use serde_json::json;
+
+    use super::*;
+
+    fn node(internal_ip: Option<&str>) -> NodeView {
+        NodeView {
+            state: NodeState {
+                name: "n1".into(),
+                labels: Default::default(),
+                excluded: false,
+                network_unavailable: false,
+            },
+            internal_ip: internal_ip.map(|ip| ip.parse().expect("ip")),
+            uid: None,
+        }
+    }
+
+    fn peer(spec: serde_json::Value) -> BGPPeer {
+        serde_json::from_value(
+            json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BGPPeer",
+            "metadata": {"name": "tor"}, "spec": spec}),
+        )
+        .expect("a valid BGPPeer")
+    }
+
+    #[test]
+    fn every_field_of_a_peer_reaches_the_session() {
+        let peer = peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "sourceAddress": "192.0.2.1", "peerPort": 1179, "holdTime": "30s",
+            "keepaliveTime": "5s", "connectTime": "2s", "routerID": "192.0.2.9",
+            "ebgpMultiHop": true, "enableGracefulRestart": true,
+            "passwordSecret": {"name": "md5"}}),
+        );
+        let passwords = [("md5".to_owned(), Ok(Password(b"secret".to_vec())))].into();
+        let settings =
+            settings(&peer, &node(Some("192.0.2.1")), "herald-system", &passwords).expect("usable");
+        assert_eq!(
+            settings.transport.peer,
+            "192.0.2.254:1179".parse().expect("address")
+        );
+        assert_eq!(
+            settings.transport.source,
+            Some("192.0.2.1".parse().expect("ip"))
+        );
+        assert_eq!(settings.transport.ttl, 255, "multihop");
+        assert_eq!(
+            settings.transport.password,
+            Some(Password(b"secret".to_vec()))
+        );
+        let config = settings.config;
+        assert_eq!((config.local_asn, config.peer_asn), (64513, 64512));
+        assert_eq!(
+            config.router_id,
+            "192.0.2.9".parse::<std::net::Ipv4Addr>().expect("id")
+        );
+        assert_eq!((config.hold_time, config.keepalive_time), (30, Some(5)));
+        assert_eq!(config.connect_retry, Duration::from_secs(2));
+        assert_eq!(config.graceful_restart, Some(GRACEFUL_RESTART_TIME));
+    }
+
+    #[test]
+    fn defaults_follow_the_node_and_rfc_4271() {
+        let peer = peer(json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "2001:db8::fe"}));
+        let settings = settings(
+            &peer,
+            &node(Some("192.0.2.1")),
+            "herald-system",
+            &BTreeMap::new(),
+        )
+        .expect("usable");
+        assert_eq!(settings.transport.peer.port(), 179);
+        assert_eq!(settings.transport.ttl, 1, "a directly connected eBGP peer");
+        assert_eq!(settings.config.family, Family::Ipv6Unicast);
+        assert_eq!(
+            settings.config.router_id,
+            "192.0.2.1".parse::<std::net::Ipv4Addr>().expect("id")
+        );
+        assert_eq!(settings.config.hold_time, 90);
+    }
+
+    #[test]
+    fn an_unusable_peer_is_refused_with_the_field_named() {
+        let no_id = peer(json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "2001:db8::fe"}));
+        let error = settings(
+            &no_id,
+            &node(Some("2001:db8::1")),
+            "herald-system",
+            &BTreeMap::new(),
+        )
+        .expect_err("no IPv4 address for a router ID");
+        assert!(error.starts_with("BGPPeer tor: spec.routerID:"), "{error}");
+        let elsewhere = peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "passwordSecret": {"name": "md5", "namespace": "default"}}),
+        );
+        let error = settings(
+            &elsewhere,
+            &node(Some("192.0.2.1")),
+            "herald-system",
+            &BTreeMap::new(),
+        )
+        .expect_err("a Secret outside Herald's namespace");
+        assert!(error.contains("spec.passwordSecret.namespace"), "{error}");
+        let unreadable = peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "passwordSecret": {"name": "md5"}}),
+        );
+        let passwords = [(
+            "md5".to_owned(),
+            Err("Secret md5 has no key \"password\"".to_owned()),
+        )]
+        .into();
+        let error = settings(
+            &unreadable,
+            &node(Some("192.0.2.1")),
+            "herald-system",
+            &passwords,
+        )
+        .expect_err("a Secret without the key");
+        assert!(
+            error.contains("spec.passwordSecret") && error.contains("no key"),
+            "{error}"
+        );
+    }
+}

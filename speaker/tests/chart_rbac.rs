@@ -63,7 +63,13 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         "-o",
         "jsonpath={.status.assignedIPv4}",
     ])?;
-    assert_eq!(pool.trim(), "1", "the controller wrote the pool's status");
+    // At least the Service's address (a Service another test left behind in a namespace that
+    // is still being deleted may hold one of the pool's addresses too).
+    let assigned: u32 = pool.trim().parse().unwrap_or(0);
+    assert!(
+        assigned >= 1,
+        "the controller wrote the pool's status: {pool:?}"
+    );
     let lease = lan.kubectl(&["get", "lease", &format!("{name}-controller"), "-o", "name"])?;
     assert!(lease.contains("lease"), "{lease}");
 

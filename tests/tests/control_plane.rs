@@ -278,6 +278,25 @@ async fn an_exposed_deployment_gets_an_endpoint_slice_once_its_pods_are_ready() 
         assert_eq!(ready, Some(expected), "{:?}", endpoint.addresses);
         assert_eq!(endpoint.node_name.as_deref(), Some(node_name.as_str()));
     }
+    // No kubelet confirms a Pod's end, and a LoadBalancer Service left behind would hold an
+    // address once some test's herald-controller runs: remove both now.
+    cp.kubectl(&[
+        "-n",
+        ns.name(),
+        "delete",
+        "service",
+        "example-service",
+        "--wait=false",
+    ])?;
+    cp.kubectl(&[
+        "-n",
+        ns.name(),
+        "delete",
+        "pods",
+        "--all",
+        "--force",
+        "--grace-period=0",
+    ])?;
     nodes.delete(&node_name, &DeleteParams::default()).await?;
     Ok(())
 }

@@ -69,7 +69,7 @@ fn trying_the_controller_gives_the_example_service_its_address() {
     let out = run(
         cp,
         &commands,
-        "kubectl delete service example-service --ignore-not-found --wait=false; \
+        "kubectl delete service example-service --ignore-not-found --timeout=60s; \
          kubectl delete deployment example --ignore-not-found; \
          kubectl delete ipaddresspool lan --ignore-not-found",
     );

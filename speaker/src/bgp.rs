@@ -483,6 +483,9 @@ impl Sessions {
                         old.handle.stop(false).await;
                     }
                     info!(peer = %name, address = %wanted.transport.peer, "starting BGP session");
+                    if let Some(profile) = &peer.spec.bfd_profile {
+                        warn!(peer = %name, %profile, "BFD is not implemented yet: BGPPeer spec.bfdProfile is ignored; failures are detected by the hold time");
+                    }
                     let handle = driver::spawn(
                         name.clone(),
                         wanted.config.clone(),

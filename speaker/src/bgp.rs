@@ -43,9 +43,9 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::{
+    FIELD_MANAGER,
     cluster::NodeView,
     metrics::{Metrics, NotificationLabels, PeerLabels},
-    report::{FIELD_MANAGER, RESYNC, send_changed},
 };
 
 /// The BGP port.
@@ -88,7 +88,7 @@ pub(crate) struct Sessions {
     /// The last inputs, to apply again when a password changes.
     last: Option<(BgpPlan, Vec<Arc<BGPPeer>>, NodeView)>,
     /// The node's session records, written by a task of their own.
-    records: tokio::sync::watch::Sender<Desired<BGPSessionStatus>>,
+    records: records::Writer<BGPSessionStatus>,
 }
 
 /// A change in what this node advertises for a Service, for its Event.
@@ -117,6 +117,11 @@ fn advertised_by_service(plan: &BgpPlan) -> BTreeMap<ServiceKey, BTreeMap<String
 
 /// The Events of going from `before` to `after` on `node`.
 fn changes(node: &str, before: &BgpPlan, after: &BgpPlan) -> Vec<Change> {
+    // Most inputs (other Services' endpoints, layer-2 changes) leave this node's routes as they
+    // were: no need to look further.
+    if before == after {
+        return Vec::new();
+    }
     let (before, after) = (advertised_by_service(before), advertised_by_service(after));
     let mut out = Vec::new();
     for service in before
@@ -332,14 +337,11 @@ impl Sessions {
         namespace: &str,
         node: &str,
     ) -> Sessions {
-        let (records, receiver) = tokio::sync::watch::channel(Desired::new());
-        records::spawn(
+        let records = records::spawn(
             client.clone(),
             Api::namespaced(client.clone(), namespace),
             format!("{NODE_LABEL}={node}"),
             FIELD_MANAGER,
-            RESYNC,
-            receiver,
         );
         Sessions {
             records,
@@ -365,7 +367,7 @@ impl Sessions {
         }
         if changed && let Some((plan, peers, node)) = self.last.clone() {
             // The same plan: sessions restart with the new passwords, no Service changes.
-            self.apply(&plan, &peers, &node).await;
+            self.reconcile(&plan, &peers, &node).await;
         }
     }
 
@@ -396,7 +398,7 @@ impl Sessions {
                 (records::key(&record), record)
             })
             .collect();
-        send_changed(&self.records, desired);
+        self.records.set(desired);
     }
 
     fn record(&self, node: &NodeView, spec: BGPSessionStatusSpec) -> BGPSessionStatus {
@@ -427,9 +429,35 @@ impl Sessions {
         }
     }
 
-    /// Brings the sessions in line with `plan`; returns the changes in what this node
-    /// advertises per Service.
+    /// Brings the sessions in line with `plan` when an input changed; returns the changes in
+    /// what this node advertises per Service.
     pub(crate) async fn apply(
+        &mut self,
+        plan: &BgpPlan,
+        peers: &[Arc<BGPPeer>],
+        node: &NodeView,
+    ) -> Vec<Change> {
+        // The loop calls this on every input change; most leave this node's BGP as it was.
+        let versions = |peers: &[Arc<BGPPeer>]| -> Vec<(String, Option<String>)> {
+            peers
+                .iter()
+                .map(|p| (p.name_any(), p.resource_version()))
+                .collect()
+        };
+        let unchanged = self
+            .last
+            .as_ref()
+            .is_some_and(|(last_plan, last_peers, last_node)| {
+                last_plan == plan && last_node == node && versions(last_peers) == versions(peers)
+            });
+        if unchanged {
+            return Vec::new();
+        }
+        self.reconcile(plan, peers, node).await
+    }
+
+    /// Brings the sessions in line with the inputs, whether or not they changed.
+    async fn reconcile(
         &mut self,
         plan: &BgpPlan,
         peers: &[Arc<BGPPeer>],

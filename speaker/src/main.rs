@@ -9,6 +9,9 @@
 //! `/readyz`. The loop is in [`control`], the translation of objects in [`cluster`], the
 //! layer-2 driver in [`announce`].
 
+/// The field manager of everything the speaker writes with server-side apply.
+const FIELD_MANAGER: &str = "herald-speaker";
+
 mod announce;
 mod bgp;
 mod cluster;
@@ -71,21 +74,11 @@ struct Flags {
     metrics_address: SocketAddr,
 }
 
-/// `250ms`, `2s` or `1m`.
+/// `250ms`, `2s`, `1m30s`: durations are written as in Herald's objects.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: give a unit: ms, s or m"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
+    herald_api::values::Duration(text.to_owned())
         .parse()
-        .map_err(|_| format!("{text:?} does not start with a number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("{text:?}: the unit must be ms, s or m")),
-    }
+        .map_err(|e| e.to_string())
 }
 
 /// One thread: the speaker's work is small and mostly waiting, and every extra thread brings
@@ -177,18 +170,4 @@ async fn main() -> anyhow::Result<()> {
     let _ = leave_tx.send(());
     tokio::time::sleep(Duration::from_millis(100)).await;
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("250").is_err());
-        assert!(parse_duration("2h").is_err());
-        assert!(parse_duration("ms").is_err());
-    }
 }

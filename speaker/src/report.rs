@@ -14,7 +14,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
     sync::Arc,
-    time::Duration,
 };
 
 use herald_api::{
@@ -38,11 +37,7 @@ use kube::{
 use tokio::sync::watch;
 use tracing::debug;
 
-use crate::{announce::Takeover, cluster::ServiceView};
-
-/// How often the writer re-reads the records that exist (someone may have deleted one).
-pub(crate) const RESYNC: Duration = Duration::from_secs(10);
-pub(crate) const FIELD_MANAGER: &str = "herald-speaker";
+use crate::{FIELD_MANAGER, announce::Takeover, cluster::ServiceView};
 
 /// How many Events may wait, and how many are sent at once.
 const EVENT_QUEUE: usize = 4_096;
@@ -52,30 +47,18 @@ const EVENT_CONCURRENCY: usize = 4;
 pub(crate) struct Reporter {
     node: String,
     events: Queue,
-    records: watch::Sender<Desired<ServiceL2Status>>,
+    records: records::Writer<ServiceL2Status>,
     alive: watch::Sender<BTreeSet<String>>,
-}
-
-/// Publishes `value` when it differs from what is there.
-pub(crate) fn send_changed<T: PartialEq>(sender: &watch::Sender<T>, value: T) {
-    sender.send_if_modified(|current| {
-        let changed = *current != value;
-        *current = value;
-        changed
-    });
 }
 
 impl Reporter {
     /// Starts the writer of this node's records.
     pub(crate) fn start(client: Client, publisher: Publisher, node: &str) -> Self {
-        let (records, receiver) = watch::channel(Desired::new());
-        records::spawn(
+        let records = records::spawn(
             client.clone(),
             Api::all(client.clone()),
             format!("{NODE_LABEL}={node}"),
             FIELD_MANAGER,
-            RESYNC,
-            receiver,
         );
         let (alive, alive_receiver) = watch::channel(BTreeSet::new());
         tokio::spawn(delete_records_of_dead_nodes(client, alive_receiver));
@@ -169,8 +152,14 @@ impl Reporter {
                 (records::key(&record), record)
             })
             .collect();
-        send_changed(&self.records, desired);
-        send_changed(&self.alive, alive.clone());
+        self.records.set(desired);
+        self.alive.send_if_modified(|current| {
+            let changed = current != alive;
+            if changed {
+                current.clone_from(alive);
+            }
+            changed
+        });
     }
 }
 

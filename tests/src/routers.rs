@@ -153,6 +153,16 @@ pub enum Family {
     Ipv6,
 }
 
+impl Family {
+    /// The family as gobgp's `-a` and FRR's `show bgp` name it.
+    fn afi(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+}
+
 /// Where gobgpd's gRPC API listens, on the host's own loopback.
 const GOBGP_API: (&str, &str) = ("127.0.0.1", "50051");
 
@@ -316,10 +326,7 @@ impl BgpRouter {
                 let prefixes: std::collections::BTreeSet<String> =
                     routes.iter().map(|r| r.prefix.clone()).collect();
                 for prefix in prefixes {
-                    let afi = match family {
-                        Family::Ipv4 => "ipv4",
-                        Family::Ipv6 => "ipv6",
-                    };
+                    let afi = family.afi();
                     let detail = run(vtysh(&self.host, &self.dir)
                         .args(["-c", &format!("show bgp {afi} unicast {prefix} json")]))?;
                     add_frr_attributes(&mut routes, &prefix, &detail)?;
@@ -332,10 +339,7 @@ impl BgpRouter {
     /// The daemon's own account of its RIB for `family` (JSON for gobgpd and FRR, text for
     /// BIRD), as [`BgpRouter::routes`] reads it.
     pub fn show_routes(&self, family: Family) -> Result<String> {
-        let afi = match family {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        };
+        let afi = family.afi();
         match self.daemon {
             BgpDaemon::Gobgp => run(gobgp(&self.host).args(["global", "rib", "-a", afi, "-j"])),
             BgpDaemon::Bird => {
@@ -364,10 +368,7 @@ impl BgpRouter {
                 ),
             });
         }
-        let afi = match family {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        };
+        let afi = family.afi();
         let mut child = gobgp(&self.host)
             .args(["monitor", "global", "rib", "-a", afi, "-j"])
             .stdout(std::process::Stdio::piped())

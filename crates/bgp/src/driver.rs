@@ -67,11 +67,8 @@ pub struct Status {
     pub state: State,
     /// Prefixes the peer has from this session.
     pub advertised: usize,
-    pub updates_sent: u64,
     /// Why the session last went down, if it did.
     pub last_error: Option<String>,
-    /// When the session last became established.
-    pub established_at: Option<Instant>,
 }
 
 /// Called for every session event (for metrics and Events).
@@ -117,9 +114,7 @@ pub fn spawn(
     let (status_tx, status_rx) = watch::channel(Status {
         state: State::Idle,
         advertised: 0,
-        updates_sent: 0,
         last_error: None,
-        established_at: None,
     });
     let driver = Driver {
         name,
@@ -309,7 +304,6 @@ impl Driver {
                 self.status.send_modify(|s| {
                     s.state = *to;
                     if *to == State::Established {
-                        s.established_at = Some(Instant::now());
                         s.last_error = None;
                     }
                 });
@@ -327,10 +321,7 @@ impl Driver {
                 advertised,
             } => {
                 debug!(peer = %self.name, messages, advertised, "sent UPDATEs");
-                self.status.send_modify(|s| {
-                    s.advertised = *advertised;
-                    s.updates_sent += *messages as u64;
-                });
+                self.status.send_modify(|s| s.advertised = *advertised);
             }
             Event::Negotiated {
                 hold_time,

@@ -48,15 +48,6 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
-        State::Idle,
-        State::Connect,
-        State::Active,
-        State::OpenSent,
-        State::OpenConfirm,
-        State::Established,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             State::Idle => "Idle",
@@ -221,10 +212,6 @@ impl Session {
             desired: BTreeMap::new(),
             advertised: BTreeMap::new(),
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     pub fn state(&self) -> State {

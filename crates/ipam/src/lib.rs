@@ -38,6 +38,6 @@ mod service;
 pub use allocator::{Allocator, Assignment, PoolReport, PoolUsage};
 pub use error::{AllocationError, SharingConflict};
 pub use pool::{Pool, PoolError, ServiceAllocation};
-pub use range::{Family, IpRange, RangeError};
+pub use range::{Family, IpRange, RangeError, network};
 pub use selector::{LabelSelector, Labels, Requirement};
 pub use service::{Backend, IpFamilyPolicy, Port, ServiceKey, ServiceRequest};

@@ -61,6 +61,25 @@ pub(crate) fn number(ip: IpAddr) -> u128 {
     }
 }
 
+/// The host part of a prefix of `length` bits (at most the family's width), as a mask.
+fn host_mask(family: Family, length: u32) -> u128 {
+    let host_bits = family.bits() - length.min(family.bits());
+    if host_bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << host_bits) - 1
+    }
+}
+
+/// The network of `address` at prefix `length` (clamped to the family's width): the address
+/// with its host bits cleared, and the length.
+pub fn network(address: IpAddr, length: u8) -> (IpAddr, u8) {
+    let family = Family::of(address);
+    let length = u32::from(length).min(family.bits());
+    let network = family.address(number(address) & !host_mask(family, length));
+    (network, u8::try_from(length).unwrap_or(u8::MAX))
+}
+
 /// An inclusive range of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IpRange {
@@ -167,12 +186,7 @@ impl FromStr for IpRange {
                     });
                 }
             };
-            let host_bits = max - length;
-            let host_mask = if host_bits == 128 {
-                u128::MAX
-            } else {
-                (1u128 << host_bits) - 1
-            };
+            let host_mask = host_mask(family, length);
             let n = number(ip);
             if n & host_mask != 0 {
                 return Err(RangeError::HostBitsSet {

@@ -21,7 +21,7 @@ use std::{
     net::IpAddr,
 };
 
-use herald_ipam::{LabelSelector, ServiceKey};
+use herald_ipam::{LabelSelector, ServiceKey, network};
 
 use crate::{Selection, Snapshot, any_or_empty};
 
@@ -70,22 +70,6 @@ pub struct BgpRoute {
 /// The routes of one node: per peer name, per prefix (address with host bits cleared, length).
 pub type BgpPlan = BTreeMap<String, BTreeMap<(IpAddr, u8), BgpRoute>>;
 
-/// Clears the host bits of `address` beyond `length`.
-fn masked(address: IpAddr, length: u8) -> (IpAddr, u8) {
-    match address {
-        IpAddr::V4(v4) => {
-            let length = length.min(32);
-            let mask = u32::MAX.checked_shl(32 - u32::from(length)).unwrap_or(0);
-            (IpAddr::V4((u32::from(v4) & mask).into()), length)
-        }
-        IpAddr::V6(v6) => {
-            let length = length.min(128);
-            let mask = u128::MAX.checked_shl(128 - u32::from(length)).unwrap_or(0);
-            (IpAddr::V6((u128::from(v6) & mask).into()), length)
-        }
-    }
-}
-
 /// Plans the routes `node` advertises to each of its peers.
 pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
     let mut plan = BgpPlan::new();
@@ -125,7 +109,7 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
                     } else {
                         adv.aggregation_length_v6
                     };
-                    let route = routes.entry(masked(*ip, length)).or_default();
+                    let route = routes.entry(network(*ip, length)).or_default();
                     route.local_pref = route.local_pref.max(adv.local_pref);
                     route.communities.extend(&adv.communities);
                     route.large_communities.extend(&adv.large_communities);

@@ -3,9 +3,9 @@
 //! waits for the API server.
 //!
 //! ```text
-//!   caller ── desired objects (watch channel, latest wins) ──► writer
+//!   caller ── Writer::set(desired objects) (a watch channel, latest wins) ──► writer task
 //!   writer: server-side apply what differs from what it last wrote, delete what is no
-//!           longer wanted; every `resync` re-list (someone may have deleted one, or a
+//!           longer wanted; every 10 s re-list (someone may have deleted one, or a
 //!           previous run left some behind)
 //! ```
 
@@ -55,27 +55,41 @@ pub fn key<K: Resource>(record: &K) -> ObjectKey {
     (record.meta().namespace.clone(), record.name_any())
 }
 
+/// How often the writer lists the records that exist (someone may have deleted one).
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// The handle of a records writer: what the records should be.
+#[derive(Debug)]
+pub struct Writer<K> {
+    desired: watch::Sender<Desired<K>>,
+}
+
+impl<K: PartialEq> Writer<K> {
+    /// Makes `desired` the records to keep; nothing happens when they are what they were.
+    pub fn set(&self, desired: Desired<K>) {
+        self.desired.send_if_modified(|current| {
+            let changed = *current != desired;
+            *current = desired;
+            changed
+        });
+    }
+}
+
 /// Starts the writer of the records under `selector`, listed through `list` (all
-/// namespaces or one); it ends when the sender is dropped.
+/// namespaces or one), written as `field_manager`; it ends when the handle is dropped.
 pub fn spawn<K>(
     client: Client,
     list: Api<K>,
     selector: String,
     field_manager: &'static str,
-    resync: Duration,
-    desired: watch::Receiver<Desired<K>>,
-) where
+) -> Writer<K>
+where
     K: Record,
     K::DynamicType: Default,
 {
-    tokio::spawn(write(
-        client,
-        list,
-        selector,
-        field_manager,
-        resync,
-        desired,
-    ));
+    let (desired, receiver) = watch::channel(Desired::new());
+    tokio::spawn(write(client, list, selector, field_manager, receiver));
+    Writer { desired }
 }
 
 fn api<K>(client: &Client, key: &ObjectKey) -> Api<K>
@@ -91,7 +105,6 @@ async fn write<K>(
     all: Api<K>,
     selector: String,
     field_manager: &'static str,
-    resync: Duration,
     mut desired: watch::Receiver<Desired<K>>,
 ) where
     K: Record,
@@ -101,7 +114,7 @@ async fn write<K>(
     // What this writer applied, as JSON (to compare without asking more of `K`); `None` for
     // a record found by listing, whose content is not known to match.
     let mut written: BTreeMap<ObjectKey, Option<serde_json::Value>> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(resync);
+    let mut ticker = tokio::time::interval(RESYNC);
     loop {
         tokio::select! {
             changed = desired.changed() => if changed.is_err() { return },

@@ -10,14 +10,17 @@
 //!   n3 ─┘                                   └─ router (192.0.2.254): FRR, eBGP with each node
 //! ```
 //!
-//! It creates the page's example Service (`example-service`, selector `app: example`, port
-//! 8765 to 9376) with one ready endpoint on n2, then prints `kubectl describe services
-//! example-service`, the client's neighbour entry for the address (pointing at the node that
-//! answers ARP for it) and the router's route to it (through every node: ECMP). Then it cleans
-//! up, or with `--keep` leaves everything running until Ctrl-C and prints how to explore.
+//! Every node runs a real kube-proxy and has a Pod network (`herald_tests::datapath`). The demo
+//! creates the page's example Service (`example-service`, selector `app: example`, port 8765 to
+//! 9376) with one ready endpoint on n2, a Pod that serves HTTP, then prints `kubectl describe
+//! services example-service`, the client's neighbour entry for the address (pointing at the
+//! node that answers ARP for it), a `curl` from the client answered by the Pod (its name and
+//! the source address it saw) and the router's route to the address (through every node:
+//! ECMP). Then it cleans up, or with `--keep` leaves everything running until Ctrl-C and
+//! prints how to explore.
 //!
 //! `cargo run -p herald-speaker --example demo [-- --keep]` (as root, after
-//! `cargo build -p herald-controller -p herald-speaker`; `demo/run` does all of it).
+//! `cargo build -p herald-controller -p herald-speaker --bins`; `demo/run` does all of it).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -77,10 +80,12 @@ async fn main() -> anyhow::Result<()> {
     lan.controller =
         Controller::start_as(&controller_config, &namespace, "herald-controller", "demo")?;
     lan.speaker_kubeconfig = speaker_config;
+    // Every node carries traffic as on a real cluster: a Pod network and a real kube-proxy.
+    lan.serve_traffic().await?;
     lan.start_speakers()?;
 
-    // The page's example: one ready endpoint, on n2.
-    lan.pod("example-n2", "example", 1, true).await?;
+    // The page's example: one ready endpoint, on n2, a Pod that serves HTTP on 9376.
+    let _pod = lan.serving_pod("example-n2", "example", 1).await?;
     lan.service("example-service", "example", "Cluster", false)?;
     let ip: IpAddr = lan.ingress("example-service", 1).await?[0];
     let owner = lan.resolve(ip).await?;
@@ -110,6 +115,22 @@ async fn main() -> anyhow::Result<()> {
         "  -> {} is the MAC of {} ({}), the node answering ARP for {ip}",
         lan.nodes[owner].link.mac, lan.nodes[owner].name, lan.nodes[owner].link.ipv4
     );
+    heading(&format!("curl http://{ip}:8765/ from the client"));
+    let reply = lan.curl_until_served(&lan.client_host, ip).await?;
+    println!(
+        "{}",
+        lan.client_host
+            .run(
+                "curl",
+                &["-sS", "--max-time", "5", &format!("http://{ip}:8765/")]
+            )?
+            .trim()
+    );
+    println!(
+        "  -> answered by the Pod {} through kube-proxy on {}; it saw the source address {} \
+         (a node's: the Service's externalTrafficPolicy is Cluster)",
+        reply.pod, lan.nodes[owner].name, reply.client
+    );
     heading(&format!(
         "the router's route to {ip} (FRR, installed in its kernel)"
     ));
@@ -128,6 +149,10 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "  ip netns exec {} ping -c1 {ip}; ip netns exec {} ip neigh",
             lan.client_host.netns(),
+            lan.client_host.netns()
+        );
+        println!(
+            "  ip netns exec {} curl http://{ip}:8765/",
             lan.client_host.netns()
         );
         println!("  ip netns exec {} ip route", router.host().netns());

@@ -12,13 +12,16 @@
 //!        └──► Topology  network namespaces: L2 segments (bridges), node / client / router hosts,
 //!                       IPv4 and IPv6, processes inside them, the API server reachable from
 //!                       each host on its own loopback; all removed on drop, even after a panic
-//!                       └──► routers: gobgpd, bird2 and FRR started in a host, RIBs read back
+//!                       ├──► routers: gobgpd, bird2 and FRR started in a host, RIBs read back
+//!                       └──► datapath: kube-proxy in node hosts, Pods that serve HTTP behind
+//!                            their node's bridge, requests from a client
 //! ```
 //!
 //! Test addresses come from the documentation prefixes only (RFC 5737, RFC 3849); see
 //! [`netns::addressing`] for the plan.
 
 pub mod cluster;
+pub mod datapath;
 mod error;
 pub mod herald;
 pub mod namespace;

@@ -377,22 +377,7 @@ impl Segment {
     pub fn attach(&self, host: &Host, n: u32) -> Result<Link> {
         let ifname = format!("eth{}", host.links.fetch_add(1, Ordering::Relaxed));
         let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
-        ip(
-            &self.switch,
-            &[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &ifname,
-                "netns",
-                &host.netns,
-            ],
-        )?;
-        ip(&self.switch, &["link", "set", &port, "master", "br0", "up"])?;
+        plug_into_bridge(&self.switch, "br0", &port, &host.netns, &ifname)?;
         let (ipv4, ipv6) = self.address(n);
         ip(
             &host.netns,
@@ -584,7 +569,10 @@ fn relay(a: TcpStream, b: TcpStream) {
 
 /// Runs `f` on a short-lived thread that has entered `netns`; sockets it creates stay in that
 /// namespace. The calling thread never changes namespace.
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+pub(crate) fn in_netns<T: Send>(
+    netns: &str,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     let path = Path::new(NETNS_DIR).join(netns);
     std::thread::scope(|scope| {
         scope
@@ -598,8 +586,27 @@ fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> io::Result<T> + Send) -> i
     })
 }
 
+/// A cable from `bridge` in namespace `bridge_netns` (port `port`, up) to interface `ifname` in
+/// namespace `netns` (left down, to be numbered first): a veth pair.
+pub(crate) fn plug_into_bridge(
+    bridge_netns: &str,
+    bridge: &str,
+    port: &str,
+    netns: &str,
+    ifname: &str,
+) -> Result<()> {
+    ip(
+        bridge_netns,
+        &[
+            "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns,
+        ],
+    )?;
+    ip(bridge_netns, &["link", "set", port, "master", bridge, "up"])?;
+    Ok(())
+}
+
 /// `ip -n NETNS ARGS...`
-fn ip(netns: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn ip(netns: &str, args: &[&str]) -> Result<String> {
     run(Command::new("ip").arg("-n").arg(netns).args(args))
 }
 

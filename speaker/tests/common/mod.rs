@@ -20,6 +20,7 @@ use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
 
 use herald_tests::{
     ControlPlane, Host, Link, Process, Segment, TestNamespace, Topology,
+    datapath::{self, KubeProxy, NodeNetwork, Reply, ServingPod},
     herald::{Controller, binary},
     routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRouter},
     wait_for,
@@ -50,12 +51,15 @@ pub const ROUTER_ASN: u32 = 64512;
 
 static TURN: Mutex<()> = Mutex::const_new(());
 
-/// A node: its namespace, its LAN link, its Kubernetes name and its speaker.
+/// A node: its namespace, its LAN link, its Kubernetes name and its speaker; with
+/// [`Lan::serve_traffic`], its Pod network and kube-proxy.
 pub struct Node {
     pub name: String,
     pub host: Host,
     pub link: Link,
     pub speaker: Option<Process>,
+    pub network: Option<NodeNetwork>,
+    pub proxy: Option<KubeProxy>,
 }
 
 pub struct Lan {
@@ -116,6 +120,7 @@ impl Lan {
                 "-p",
                 &json!({"status": {"addresses": [
                     {"type": "InternalIP", "address": link.ipv4.to_string()},
+                    {"type": "InternalIP", "address": link.ipv6.to_string()},
                     {"type": "Hostname", "address": name}]}})
                 .to_string(),
             ])?;
@@ -124,6 +129,8 @@ impl Lan {
                 host,
                 link,
                 speaker: None,
+                network: None,
+                proxy: None,
             });
         }
         let client_host = topology.host("client")?;
@@ -353,6 +360,104 @@ impl Lan {
             self.start_speaker(i)?;
         }
         Ok(())
+    }
+
+    /// Makes the nodes carry traffic as on a real cluster: each gets its Pod network (bridge,
+    /// Pod CIDRs on its Node object, routes to the other nodes' Pods) and a real kube-proxy
+    /// programming its kernel. Then [`Lan::serving_pod`] starts Pods that answer.
+    pub async fn serve_traffic(&mut self) -> anyhow::Result<()> {
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let network = NodeNetwork::new(&node.host, u32::try_from(i)? + 1)?;
+            self.cp.kubectl(&[
+                "patch",
+                "node",
+                &node.name,
+                "--type=merge",
+                "-p",
+                &json!({"spec": network.node_spec()}).to_string(),
+            ])?;
+            node.network = Some(network);
+        }
+        for a in &self.nodes {
+            for b in self.nodes.iter().filter(|b| b.name != a.name) {
+                let (Some(from), Some(to)) = (&a.network, &b.network) else {
+                    continue;
+                };
+                from.route_pods_of(to, (b.link.ipv4, b.link.ipv6))?;
+            }
+        }
+        for node in &mut self.nodes {
+            node.proxy =
+                Some(KubeProxy::start(self.cp, &node.host, &node.name, &self.cp.kubeconfig).await?);
+        }
+        Ok(())
+    }
+
+    /// A Pod of `app` on node `i` that serves HTTP on port 9376 (see
+    /// [`herald_tests::datapath`]); Ready. Needs [`Lan::serve_traffic`] first.
+    pub async fn serving_pod(&self, name: &str, app: &str, i: usize) -> anyhow::Result<ServingPod> {
+        let node = &self.nodes[i];
+        let network = node
+            .network
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("serving_pod before serve_traffic"))?;
+        Ok(ServingPod::start(
+            &self.topology,
+            network,
+            &node.name,
+            &self.client,
+            self.ns.name(),
+            name,
+            json!({"app": app}),
+        )
+        .await?)
+    }
+
+    /// `curl http://IP:8765/` from `from`, retried until a Pod answers (kube-proxy applies
+    /// new endpoints within about a second); the reply, or what curl said last.
+    pub async fn curl_until_served(&self, from: &Host, ip: IpAddr) -> anyhow::Result<Reply> {
+        Ok(wait_for(
+            &format!(
+                "a Pod to answer curl http://{ip}:8765/ from {}",
+                from.name()
+            ),
+            TIMEOUT,
+            || async { datapath::curl(from, ip, 8765).map_err(|e| e.to_string()) },
+        )
+        .await?)
+    }
+
+    /// A client outside the LAN, behind the router at `router_link` (as on the Internet side
+    /// of a BGP router): a segment of its own, 203.0.113.96/28 and 2001:db8:6::/64, with the
+    /// router at .97 / ::1 and the client at .98 / ::2; the client's default route and the
+    /// nodes' route back go through the router, which forwards and spreads flows over its
+    /// equal-cost paths by their ports (L4 hash, as data-centre routers do).
+    pub fn outside_client(&self, router_link: &Link) -> anyhow::Result<Host> {
+        let outside = self.topology.segment(
+            "outside",
+            ("203.0.113.96".parse()?, 28),
+            ("2001:db8:6::".parse()?, 64),
+        )?;
+        let router = &router_link.host;
+        let router_side = outside.attach(router, 1)?;
+        router.enable_forwarding()?;
+        for key in [
+            "net.ipv4.fib_multipath_hash_policy",
+            "net.ipv6.fib_multipath_hash_policy",
+        ] {
+            router.run("sysctl", &["-qw", &format!("{key}=1")])?;
+        }
+        let client = self.topology.host("outside")?;
+        outside.attach(&client, 2)?;
+        client.add_route("default", IpAddr::V4(router_side.ipv4))?;
+        client.add_route("default", IpAddr::V6(router_side.ipv6))?;
+        for node in &self.nodes {
+            node.host
+                .add_route("203.0.113.96/28", IpAddr::V4(router_link.ipv4))?;
+            node.host
+                .add_route("2001:db8:6::/64", IpAddr::V6(router_link.ipv6))?;
+        }
+        Ok(client)
     }
 
     /// A Pod of `app` on node `i`, with the given readiness (the kubelet's part).

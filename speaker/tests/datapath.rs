@@ -1,0 +1,574 @@
+//! Served, not only announced: a client's request to the LoadBalancer address answered by a Pod,
+//! through real speakers, a real kube-proxy on every node and Pods behind their nodes' bridges
+//! (`herald_tests::datapath`), with the real API server, controller and EndpointSlice
+//! controller. What is asserted is what the user sees: the Pod's reply, the source address the
+//! Pod saw, kube-proxy's health check answers, requests counted.
+
+mod common;
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use common::{Lan, TIMEOUT};
+use herald_tests::{datapath, wait_for};
+
+/// The client's own addresses on the LAN (`Segment::address(100)`).
+fn client_addresses(lan: &Lan) -> [IpAddr; 2] {
+    let (v4, v6) = lan.lan.address(100);
+    [IpAddr::V4(v4), IpAddr::V6(v6)]
+}
+
+/// Every address node `i` has (its LAN address and its Pod bridge's gateway), of `ip`'s family.
+fn node_addresses(lan: &Lan, i: usize) -> Vec<IpAddr> {
+    let node = &lan.nodes[i];
+    let ((v4, _), (v6, _)) = datapath::pod_cidrs(u32::try_from(i).expect("few nodes") + 1);
+    vec![
+        IpAddr::V4(node.link.ipv4),
+        IpAddr::V6(node.link.ipv6),
+        IpAddr::V4((u32::from(v4) + 1).into()),
+        IpAddr::V6((u128::from(v6) + 1).into()),
+    ]
+}
+
+/// The Service's `healthCheckNodePort` (allocated by the API server under `Local`).
+fn health_check_node_port(lan: &Lan, service: &str) -> anyhow::Result<u16> {
+    let out = lan.kubectl(&[
+        "get",
+        "service",
+        service,
+        "-o",
+        "jsonpath={.spec.healthCheckNodePort}",
+    ])?;
+    Ok(out.trim().parse()?)
+}
+
+/// Waits until kube-proxy's health check for the Service answers `expected[i]` on node `i`,
+/// asked by the client at the node's LAN address, as a cloud load balancer would ask.
+async fn wait_health_checks(lan: &Lan, port: u16, expected: &[u16]) -> anyhow::Result<()> {
+    wait_for(
+        &format!("healthCheckNodePort {port} to answer {expected:?} on the nodes"),
+        TIMEOUT,
+        || async {
+            let mut seen = Vec::new();
+            for node in &lan.nodes {
+                let code =
+                    datapath::http_status(&lan.client_host, IpAddr::V4(node.link.ipv4), port)
+                        .map_err(|e| e.to_string())?;
+                seen.push(code);
+            }
+            if seen == expected {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until `ip` answers from `pods` only, with the client's own source address, over
+/// `rounds` requests.
+async fn wait_served_by(
+    lan: &Lan,
+    ip: IpAddr,
+    pods: &[&str],
+    client: IpAddr,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{ip} served by {pods:?} only, seeing the client {client}"),
+        TIMEOUT,
+        || async {
+            let mut seen = Vec::new();
+            for _ in 0..6 {
+                let reply =
+                    datapath::curl(&lan.client_host, ip, 8765).map_err(|e| e.to_string())?;
+                if !pods.contains(&reply.pod.as_str()) || reply.client != client {
+                    return Err(format!("{reply:?}"));
+                }
+                seen.push(reply.pod);
+            }
+            Ok(seen)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_keeps_its_source_address()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("dp-l2", 3).await?;
+    lan.serve_traffic().await?;
+    lan.start_speakers()?;
+    let _web0 = lan.serving_pod("web-0", "web", 0).await?;
+    let web1 = lan.serving_pod("web-1", "web", 1).await?;
+    lan.service("web", "web", "Cluster", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    let clients = client_addresses(&lan);
+
+    // Cluster: answered by a Pod, over IPv4 and IPv6; the Pod sees a node's address (kube-proxy
+    // masquerades traffic that may cross to another node).
+    for &ip in &ips {
+        let reply = lan.curl_until_served(&lan.client_host, ip).await?;
+        assert!(
+            ["web-0", "web-1"].contains(&reply.pod.as_str()),
+            "curl {ip}: {reply:?}"
+        );
+        let owner = lan.resolve(ip).await?;
+        assert!(
+            !clients.contains(&reply.client),
+            "under Cluster the Pod must see a node's address, not the client's: {reply:?}"
+        );
+        assert!(
+            (0..lan.nodes.len()).any(|i| node_addresses(&lan, i).contains(&reply.client)),
+            "the Pod saw {}, which is no node's address (owner {})",
+            reply.client,
+            lan.nodes[owner].name
+        );
+    }
+
+    // Local: the API server allocates a healthCheckNodePort; kube-proxy answers 200 where a
+    // ready local endpoint is and 503 elsewhere; the Pod sees the client's own address.
+    lan.service("web", "web", "Local", true)?;
+    let port = health_check_node_port(&lan, "web")?;
+    wait_health_checks(&lan, port, &[200, 200, 503]).await?;
+    for (&ip, &client) in ips.iter().zip(&clients) {
+        wait_served_by(&lan, ip, &["web-0", "web-1"], client).await?;
+        // Herald announces from a node whose health check says 200.
+        let owner = lan.resolve(ip).await?;
+        assert!(
+            owner < 2,
+            "{ip} announced from {}, which has no endpoint",
+            lan.nodes[owner].name
+        );
+    }
+
+    // The endpoint on n2 goes unready: its health check turns 503, every address is
+    // announced from n1 and served by web-0, still with the client's address.
+    web1.set_ready(&lan.client, lan.ns.name(), false).await?;
+    wait_health_checks(&lan, port, &[200, 503, 503]).await?;
+    for (&ip, &client) in ips.iter().zip(&clients) {
+        lan.wait_answers(ip, &[0]).await?;
+        wait_served_by(&lan, ip, &["web-0"], client).await?;
+    }
+    Ok(())
+}
+
+/// One request every `interval` for `duration`, each with `timeout`: when each was sent and
+/// whether a Pod answered it.
+fn request_loop(
+    lan: &Lan,
+    ip: IpAddr,
+    interval: Duration,
+    duration: Duration,
+    timeout: Duration,
+    mut at: impl FnMut(Duration),
+) -> Vec<(Duration, Result<datapath::Reply, String>)> {
+    let start = Instant::now();
+    let address = std::net::SocketAddr::new(ip, 8765);
+    let mut results = Vec::new();
+    let mut next = start;
+    while start.elapsed() < duration {
+        let sent = start.elapsed();
+        at(sent);
+        let result = datapath::http_get(&lan.client_host, address, timeout)
+            .and_then(|body| datapath::Reply::parse(&body))
+            .map_err(|e| e.to_string());
+        results.push((sent, result));
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    results
+}
+
+#[tokio::test]
+async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_failover_is_answered()
+-> anyhow::Result<()> {
+    let mut lan = Lan::new("dp-failover", 3).await?;
+    lan.serve_traffic().await?;
+    lan.start_speakers()?;
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        pods.push(lan.serving_pod(&format!("web-{i}"), "web", i).await?);
+    }
+    lan.service("web", "web", "Cluster", false)?;
+    let ip = lan.ingress("web", 1).await?[0];
+    lan.curl_until_served(&lan.client_host, ip).await?;
+    let owner = lan.resolve(ip).await?;
+    // The node that will die holds no endpoint (a dead node's Pods stay Ready in the API until
+    // its Node times out, which is not what this test is about).
+    pods[owner]
+        .set_ready(&lan.client, lan.ns.name(), false)
+        .await?;
+    let survivors: Vec<String> = (0..3)
+        .filter(|&i| i != owner)
+        .map(|i| format!("web-{i}"))
+        .collect();
+    let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    wait_for("only the survivors' Pods to answer", TIMEOUT, || async {
+        for _ in 0..6 {
+            let reply = lan
+                .curl_until_served(&lan.client_host, ip)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !survivors.contains(&reply.pod.as_str()) {
+                return Err(format!("{reply:?}"));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let old_mac = lan.client_entry(ip)?;
+
+    // 20 requests a second for 15 s; after 3 s the owner dies: its speaker is killed and its
+    // cable cut at the same moment.
+    let mut killed = false;
+    let link = lan.nodes[owner].link.clone();
+    let mut speaker = lan.nodes[owner].speaker.take().expect("running");
+    let results = request_loop(
+        &lan,
+        ip,
+        Duration::from_millis(50),
+        Duration::from_secs(15),
+        Duration::from_millis(400),
+        |sent| {
+            if !killed && sent >= Duration::from_secs(3) {
+                speaker.kill();
+                let _ = link.set_connected(false);
+                killed = true;
+            }
+        },
+    );
+    let kill_at = Duration::from_secs(3);
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(t, r)| format!("{t:?}: {}", r.as_ref().err().map_or("", |e| e.as_str())))
+        .collect();
+    let first_after = results
+        .iter()
+        .position(|(t, r)| *t >= kill_at && r.is_ok())
+        .ok_or_else(|| anyhow::anyhow!("no request answered after the kill: {failed:?}"))?;
+    let lost_after_failover: Vec<_> = results[first_after..]
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(t, r)| format!("{t:?}: {r:?}"))
+        .collect();
+    assert!(
+        lost_after_failover.is_empty(),
+        "requests lost after the failover ({} of {}): {lost_after_failover:?}",
+        lost_after_failover.len(),
+        results.len() - first_after
+    );
+    assert!(results.len() >= 250, "only {} requests sent", results.len());
+    // Answered through another node, whose MAC the client learnt without a flush.
+    let new_mac = lan.client_entry(ip)?;
+    assert_ne!(new_mac, old_mac, "the client's entry for {ip} did not move");
+    let heir = new_mac.as_deref().and_then(|m| lan.node_with_mac(m));
+    assert!(matches!(heir, Some(h) if h != owner), "entry {new_mac:?}");
+    let lost = failed.len();
+    let gap = results[first_after].0.saturating_sub(kill_at);
+    eprintln!(
+        "failover under traffic: {lost} of {} requests lost, answered again {gap:?} after the kill",
+        results.len()
+    );
+    Ok(())
+}
+
+/// Node ASN of the BGP tests; the router is in [`common::ROUTER_ASN`].
+const NODE_ASN: u32 = 64513;
+/// Service addresses of the BGP tests: outside the LAN, reachable only through the routes.
+const BGP_POOL: [&str; 2] = ["203.0.113.64/28", "2001:db8:3::/124"];
+
+fn host_prefix(ip: IpAddr) -> String {
+    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+}
+
+/// A BGP world that serves: three nodes with kube-proxy and speakers, an FRR router on the LAN
+/// (zebra installing its routes) peering with each node, this test's BGPAdvertisement with
+/// `advertisement` spec, and a client outside, behind the router.
+struct Routed {
+    router: herald_tests::routers::BgpRouter,
+    router_link: herald_tests::Link,
+    outside: herald_tests::Host,
+    lan: Lan,
+}
+
+impl Routed {
+    async fn new(prefix: &str, advertisement: serde_json::Value) -> anyhow::Result<Routed> {
+        let mut lan = Lan::with_pool(prefix, 3, &BGP_POOL).await?;
+        lan.stop_layer2()?;
+        lan.serve_traffic().await?;
+        let (router, router_link) = lan.router(
+            herald_tests::routers::BgpDaemon::Frr,
+            NODE_ASN,
+            common::RouterOptions::default(),
+        )?;
+        let outside = lan.outside_client(&router_link)?;
+        lan.bgp_peers(&router_link, NODE_ASN, serde_json::json!({}))?;
+        lan.bgp_advertise(advertisement)?;
+        lan.start_speakers()?;
+        Ok(Routed {
+            router,
+            router_link,
+            outside,
+            lan,
+        })
+    }
+}
+
+/// The LAN address of each node in `nodes`, of `ip`'s family.
+fn lan_addresses(lan: &Lan, ip: IpAddr, nodes: &[usize]) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = nodes
+        .iter()
+        .map(|&i| match ip {
+            IpAddr::V4(_) => IpAddr::V4(lan.nodes[i].link.ipv4),
+            IpAddr::V6(_) => IpAddr::V6(lan.nodes[i].link.ipv6),
+        })
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// Waits until the router's kernel forwards `ip` to exactly the nodes `nodes`; their weights.
+async fn wait_kernel_route(
+    router: &herald_tests::Host,
+    lan: &Lan,
+    ip: IpAddr,
+    nodes: &[usize],
+) -> anyhow::Result<Vec<(IpAddr, u32)>> {
+    let want = lan_addresses(lan, ip, nodes);
+    Ok(wait_for(
+        &format!("the router's kernel route to {ip} via {want:?}"),
+        TIMEOUT,
+        || async {
+            let hops =
+                datapath::kernel_next_hops(router, &host_prefix(ip)).map_err(|e| e.to_string())?;
+            let gateways: Vec<IpAddr> = hops.iter().map(|(g, _)| *g).collect();
+            if gateways == want {
+                Ok(hops)
+            } else {
+                Err(format!("{hops:?}"))
+            }
+        },
+    )
+    .await?)
+}
+
+/// Waits until 20 requests in a row from `from` to `ip` are answered by the Pods `pods`: every
+/// node the router sends to has had its kube-proxy program the Service's local endpoints (a
+/// speaker learns of an endpoint through the same watch as kube-proxy, and may advertise the
+/// node up to kube-proxy's sync period before kube-proxy has programmed it).
+async fn wait_all_served(from: &herald_tests::Host, ip: IpAddr, pods: usize) -> anyhow::Result<()> {
+    wait_for(
+        &format!("20 requests in a row to {ip} answered by {pods} Pods"),
+        TIMEOUT,
+        || async {
+            let (per_pod, _) = spread(from, ip, 20).map_err(|e| e.to_string())?;
+            if per_pod.len() == pods {
+                Ok(())
+            } else {
+                Err(format!("{per_pod:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `count` requests from `from` to `ip` (a new connection and source port each), each within a
+/// second: how many each Pod answered, and the source addresses the Pods saw.
+fn spread(
+    from: &herald_tests::Host,
+    ip: IpAddr,
+    count: usize,
+) -> anyhow::Result<(std::collections::BTreeMap<String, usize>, Vec<IpAddr>)> {
+    let mut per_pod = std::collections::BTreeMap::new();
+    let mut sources = Vec::new();
+    for _ in 0..count {
+        let body = datapath::http_get(
+            from,
+            std::net::SocketAddr::new(ip, 8765),
+            Duration::from_secs(1),
+        )?;
+        let reply = datapath::Reply::parse(&body)?;
+        *per_pod.entry(reply.pod).or_insert(0) += 1;
+        if !sources.contains(&reply.client) {
+            sources.push(reply.client);
+        }
+    }
+    Ok((per_pod, sources))
+}
+
+#[tokio::test]
+async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_path_and_a_deleted_service_stop_being_served()
+-> anyhow::Result<()> {
+    let Routed {
+        lan,
+        router: _router,
+        router_link,
+        outside,
+    } = Routed::new("dp-bgp", serde_json::json!({})).await?;
+    let mut lan = lan;
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        pods.push(lan.serving_pod(&format!("web-{i}"), "web", i).await?);
+    }
+    let (outside_v4, outside_v6) = (
+        "203.0.113.98".parse::<IpAddr>()?,
+        "2001:db8:6::2".parse::<IpAddr>()?,
+    );
+
+    // Cluster: routes through every node; answered, the Pod seeing a node's address.
+    lan.service("web", "web", "Cluster", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    for &ip in &ips {
+        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
+        let reply = lan.curl_until_served(&outside, ip).await?;
+        assert!(
+            (0..3).any(|i| node_addresses(&lan, i).contains(&reply.client)),
+            "under Cluster the Pod must see a node's address: {reply:?}"
+        );
+    }
+
+    // Local: every node still has an endpoint; the Pods see the outside client's own address,
+    // and the router's hash spreads flows over the three nodes.
+    lan.service("web", "web", "Local", true)?;
+    for (&ip, client) in ips.iter().zip([outside_v4, outside_v6]) {
+        wait_for(
+            &format!("{ip} served with the client's address"),
+            TIMEOUT,
+            || async {
+                let reply = datapath::curl(&outside, ip, 8765).map_err(|e| e.to_string())?;
+                if reply.client == client {
+                    Ok(())
+                } else {
+                    Err(format!("{reply:?}"))
+                }
+            },
+        )
+        .await?;
+        wait_all_served(&outside, ip, 3).await?;
+        let (per_pod, sources) = spread(&outside, ip, 60)?;
+        assert_eq!(sources, [client], "sources the Pods saw for {ip}");
+        assert_eq!(per_pod.len(), 3, "60 flows to {ip} reached {per_pod:?}");
+    }
+
+    // n1's speaker dies: the router withdraws its paths and web-0 (reachable only through
+    // n1 under Local) gets no more requests.
+    lan.nodes[0].speaker.as_mut().expect("running").kill();
+    for &ip in &ips {
+        wait_kernel_route(&router_link.host, &lan, ip, &[1, 2]).await?;
+        let (per_pod, _) = spread(&outside, ip, 60)?;
+        assert!(
+            !per_pod.contains_key("web-0") && per_pod.len() == 2,
+            "60 flows to {ip} after n1's speaker died: {per_pod:?}"
+        );
+    }
+
+    // The Service deleted: the routes go and the address answers no more.
+    lan.kubectl(&["delete", "service", "web"])?;
+    for &ip in &ips {
+        wait_kernel_route(&router_link.host, &lan, ip, &[]).await?;
+        let attempt = datapath::http_get(
+            &outside,
+            std::net::SocketAddr::new(ip, 8765),
+            Duration::from_secs(1),
+        );
+        assert!(
+            attempt.is_err(),
+            "{ip} still answered after the Service was deleted: {attempt:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Each Pod's share of `count` flows, in percent, in Pod order.
+fn shares(per_pod: &std::collections::BTreeMap<String, usize>, count: usize) -> Vec<(String, f64)> {
+    per_pod
+        .iter()
+        .map(|(pod, n)| (pod.clone(), 100.0 * *n as f64 / count as f64))
+        .collect()
+}
+
+#[tokio::test]
+async fn with_link_bandwidth_weights_each_pod_gets_an_equal_share_and_without_them_the_lone_pod_gets_half()
+-> anyhow::Result<()> {
+    let Routed {
+        lan,
+        router: _router,
+        router_link,
+        outside,
+    } = Routed::new(
+        "dp-weights",
+        serde_json::json!({"weightByLocalEndpoints": true}),
+    )
+    .await?;
+    // Three Pods on n1, one on n2, none on n3: the page's uneven case.
+    let mut pods = Vec::new();
+    for (name, node) in [("web-0", 0), ("web-1", 0), ("web-2", 0), ("web-3", 1)] {
+        pods.push(lan.serving_pod(name, "web", node).await?);
+    }
+    lan.service("web", "web", "Local", true)?;
+    let ips = lan.ingress("web", 2).await?;
+    const FLOWS: usize = 400;
+    for &ip in &ips {
+        // zebra installs the link bandwidth as next-hop weights, 3 : 1.
+        let hops = wait_for(&format!("weighted next hops for {ip}"), TIMEOUT, || async {
+            let hops = datapath::kernel_next_hops(&router_link.host, &host_prefix(ip))
+                .map_err(|e| e.to_string())?;
+            match hops.as_slice() {
+                [(_, a), (_, b)] if *a == 3 * *b => Ok(hops),
+                _ => Err(format!("{hops:?}")),
+            }
+        })
+        .await?;
+        assert_eq!(
+            hops.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
+            lan_addresses(&lan, ip, &[0, 1])
+        );
+        wait_all_served(&outside, ip, 4).await?;
+        let (per_pod, _) = spread(&outside, ip, FLOWS)?;
+        let weighted = shares(&per_pod, FLOWS);
+        eprintln!("{ip} with weights, {FLOWS} flows: {weighted:?}");
+        assert_eq!(per_pod.len(), 4, "{per_pod:?}");
+        for (pod, share) in &weighted {
+            assert!(
+                (share - 25.0).abs() <= 8.0,
+                "with weights {pod} got {share:.1} % of {FLOWS} flows to {ip}: {weighted:?}"
+            );
+        }
+    }
+
+    // The same, without weights: plain ECMP per node, and the lone Pod on n2 gets half.
+    lan.bgp_advertise(serde_json::json!({"weightByLocalEndpoints": false}))?;
+    for &ip in &ips {
+        wait_for(&format!("equal next hops for {ip}"), TIMEOUT, || async {
+            let hops = datapath::kernel_next_hops(&router_link.host, &host_prefix(ip))
+                .map_err(|e| e.to_string())?;
+            match hops.as_slice() {
+                [(_, a), (_, b)] if a == b => Ok(()),
+                _ => Err(format!("{hops:?}")),
+            }
+        })
+        .await?;
+        wait_all_served(&outside, ip, 4).await?;
+        let (per_pod, _) = spread(&outside, ip, FLOWS)?;
+        let unweighted = shares(&per_pod, FLOWS);
+        eprintln!("{ip} without weights, {FLOWS} flows: {unweighted:?}");
+        let lone = unweighted
+            .iter()
+            .find(|(pod, _)| pod == "web-3")
+            .map_or(0.0, |(_, s)| *s);
+        assert!(
+            (lone - 50.0).abs() <= 10.0,
+            "without weights the lone Pod web-3 got {lone:.1} % of {FLOWS} flows to {ip}: {unweighted:?}"
+        );
+    }
+    Ok(())
+}

@@ -13,17 +13,14 @@
 //! 100,000; `HERALD_BENCH_WINDOW`, default 32). Bounded in count and in time (30 s). The
 //! flood stays inside the test's namespaces.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
-use common::Lan;
 use herald_l2::{MacAddr, arp, link::read_links, socket::ArpSocket};
+use herald_tests::world::Lan;
 
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const TIME_LIMIT: Duration = Duration::from_secs(30);

@@ -13,17 +13,14 @@
 //!
 //! `cargo bench -p herald-speaker --bench bgp_convergence`
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::IpAddr,
     time::{Duration, Instant},
 };
 
-use common::{Lan, RouterOptions};
 use futures::StreamExt;
+use herald_tests::world::{Lan, RouterOptions};
 use herald_tests::{
     routers::{BgpDaemon, Family},
     wait_for,

@@ -12,18 +12,15 @@
 //! Prints every run, the median and the maximum. Timing never decides a test; see
 //! `docs/benchmarks.md` for recorded figures.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{
     net::IpAddr,
     process::Command,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use common::{Lan, TIMEOUT};
 use futures::StreamExt;
 use herald_api::service::ready_endpoint_nodes;
+use herald_tests::world::{Lan, TIMEOUT};
 use herald_tests::{Process, wait_for};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{

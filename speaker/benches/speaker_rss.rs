@@ -6,13 +6,10 @@
 //!
 //! `cargo bench -p herald-speaker --bench speaker_rss` (`HERALD_BENCH_SERVICES`, default 1,000).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::Lan;
 use herald_tests::wait_for;
+use herald_tests::world::Lan;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -22,20 +22,14 @@
 //! `cargo run -p herald-speaker --example demo [-- --keep]` (as root, after
 //! `cargo build -p herald-controller -p herald-speaker --bins`; `demo/run` does all of it).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::{net::IpAddr, path::PathBuf};
 
-use common::{Lan, Release, RouterOptions, TIMEOUT};
+use herald_tests::world::{Lan, NODE_ASN, ROUTER_ASN, Release, RouterOptions, TIMEOUT};
 use herald_tests::{
     herald::Controller,
     routers::{BgpDaemon, BgpRouter},
     wait_for,
 };
-
-/// The nodes' AS; the router is in [`common::ROUTER_ASN`].
-const NODE_ASN: u32 = 64513;
 
 fn heading(text: &str) {
     println!("\n\x1b[1m== {text}\x1b[0m");
@@ -61,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         &[
             format!("bgpPeers[0].name={namespace}-tor"),
             format!("bgpPeers[0].myASN={NODE_ASN}"),
-            format!("bgpPeers[0].peerASN={}", common::ROUTER_ASN),
+            format!("bgpPeers[0].peerASN={ROUTER_ASN}"),
             format!("bgpPeers[0].peerAddress={}", router_link.ipv4),
             format!("bgpAdvertisements[0].name={namespace}-public"),
             format!("bgpAdvertisements[0].ipAddressPools={{{}}}", lan.pool),

@@ -2,21 +2,14 @@
 //! FRR) and the router's RIB shows what a user relies on: every node's path for a Cluster
 //! Service (ECMP), only endpoint nodes for Local, and withdrawals when that changes.
 
-mod common;
-
 use std::{collections::BTreeSet, net::IpAddr};
 
-use common::{Lan, RouterOptions, TIMEOUT};
+use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, RouterOptions, TIMEOUT};
 use herald_tests::{
     routers::{BgpDaemon, BgpRouter, Family},
     wait_for,
 };
 use serde_json::json;
-
-/// Node ASN of eBGP tests.
-const NODE_ASN: u32 = 64513;
-/// Service addresses of these tests: outside the LAN, reachable only through the routes.
-const BGP_POOL: [&str; 2] = ["203.0.113.64/28", "2001:db8:3::/124"];
 
 fn family(ip: IpAddr) -> Family {
     if ip.is_ipv4() {
@@ -344,7 +337,7 @@ async fn frr_keeps_signed_routes_across_a_speaker_restart() -> anyhow::Result<()
 /// iBGP with every attribute an advertisement sets: LOCAL_PREF, standard, well-known and
 /// large communities, and the link bandwidth of each node's ready local endpoints.
 async fn ibgp_routes_carry_their_attributes(daemon: BgpDaemon) -> anyhow::Result<()> {
-    let asn = common::ROUTER_ASN;
+    let asn = herald_tests::world::ROUTER_ASN;
     let mut world = Lan::with_pool(&format!("bgp-attr-{}", daemon.name()), 2, &BGP_POOL).await?;
     world.stop_layer2()?;
     let (router, router_link) = world.router(daemon, asn, RouterOptions::default())?;

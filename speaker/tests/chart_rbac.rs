@@ -5,11 +5,9 @@
 //! BGPSessionStatus records), with no "forbidden" anywhere in their logs; and
 //! those accounts cannot read Secrets or write what they should not.
 
-mod common;
-
 use std::{path::PathBuf, process::Command};
 
-use common::{Lan, Release, RouterOptions};
+use herald_tests::world::{Lan, Release, RouterOptions};
 use herald_tests::{herald::Controller, routers::BgpDaemon, wait_for};
 use serde_json::json;
 
@@ -93,7 +91,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     lan.bgp_advertise(json!({}))?;
     wait_for(
         "every session Established in its record",
-        common::TIMEOUT,
+        herald_tests::world::TIMEOUT,
         || async {
             let states = lan
                 .kubectl(&[

@@ -4,14 +4,9 @@
 //! controller. What is asserted is what the user sees: the Pod's reply, the source address the
 //! Pod saw, kube-proxy's health check answers, requests counted.
 
-mod common;
+use std::{net::IpAddr, time::Duration};
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
-
-use common::{Lan, TIMEOUT};
+use herald_tests::world::{Lan, Routed, TIMEOUT, spread, wait_all_served};
 use herald_tests::{datapath, wait_for};
 
 /// The client's own addresses on the LAN (`Segment::address(100)`).
@@ -130,6 +125,26 @@ async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_k
         );
     }
 
+    // kube-proxy serves the Service's NodePort on every node's address as well.
+    let node_port: u16 = lan
+        .kubectl(&[
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])?
+        .trim()
+        .parse()?;
+    for node in &lan.nodes {
+        let reply = datapath::curl(&lan.client_host, IpAddr::V4(node.link.ipv4), node_port)?;
+        assert!(
+            reply.pod.starts_with("web-"),
+            "NodePort {node_port} of {}: {reply:?}",
+            node.name
+        );
+    }
+
     // Local: the API server allocates a healthCheckNodePort; kube-proxy answers 200 where a
     // ready local endpoint is and 503 elsewhere; the Pod sees the client's own address.
     lan.service("web", "web", "Local", true)?;
@@ -155,35 +170,6 @@ async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_k
         wait_served_by(&lan, ip, &["web-0"], client).await?;
     }
     Ok(())
-}
-
-/// One request every `interval` for `duration`, each with `timeout`: when each was sent and
-/// whether a Pod answered it.
-fn request_loop(
-    lan: &Lan,
-    ip: IpAddr,
-    interval: Duration,
-    duration: Duration,
-    timeout: Duration,
-    mut at: impl FnMut(Duration),
-) -> Vec<(Duration, Result<datapath::Reply, String>)> {
-    let start = Instant::now();
-    let address = std::net::SocketAddr::new(ip, 8765);
-    let mut results = Vec::new();
-    let mut next = start;
-    while start.elapsed() < duration {
-        let sent = start.elapsed();
-        at(sent);
-        let result = datapath::http_get(&lan.client_host, address, timeout)
-            .and_then(|body| datapath::Reply::parse(&body))
-            .map_err(|e| e.to_string());
-        results.push((sent, result));
-        next += interval;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    results
 }
 
 #[tokio::test]
@@ -230,9 +216,9 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
     let mut killed = false;
     let link = lan.nodes[owner].link.clone();
     let mut speaker = lan.nodes[owner].speaker.take().expect("running");
-    let results = request_loop(
-        &lan,
-        ip,
+    let results = datapath::request_loop(
+        &lan.client_host,
+        std::net::SocketAddr::new(ip, 8765),
         Duration::from_millis(50),
         Duration::from_secs(15),
         Duration::from_millis(400),
@@ -245,19 +231,17 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
         },
     );
     let kill_at = Duration::from_secs(3);
-    let failed: Vec<_> = results
+    let failed: Vec<String> = results
         .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(t, r)| format!("{t:?}: {}", r.as_ref().err().map_or("", |e| e.as_str())))
+        .filter_map(|s| s.reply.as_ref().err().map(|e| format!("{:?}: {e}", s.at)))
         .collect();
     let first_after = results
         .iter()
-        .position(|(t, r)| *t >= kill_at && r.is_ok())
+        .position(|s| s.at >= kill_at && s.reply.is_ok())
         .ok_or_else(|| anyhow::anyhow!("no request answered after the kill: {failed:?}"))?;
-    let lost_after_failover: Vec<_> = results[first_after..]
+    let lost_after_failover: Vec<String> = results[first_after..]
         .iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(t, r)| format!("{t:?}: {r:?}"))
+        .filter_map(|s| s.reply.as_ref().err().map(|e| format!("{:?}: {e}", s.at)))
         .collect();
     assert!(
         lost_after_failover.is_empty(),
@@ -271,55 +255,17 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
     assert_ne!(new_mac, old_mac, "the client's entry for {ip} did not move");
     let heir = new_mac.as_deref().and_then(|m| lan.node_with_mac(m));
     assert!(matches!(heir, Some(h) if h != owner), "entry {new_mac:?}");
-    let lost = failed.len();
-    let gap = results[first_after].0.saturating_sub(kill_at);
     eprintln!(
-        "failover under traffic: {lost} of {} requests lost, answered again {gap:?} after the kill",
-        results.len()
+        "failover under traffic: {} of {} requests lost, longest gap {:?}",
+        failed.len(),
+        results.len(),
+        datapath::longest_gap(&results)
     );
     Ok(())
 }
 
-/// Node ASN of the BGP tests; the router is in [`common::ROUTER_ASN`].
-const NODE_ASN: u32 = 64513;
-/// Service addresses of the BGP tests: outside the LAN, reachable only through the routes.
-const BGP_POOL: [&str; 2] = ["203.0.113.64/28", "2001:db8:3::/124"];
-
 fn host_prefix(ip: IpAddr) -> String {
     format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
-}
-
-/// A BGP world that serves: three nodes with kube-proxy and speakers, an FRR router on the LAN
-/// (zebra installing its routes) peering with each node, this test's BGPAdvertisement with
-/// `advertisement` spec, and a client outside, behind the router.
-struct Routed {
-    router: herald_tests::routers::BgpRouter,
-    router_link: herald_tests::Link,
-    outside: herald_tests::Host,
-    lan: Lan,
-}
-
-impl Routed {
-    async fn new(prefix: &str, advertisement: serde_json::Value) -> anyhow::Result<Routed> {
-        let mut lan = Lan::with_pool(prefix, 3, &BGP_POOL).await?;
-        lan.stop_layer2()?;
-        lan.serve_traffic().await?;
-        let (router, router_link) = lan.router(
-            herald_tests::routers::BgpDaemon::Frr,
-            NODE_ASN,
-            common::RouterOptions::default(),
-        )?;
-        let outside = lan.outside_client(&router_link)?;
-        lan.bgp_peers(&router_link, NODE_ASN, serde_json::json!({}))?;
-        lan.bgp_advertise(advertisement)?;
-        lan.start_speakers()?;
-        Ok(Routed {
-            router,
-            router_link,
-            outside,
-            lan,
-        })
-    }
 }
 
 /// The LAN address of each node in `nodes`, of `ip`'s family.
@@ -358,51 +304,6 @@ async fn wait_kernel_route(
         },
     )
     .await?)
-}
-
-/// Waits until 20 requests in a row from `from` to `ip` are answered by the Pods `pods`: every
-/// node the router sends to has had its kube-proxy program the Service's local endpoints (a
-/// speaker learns of an endpoint through the same watch as kube-proxy, and may advertise the
-/// node up to kube-proxy's sync period before kube-proxy has programmed it).
-async fn wait_all_served(from: &herald_tests::Host, ip: IpAddr, pods: usize) -> anyhow::Result<()> {
-    wait_for(
-        &format!("20 requests in a row to {ip} answered by {pods} Pods"),
-        TIMEOUT,
-        || async {
-            let (per_pod, _) = spread(from, ip, 20).map_err(|e| e.to_string())?;
-            if per_pod.len() == pods {
-                Ok(())
-            } else {
-                Err(format!("{per_pod:?}"))
-            }
-        },
-    )
-    .await?;
-    Ok(())
-}
-
-/// `count` requests from `from` to `ip` (a new connection and source port each), each within a
-/// second: how many each Pod answered, and the source addresses the Pods saw.
-fn spread(
-    from: &herald_tests::Host,
-    ip: IpAddr,
-    count: usize,
-) -> anyhow::Result<(std::collections::BTreeMap<String, usize>, Vec<IpAddr>)> {
-    let mut per_pod = std::collections::BTreeMap::new();
-    let mut sources = Vec::new();
-    for _ in 0..count {
-        let body = datapath::http_get(
-            from,
-            std::net::SocketAddr::new(ip, 8765),
-            Duration::from_secs(1),
-        )?;
-        let reply = datapath::Reply::parse(&body)?;
-        *per_pod.entry(reply.pod).or_insert(0) += 1;
-        if !sources.contains(&reply.client) {
-            sources.push(reply.client);
-        }
-    }
-    Ok((per_pod, sources))
 }
 
 #[tokio::test]
@@ -457,6 +358,21 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
         let (per_pod, sources) = spread(&outside, ip, 60)?;
         assert_eq!(sources, [client], "sources the Pods saw for {ip}");
         assert_eq!(per_pod.len(), 3, "60 flows to {ip} reached {per_pod:?}");
+    }
+
+    // n3's endpoint turns unready: its health check says 503, and the router forwards only to
+    // the nodes whose health check says 200; ready again, n3 is back.
+    let port = health_check_node_port(&lan, "web")?;
+    wait_health_checks(&lan, port, &[200, 200, 200]).await?;
+    pods[2].set_ready(&lan.client, lan.ns.name(), false).await?;
+    wait_health_checks(&lan, port, &[200, 200, 503]).await?;
+    for &ip in &ips {
+        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1]).await?;
+    }
+    pods[2].set_ready(&lan.client, lan.ns.name(), true).await?;
+    for &ip in &ips {
+        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
+        wait_all_served(&outside, ip, 3).await?;
     }
 
     // n1's speaker dies: the router withdraws its paths and web-0 (reachable only through

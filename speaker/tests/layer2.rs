@@ -1,12 +1,10 @@
 //! Layer 2 end to end: real speakers in node namespaces on one LAN, the real API server and
 //! controller, and a client whose kernel resolves Service addresses by ARP and NDP.
 
-mod common;
-
 use std::net::IpAddr;
 
-use common::{Lan, TIMEOUT};
 use herald_tests::wait_for;
+use herald_tests::world::{Lan, TIMEOUT};
 
 /// Waits until the client's existing neighbour entry for `ip` points at a node other than
 /// `old`, without the client asking again (the new owner's GARP / NA must update it), and

@@ -127,6 +127,18 @@ impl ControlPlane {
         run(self.kubectl_command().args(args))
     }
 
+    /// A `helm` command talking to this control plane.
+    pub fn helm_command(&self) -> Command {
+        let mut cmd = Command::new(self.tool("helm"));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// Runs `helm ARGS...` and returns its standard output.
+    pub fn helm(&self, args: &[&str]) -> Result<String> {
+        run(self.helm_command().args(args))
+    }
+
     /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
     /// served; once per test process, later calls return at once.
     pub fn install_herald_crds(&self) -> Result<()> {

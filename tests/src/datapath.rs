@@ -514,3 +514,56 @@ pub fn kernel_next_hops(host: &Host, prefix: &str) -> Result<Vec<(IpAddr, u32)>>
     hops.sort();
     Ok(hops)
 }
+
+/// One request of a [`request_loop`]: when it was sent (from the loop's start) and the Pod's
+/// reply, or what went wrong.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub at: Duration,
+    pub reply: std::result::Result<Reply, String>,
+}
+
+/// A bounded request loop from `host` to `address`: one [`http_get`] every `interval` (a new
+/// connection each) for `duration`, each within `timeout`; `before_each` is called with the
+/// time of each request before it is sent (to inject a fault at a moment). A request that
+/// times out delays the next ones, which then follow without waiting until the loop is back on
+/// schedule.
+pub fn request_loop(
+    host: &Host,
+    address: SocketAddr,
+    interval: Duration,
+    duration: Duration,
+    timeout: Duration,
+    mut before_each: impl FnMut(Duration),
+) -> Vec<Sent> {
+    let start = std::time::Instant::now();
+    let mut results = Vec::new();
+    let mut next = start;
+    while start.elapsed() < duration {
+        let at = start.elapsed();
+        before_each(at);
+        let reply = http_get(host, address, timeout)
+            .and_then(|body| Reply::parse(&body))
+            .map_err(|e| e.to_string());
+        results.push(Sent { at, reply });
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    results
+}
+
+/// The longest time between two answered requests of a loop (by their send times).
+pub fn longest_gap(results: &[Sent]) -> Duration {
+    let answered: Vec<Duration> = results
+        .iter()
+        .filter(|s| s.reply.is_ok())
+        .map(|s| s.at)
+        .collect();
+    answered
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .max()
+        .unwrap_or_default()
+}

@@ -15,6 +15,8 @@
 //!                       ├──► routers: gobgpd, bird2 and FRR started in a host, RIBs read back
 //!                       └──► datapath: kube-proxy in node hosts, Pods that serve HTTP behind
 //!                            their node's bridge, requests from a client
+//!   world::Lan  all of it put together as the speaker's tests, benches and the demo use it:
+//!               nodes with speakers on a LAN, a client, a controller, routers, Pods that serve
 //! ```
 //!
 //! Test addresses come from the documentation prefixes only (RFC 5737, RFC 3849); see
@@ -29,6 +31,7 @@ pub mod netns;
 mod process;
 pub mod routers;
 pub mod wait;
+pub mod world;
 
 pub use cluster::ControlPlane;
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! careful operator expects (least privilege, hardened pods, a gossip key), the real API
 //! server accepts every one of them (server-side dry run), and bad values are refused.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use herald_tests::{ControlPlane, TestNamespace};
 
@@ -11,11 +11,7 @@ fn chart() -> PathBuf {
 }
 
 fn helm(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
-    Command::new(cp.tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()
-        .expect("helm runs")
+    cp.helm_command().args(args).output().expect("helm runs")
 }
 
 /// `helm template` with `extra` arguments, as parsed YAML documents.

@@ -1,25 +1,31 @@
-//! The world of the speaker's end-to-end tests: the real control plane with Herald's CRDs, a
-//! herald-controller allocating, node namespaces on one LAN each running a real
-//! herald-speaker, and a client namespace whose kernel resolves Service addresses.
+//! The world of Herald's end-to-end tests, benches and demo: the real control plane with
+//! Herald's CRDs, a herald-controller allocating, node namespaces on one LAN each running a
+//! real herald-speaker, and a client namespace whose kernel resolves Service addresses; on
+//! demand a BGP router ([`Lan::router`]), the nodes' datapath (kube-proxy and Pods that serve,
+//! [`Lan::serve_traffic`]) and a client behind the router ([`Lan::outside_client`]).
 //!
 //! ```text
 //!   test ── kubectl / kube ──► API server ◄── herald-controller (test's loopback)
 //!                                  ▲
 //!              forwarder on each node's loopback
 //!   n1 (192.0.2.1, speaker) ─┐
-//!   n2 (192.0.2.2, speaker) ─┼─ bridge "lan" ─ client (192.0.2.100)
-//!   n3 (192.0.2.3, speaker) ─┘
+//!   n2 (192.0.2.2, speaker) ─┼─ bridge "lan" ─┬─ client (192.0.2.100)
+//!   n3 (192.0.2.3, speaker) ─┘                └─ router (192.0.2.254) ── outside (203.0.113.98)
 //! ```
 //!
-//! Tests run one at a time (each has its own controller, and the controller serves every
-//! namespace). Each uses its own Nodes, pool and L2Advertisement, named after its namespace.
+//! Worlds are built one at a time in a test process ([`Lan::new`] waits its turn: each has its
+//! own controller, and a controller serves every namespace). Each uses its own Nodes, pool and
+//! L2Advertisement, named after its namespace.
 
-#![allow(dead_code, unreachable_pub)]
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
 
-use std::{net::IpAddr, path::PathBuf, process::Command, time::Duration};
-
-use herald_tests::{
-    ControlPlane, Host, Link, Process, Segment, TestNamespace, Topology,
+use crate::{
+    ControlPlane, Error, Host, Link, Process, Result, Segment, TestNamespace, Topology,
     datapath::{self, KubeProxy, NodeNetwork, Reply, ServingPod},
     herald::{Controller, binary},
     routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRouter},
@@ -48,11 +54,16 @@ pub struct RouterOptions {
 
 /// The AS of the test routers.
 pub const ROUTER_ASN: u32 = 64512;
+/// The nodes' AS in eBGP tests.
+pub const NODE_ASN: u32 = 64513;
+/// Service addresses of BGP tests: outside the LAN, reachable only through the routes.
+pub const BGP_POOL: [&str; 2] = ["203.0.113.64/28", "2001:db8:3::/124"];
 
 static TURN: Mutex<()> = Mutex::const_new(());
 
 /// A node: its namespace, its LAN link, its Kubernetes name and its speaker; with
 /// [`Lan::serve_traffic`], its Pod network and kube-proxy.
+#[derive(Debug)]
 pub struct Node {
     pub name: String,
     pub host: Host,
@@ -82,16 +93,26 @@ pub struct Lan {
     _turn: MutexGuard<'static, ()>,
 }
 
+impl std::fmt::Debug for Lan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lan")
+            .field("namespace", &self.ns.name())
+            .field("nodes", &self.nodes)
+            .field("topology", &self.topology)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Lan {
     /// `count` nodes and a client on one LAN, Nodes in the API with their addresses, the
     /// controller running, a pool and an L2Advertisement for this test's nodes. Speakers are
     /// started by [`Lan::start_speakers`].
-    pub async fn new(prefix: &str, count: u32) -> anyhow::Result<Lan> {
+    pub async fn new(prefix: &str, count: u32) -> Result<Lan> {
         Self::with_pool(prefix, count, &POOL).await
     }
 
     /// [`Lan::new`] with a pool of the given addresses.
-    pub async fn with_pool(prefix: &str, count: u32, addresses: &[&str]) -> anyhow::Result<Lan> {
+    pub async fn with_pool(prefix: &str, count: u32, addresses: &[&str]) -> Result<Lan> {
         let turn = TURN.lock().await;
         let cp = ControlPlane::shared();
         cp.install_herald_crds()?;
@@ -136,7 +157,8 @@ impl Lan {
         let client_host = topology.host("client")?;
         lan.attach(&client_host, 100)?;
         let key_file = topology.dir().join("gossip.key");
-        std::fs::write(&key_file, format!("test key of {}\n", ns.name()))?;
+        std::fs::write(&key_file, format!("test key of {}\n", ns.name()))
+            .map_err(Error::io(format!("writing {}", key_file.display())))?;
         let controller = Controller::start(cp, ns.name(), "only")?;
         let pool = format!("{}-lan", ns.name());
         let advertisement = format!("{}-l2", ns.name());
@@ -166,7 +188,7 @@ impl Lan {
     }
 
     /// (Re)writes this test's L2Advertisement: its pool, this test's nodes, and `extra` spec.
-    pub fn advertise(&self, extra: serde_json::Value) -> anyhow::Result<()> {
+    pub fn advertise(&self, extra: serde_json::Value) -> Result<()> {
         let mut spec = json!({
             "ipAddressPools": [self.pool],
             "nodeSelectors": [{"matchLabels": {"herald.dev/test": self.ns.name()}}],
@@ -181,7 +203,7 @@ impl Lan {
     }
 
     /// Applies a cluster-scoped object that is deleted with the world.
-    pub fn apply_owned(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn apply_owned(&self, object: &serde_json::Value) -> Result<()> {
         let kind = object["kind"].as_str().unwrap_or_default().to_lowercase();
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         let entry = format!("{kind}/{name}");
@@ -193,7 +215,7 @@ impl Lan {
     }
 
     /// Removes this test's L2Advertisement (for tests of BGP alone).
-    pub fn stop_layer2(&self) -> anyhow::Result<()> {
+    pub fn stop_layer2(&self) -> Result<()> {
         self.cp
             .kubectl(&["delete", "l2advertisement", &self.advertisement])?;
         Ok(())
@@ -206,7 +228,7 @@ impl Lan {
         daemon: BgpDaemon,
         node_asn: u32,
         options: RouterOptions,
-    ) -> anyhow::Result<(BgpRouter, Link)> {
+    ) -> Result<(BgpRouter, Link)> {
         let host = self.topology.host(&format!("r-{}", daemon.name()))?;
         let link = self.lan.attach(&host, 254)?;
         Ok((
@@ -221,11 +243,11 @@ impl Lan {
         &self,
         daemon: BgpDaemon,
         node_asn: u32,
-    ) -> anyhow::Result<(BgpRouter, Link)> {
+    ) -> Result<(BgpRouter, Link)> {
         let far = self.topology.segment(
             "far",
-            ("203.0.113.192".parse()?, 26),
-            ("2001:db8:5::".parse()?, 64),
+            (Ipv4Addr::new(203, 0, 113, 192), 26),
+            (Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0), 64),
         )?;
         let hop = self.topology.host("hop")?;
         let hop_lan = self.lan.attach(&hop, 253)?;
@@ -260,7 +282,7 @@ impl Lan {
         node_asn: u32,
         options: &RouterOptions,
         multihop: bool,
-    ) -> anyhow::Result<BgpRouter> {
+    ) -> Result<BgpRouter> {
         let mut neighbors = Vec::new();
         for node in &self.nodes {
             for address in [IpAddr::V4(node.link.ipv4), IpAddr::V6(node.link.ipv6)] {
@@ -278,17 +300,12 @@ impl Lan {
             originate: Vec::new(),
             graceful_restart: options.graceful_restart,
         };
-        Ok(BgpRouter::start(host, daemon, &config)?)
+        BgpRouter::start(host, daemon, &config)
     }
 
     /// BGPPeers `<ns>-v4` and `<ns>-v6` toward the router at `link`, for this test's nodes,
     /// with `extra` spec.
-    pub fn bgp_peers(
-        &self,
-        link: &Link,
-        node_asn: u32,
-        extra: serde_json::Value,
-    ) -> anyhow::Result<()> {
+    pub fn bgp_peers(&self, link: &Link, node_asn: u32, extra: serde_json::Value) -> Result<()> {
         for (family, address) in [("v4", link.ipv4.to_string()), ("v6", link.ipv6.to_string())] {
             let mut spec = json!({
                 "myASN": node_asn, "peerASN": ROUTER_ASN, "peerAddress": address,
@@ -307,7 +324,7 @@ impl Lan {
 
     /// (Re)writes this test's BGPAdvertisement `<ns>-bgp`: its pool, this test's nodes, and
     /// `extra` spec.
-    pub fn bgp_advertise(&self, extra: serde_json::Value) -> anyhow::Result<()> {
+    pub fn bgp_advertise(&self, extra: serde_json::Value) -> Result<()> {
         let mut spec = json!({
             "ipAddressPools": [self.pool],
             "nodeSelectors": [{"matchLabels": {"herald.dev/test": self.ns.name()}}],
@@ -321,20 +338,20 @@ impl Lan {
         }))
     }
 
-    fn apply_cluster(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+    fn apply_cluster(&self, object: &serde_json::Value) -> Result<()> {
         self.cp
             .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())?;
         Ok(())
     }
 
     /// `kubectl -n <namespace> ARGS...`
-    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", self.ns.name()];
         full.extend_from_slice(args);
-        Ok(self.cp.kubectl(&full)?)
+        self.cp.kubectl(&full)
     }
 
-    pub fn speaker_command(&self, node: &Node) -> anyhow::Result<Command> {
+    pub fn speaker_command(&self, node: &Node) -> Result<Command> {
         let mut cmd = Command::new(binary("herald-speaker")?);
         cmd.arg("--gossip-key-file")
             .arg(&self.key_file)
@@ -348,14 +365,14 @@ impl Lan {
     }
 
     /// Starts (or restarts) the speaker of node `i`.
-    pub fn start_speaker(&mut self, i: usize) -> anyhow::Result<()> {
+    pub fn start_speaker(&mut self, i: usize) -> Result<()> {
         let command = self.speaker_command(&self.nodes[i])?;
         let process = self.nodes[i].host.spawn("speaker", command)?;
         self.nodes[i].speaker = Some(process);
         Ok(())
     }
 
-    pub fn start_speakers(&mut self) -> anyhow::Result<()> {
+    pub fn start_speakers(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {
             self.start_speaker(i)?;
         }
@@ -365,9 +382,9 @@ impl Lan {
     /// Makes the nodes carry traffic as on a real cluster: each gets its Pod network (bridge,
     /// Pod CIDRs on its Node object, routes to the other nodes' Pods) and a real kube-proxy
     /// programming its kernel. Then [`Lan::serving_pod`] starts Pods that answer.
-    pub async fn serve_traffic(&mut self) -> anyhow::Result<()> {
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            let network = NodeNetwork::new(&node.host, u32::try_from(i)? + 1)?;
+    pub async fn serve_traffic(&mut self) -> Result<()> {
+        for (n, node) in (1..).zip(self.nodes.iter_mut()) {
+            let network = NodeNetwork::new(&node.host, n)?;
             self.cp.kubectl(&[
                 "patch",
                 "node",
@@ -395,13 +412,13 @@ impl Lan {
 
     /// A Pod of `app` on node `i` that serves HTTP on port 9376 (see
     /// [`herald_tests::datapath`]); Ready. Needs [`Lan::serve_traffic`] first.
-    pub async fn serving_pod(&self, name: &str, app: &str, i: usize) -> anyhow::Result<ServingPod> {
+    pub async fn serving_pod(&self, name: &str, app: &str, i: usize) -> Result<ServingPod> {
         let node = &self.nodes[i];
-        let network = node
-            .network
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("serving_pod before serve_traffic"))?;
-        Ok(ServingPod::start(
+        let network = node.network.as_ref().ok_or_else(|| Error::Command {
+            what: format!("a serving Pod on {}", node.name),
+            detail: "the node has no Pod network: call serve_traffic first".into(),
+        })?;
+        ServingPod::start(
             &self.topology,
             network,
             &node.name,
@@ -410,13 +427,13 @@ impl Lan {
             name,
             json!({"app": app}),
         )
-        .await?)
+        .await
     }
 
     /// `curl http://IP:8765/` from `from`, retried until a Pod answers (kube-proxy applies
     /// new endpoints within about a second); the reply, or what curl said last.
-    pub async fn curl_until_served(&self, from: &Host, ip: IpAddr) -> anyhow::Result<Reply> {
-        Ok(wait_for(
+    pub async fn curl_until_served(&self, from: &Host, ip: IpAddr) -> Result<Reply> {
+        wait_for(
             &format!(
                 "a Pod to answer curl http://{ip}:8765/ from {}",
                 from.name()
@@ -424,7 +441,7 @@ impl Lan {
             TIMEOUT,
             || async { datapath::curl(from, ip, 8765).map_err(|e| e.to_string()) },
         )
-        .await?)
+        .await
     }
 
     /// A client outside the LAN, behind the router at `router_link` (as on the Internet side
@@ -432,11 +449,11 @@ impl Lan {
     /// router at .97 / ::1 and the client at .98 / ::2; the client's default route and the
     /// nodes' route back go through the router, which forwards and spreads flows over its
     /// equal-cost paths by their ports (L4 hash, as data-centre routers do).
-    pub fn outside_client(&self, router_link: &Link) -> anyhow::Result<Host> {
+    pub fn outside_client(&self, router_link: &Link) -> Result<Host> {
         let outside = self.topology.segment(
             "outside",
-            ("203.0.113.96".parse()?, 28),
-            ("2001:db8:6::".parse()?, 64),
+            (Ipv4Addr::new(203, 0, 113, 96), 28),
+            (Ipv6Addr::new(0x2001, 0xdb8, 6, 0, 0, 0, 0, 0), 64),
         )?;
         let router = &router_link.host;
         let router_side = outside.attach(router, 1)?;
@@ -461,7 +478,7 @@ impl Lan {
     }
 
     /// A Pod of `app` on node `i`, with the given readiness (the kubelet's part).
-    pub async fn pod(&self, name: &str, app: &str, i: usize, ready: bool) -> anyhow::Result<()> {
+    pub async fn pod(&self, name: &str, app: &str, i: usize, ready: bool) -> Result<()> {
         self.kubectl_with_input(
             &["apply", "-f", "-"],
             &json!({"apiVersion": "v1", "kind": "Pod",
@@ -476,7 +493,7 @@ impl Lan {
     /// Sets the readiness of the Pod `name` on node `i` (and its IPv4 and IPv6 addresses) as
     /// the kubelet would, through the API (no kubectl process: a Local-policy move is timed
     /// from here).
-    pub async fn set_ready(&self, name: &str, ready: bool, i: usize) -> anyhow::Result<()> {
+    pub async fn set_ready(&self, name: &str, ready: bool, i: usize) -> Result<()> {
         let status = if ready { "True" } else { "False" };
         let (v4, v6) = (
             format!("203.0.113.{}", 10 + i),
@@ -491,21 +508,21 @@ impl Lan {
         Ok(())
     }
 
-    fn kubectl_with_input(&self, args: &[&str], input: &str) -> anyhow::Result<String> {
+    fn kubectl_with_input(&self, args: &[&str], input: &str) -> Result<String> {
         let mut full = vec!["-n", self.ns.name()];
         full.extend_from_slice(args);
-        Ok(self.cp.kubectl_with_input(&full, input)?)
+        self.cp.kubectl_with_input(&full, input)
     }
 
     /// `kubectl apply` of `object` in the test's namespace.
-    pub fn apply(&self, object: &serde_json::Value) -> anyhow::Result<()> {
+    pub fn apply(&self, object: &serde_json::Value) -> Result<()> {
         self.kubectl_with_input(&["apply", "-f", "-"], &object.to_string())?;
         Ok(())
     }
 
     /// The page's example Service for `app` (port 8765 to 9376), with `policy`
     /// (`Cluster` or `Local`), dual-stack when `dual`.
-    pub fn service(&self, name: &str, app: &str, policy: &str, dual: bool) -> anyhow::Result<()> {
+    pub fn service(&self, name: &str, app: &str, policy: &str, dual: bool) -> Result<()> {
         let mut spec = json!({"type": "LoadBalancer", "selector": {"app": app},
             "externalTrafficPolicy": policy,
             "ports": [{"port": 8765, "targetPort": 9376}]});
@@ -520,7 +537,7 @@ impl Lan {
 
     /// A ready Pod of app `web` on every node and the example Service `web` in front of them
     /// (`Cluster` policy, dual-stack when `dual`); returns its addresses once allocated.
-    pub async fn web_on_every_node(&self, dual: bool) -> anyhow::Result<Vec<IpAddr>> {
+    pub async fn web_on_every_node(&self, dual: bool) -> Result<Vec<IpAddr>> {
         for i in 0..self.nodes.len() {
             self.pod(&format!("web-{i}"), "web", i, true).await?;
         }
@@ -529,9 +546,9 @@ impl Lan {
     }
 
     /// Waits until Service `name` has `count` addresses in its status.
-    pub async fn ingress(&self, name: &str, count: usize) -> anyhow::Result<Vec<IpAddr>> {
+    pub async fn ingress(&self, name: &str, count: usize) -> Result<Vec<IpAddr>> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
-        Ok(wait_for(
+        wait_for(
             &format!("{count} addresses for {name}"),
             TIMEOUT,
             || async {
@@ -551,12 +568,12 @@ impl Lan {
                 }
             },
         )
-        .await?)
+        .await
     }
 
     /// `count` single-stack IPv6 Services `web-0`, `web-1`, ... of app `web`, created 16 at a
     /// time (for benches at scale).
-    pub async fn many_web_services(&self, count: usize) -> anyhow::Result<()> {
+    pub async fn many_web_services(&self, count: usize) -> Result<()> {
         use futures::{StreamExt, stream};
         let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
         let created: Vec<kube::Result<Service>> = stream::iter(0..count)
@@ -583,11 +600,13 @@ impl Lan {
     }
 
     /// Each speaker's resident memory and peak, in kB (`VmRSS`, `VmHWM`).
-    pub fn speaker_memory(&self) -> anyhow::Result<Vec<(String, String, String)>> {
+    pub fn speaker_memory(&self) -> Result<Vec<(String, String, String)>> {
         let mut out = Vec::new();
         for node in &self.nodes {
             let pid = node.speaker.as_ref().map(|p| p.pid()).unwrap_or_default();
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let path = format!("/proc/{pid}/status");
+            let status =
+                std::fs::read_to_string(&path).map_err(Error::io(format!("reading {path}")))?;
             let field = |name: &str| {
                 status
                     .lines()
@@ -607,7 +626,7 @@ impl Lan {
     }
 
     /// The MAC the client's kernel has for `ip` right now, without asking the network.
-    pub fn client_entry(&self, ip: IpAddr) -> anyhow::Result<Option<String>> {
+    pub fn client_entry(&self, ip: IpAddr) -> Result<Option<String>> {
         Ok(self
             .client_host
             .neighbour(ip)?
@@ -617,8 +636,8 @@ impl Lan {
 
     /// Has the client's kernel resolve `ip` (by sending it a packet) and waits until it has;
     /// returns the index of the node it resolved to.
-    pub async fn resolve(&self, ip: IpAddr) -> anyhow::Result<usize> {
-        Ok(wait_for(
+    pub async fn resolve(&self, ip: IpAddr) -> Result<usize> {
+        wait_for(
             &format!("the client resolving {ip} to a node"),
             TIMEOUT,
             || async {
@@ -635,24 +654,28 @@ impl Lan {
                     .ok_or_else(|| format!("neighbour entry: {mac:?}"))
             },
         )
-        .await?)
+        .await
     }
 
     /// Every MAC that answers `ip` when the client asks directly (arping for IPv4, ndisc6
     /// for IPv6), over a couple of seconds.
-    pub fn answers(&self, ip: IpAddr) -> anyhow::Result<Vec<String>> {
-        let out = match ip {
-            IpAddr::V4(v4) => self
-                .client_host
-                .command("arping")
-                .args(["-c", "3", "-w", "3", "-I", "eth0", &v4.to_string()])
-                .output()?,
-            IpAddr::V6(v6) => self
-                .client_host
-                .command("ndisc6")
-                .args(["-m", "-n", "-r", "3", "-w", "700", &v6.to_string(), "eth0"])
-                .output()?,
+    pub fn answers(&self, ip: IpAddr) -> Result<Vec<String>> {
+        let mut ask = match ip {
+            IpAddr::V4(v4) => {
+                let mut cmd = self.client_host.command("arping");
+                cmd.args(["-c", "3", "-w", "3", "-I", "eth0", &v4.to_string()]);
+                cmd
+            }
+            IpAddr::V6(v6) => {
+                let mut cmd = self.client_host.command("ndisc6");
+                cmd.args(["-m", "-n", "-r", "3", "-w", "700", &v6.to_string(), "eth0"]);
+                cmd
+            }
         };
+        // Both exit non-zero when nothing answers: silence is an answer here.
+        let out = ask
+            .output()
+            .map_err(Error::io(format!("asking who has {ip} from the client")))?;
         let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
         let macs: Vec<String> = self
             .nodes
@@ -665,7 +688,7 @@ impl Lan {
 
     /// Waits until exactly the nodes `nodes` (by index) answer for `ip` when asked directly;
     /// an empty list waits for silence.
-    pub async fn wait_answers(&self, ip: IpAddr, nodes: &[usize]) -> anyhow::Result<()> {
+    pub async fn wait_answers(&self, ip: IpAddr, nodes: &[usize]) -> Result<()> {
         let expected: Vec<String> = nodes
             .iter()
             .map(|&i| self.nodes[i].link.mac.clone())
@@ -688,7 +711,7 @@ impl Lan {
 
     /// The value of metric `name` (with its labels, e.g. `x{protocol="arp"}`) of node `i`'s
     /// speaker, read from its `/metrics` inside the node.
-    pub fn metric(&self, i: usize, name: &str) -> anyhow::Result<f64> {
+    pub fn metric(&self, i: usize, name: &str) -> Result<f64> {
         let text = self.nodes[i]
             .host
             .run("curl", &["-sf", "http://127.0.0.1:7473/metrics"])?;
@@ -700,17 +723,15 @@ impl Lan {
                     .parse()
                     .ok()
             })
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no {name} in the metrics of {}:\n{text}",
-                    self.nodes[i].name
-                )
+            .ok_or_else(|| Error::Parse {
+                what: format!("metric {name} of {}", self.nodes[i].name),
+                detail: format!("not in:\n{text}"),
             })
     }
 
     /// The ServiceL2Status records of the test's namespace, as sorted `service node address`
     /// lines (one per address).
-    pub fn records(&self) -> anyhow::Result<Vec<String>> {
+    pub fn records(&self) -> Result<Vec<String>> {
         let out = self.kubectl(&[
             "get",
             "servicel2statuses",
@@ -733,11 +754,7 @@ impl Lan {
 
     /// Waits until the records say that `service`'s addresses are announced by these
     /// (address, node index) pairs and nothing else.
-    pub async fn wait_records(
-        &self,
-        service: &str,
-        expected: &[(IpAddr, usize)],
-    ) -> anyhow::Result<()> {
+    pub async fn wait_records(&self, service: &str, expected: &[(IpAddr, usize)]) -> Result<()> {
         let mut want: Vec<String> = expected
             .iter()
             .map(|(ip, i)| format!("{service} {} {ip}", self.nodes[*i].name))
@@ -766,13 +783,13 @@ impl Lan {
     }
 
     /// The Events of object `name` in the test's namespace, as `reason: message` lines.
-    pub fn events(&self, name: &str) -> anyhow::Result<String> {
-        Ok(self.ns.events(name)?)
+    pub fn events(&self, name: &str) -> Result<String> {
+        self.ns.events(name)
     }
 
     /// Waits until an Event of `name` contains `text`.
-    pub async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
-        Ok(self.ns.event(name, text).await?)
+    pub async fn event(&self, name: &str, text: &str) -> Result<String> {
+        self.ns.event(name, text).await
     }
 
     /// The speaker logs, for failure messages.
@@ -815,21 +832,84 @@ impl Drop for Lan {
     }
 }
 
-/// `helm ARGS` against the control plane; its stdout.
-pub fn helm(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(cp.tool("helm"))
-        .args(args)
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// A BGP world that serves: three nodes with kube-proxy and speakers, an FRR router on the LAN
+/// (zebra installing its routes) peering with each node, this test's BGPAdvertisement with
+/// `advertisement` spec, and a client outside, behind the router.
+#[derive(Debug)]
+pub struct Routed {
+    pub router: BgpRouter,
+    pub router_link: Link,
+    pub outside: Host,
+    pub lan: Lan,
+}
+
+impl Routed {
+    pub async fn new(prefix: &str, advertisement: serde_json::Value) -> Result<Routed> {
+        let mut lan = Lan::with_pool(prefix, 3, &BGP_POOL).await?;
+        lan.stop_layer2()?;
+        lan.serve_traffic().await?;
+        let (router, router_link) =
+            lan.router(BgpDaemon::Frr, NODE_ASN, RouterOptions::default())?;
+        let outside = lan.outside_client(&router_link)?;
+        lan.bgp_peers(&router_link, NODE_ASN, serde_json::json!({}))?;
+        lan.bgp_advertise(advertisement)?;
+        lan.start_speakers()?;
+        Ok(Routed {
+            router,
+            router_link,
+            outside,
+            lan,
+        })
+    }
+}
+
+/// Waits until 20 requests in a row from `from` to `ip` are answered by the Pods `pods`: every
+/// node the router sends to has had its kube-proxy program the Service's local endpoints (a
+/// speaker learns of an endpoint through the same watch as kube-proxy, and may advertise the
+/// node up to kube-proxy's sync period before kube-proxy has programmed it).
+pub async fn wait_all_served(from: &Host, ip: IpAddr, pods: usize) -> Result<()> {
+    wait_for(
+        &format!("20 requests in a row to {ip} answered by {pods} Pods"),
+        TIMEOUT,
+        || async {
+            let (per_pod, _) = spread(from, ip, 20).map_err(|e| e.to_string())?;
+            if per_pod.len() == pods {
+                Ok(())
+            } else {
+                Err(format!("{per_pod:?}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `count` requests from `from` to `ip` (a new connection and source port each), each within a
+/// second: how many each Pod answered, and the source addresses the Pods saw.
+pub fn spread(
+    from: &Host,
+    ip: IpAddr,
+    count: usize,
+) -> Result<(std::collections::BTreeMap<String, usize>, Vec<IpAddr>)> {
+    let mut per_pod = std::collections::BTreeMap::new();
+    let mut sources = Vec::new();
+    for _ in 0..count {
+        let body = datapath::http_get(
+            from,
+            std::net::SocketAddr::new(ip, 8765),
+            Duration::from_secs(1),
+        )?;
+        let reply = datapath::Reply::parse(&body)?;
+        *per_pod.entry(reply.pod).or_insert(0) += 1;
+        if !sources.contains(&reply.client) {
+            sources.push(reply.client);
+        }
+    }
+    Ok((per_pod, sources))
 }
 
 /// A release of the chart; uninstalled when dropped (its ClusterRoles are cluster-wide).
+#[derive(Debug)]
 pub struct Release {
     cp: ControlPlane,
     pub namespace: String,
@@ -844,13 +924,13 @@ impl Release {
         chart: &std::path::Path,
         namespace: &str,
         sets: &[String],
-    ) -> anyhow::Result<Release> {
+    ) -> Result<Release> {
         let chart = chart.to_str().expect("a UTF-8 path");
         let mut args = vec!["install", name, chart, "-n", namespace];
         for set in sets {
             args.extend(["--set", set.as_str()]);
         }
-        helm(cp, &args)?;
+        cp.helm(&args)?;
         Ok(Release {
             cp: cp.clone(),
             namespace: namespace.to_owned(),
@@ -860,7 +940,7 @@ impl Release {
 
     /// Waits until the API server's authorizer knows the release's bindings (it learns of
     /// them through a watch), so that a refusal afterwards means a missing rule.
-    pub async fn wait_for_bindings(&self, lan: &Lan) -> anyhow::Result<()> {
+    pub async fn wait_for_bindings(&self, lan: &Lan) -> Result<()> {
         for (account, verb, resource) in [
             ("controller", "patch", "services"),
             ("speaker", "create", "servicel2statuses.herald.dev"),
@@ -901,6 +981,8 @@ impl Release {
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let _ = helm(&self.cp, &["uninstall", &self.name, "-n", &self.namespace]);
+        let _ = self
+            .cp
+            .helm(&["uninstall", &self.name, "-n", &self.namespace]);
     }
 }

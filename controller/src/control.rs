@@ -25,7 +25,8 @@ use herald_api::{
     IPAddressPool, IPAddressPoolStatus,
     annotations::{CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL},
 };
-use herald_ipam::{Allocator, Family, Labels, Pool, ServiceKey, ServiceRequest};
+use herald_domain::{Family, Labels, ServiceKey};
+use herald_ipam::{Allocator, Pool, ServiceRequest};
 use k8s_openapi::{
     api::core::v1::{Namespace, Service},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},

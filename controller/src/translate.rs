@@ -4,7 +4,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use herald_api::{IPAddressPool, annotations};
-use herald_ipam::{Backend, Labels, Pool, PoolError, ServiceAllocation, ServiceRequest};
+use herald_domain::Labels;
+use herald_ipam::{Backend, Pool, PoolError, ServiceAllocation, ServiceRequest};
 use herald_shell::selector::{SelectorError, convert_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
@@ -96,7 +97,8 @@ pub(crate) type NamespaceLabels = BTreeMap<String, Labels>;
 
 #[cfg(test)]
 mod tests {
-    use herald_ipam::{Backend, Family, IpFamilyPolicy, ServiceKey};
+    use herald_domain::{Family, ServiceKey};
+    use herald_ipam::{Backend, IpFamilyPolicy};
     use serde_json::json;
 
     use super::*;

@@ -8,7 +8,8 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use herald_api::annotations;
-use herald_ipam::{Family, IpFamilyPolicy, Port, ServiceKey};
+use herald_domain::{Family, ServiceKey};
+use herald_ipam::{IpFamilyPolicy, Port};
 use k8s_openapi::{
     api::core::v1::{ObjectReference, Service},
     jiff::Timestamp,

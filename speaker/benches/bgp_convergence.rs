@@ -20,11 +20,9 @@ use std::{
 };
 
 use futures::StreamExt;
+use herald_domain::Family;
 use herald_tests::world::{Lan, RouterOptions};
-use herald_tests::{
-    routers::{BgpDaemon, Family},
-    wait_for,
-};
+use herald_tests::{routers::BgpDaemon, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use herald_ipam::ServiceKey;
+use herald_domain::ServiceKey;
 use herald_l2::{
     Action, Ownership, Responder,
     link::Link,

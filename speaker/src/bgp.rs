@@ -28,11 +28,11 @@ use herald_api::{
     status::{NODE_LABEL, PEER_LABEL, record_name},
 };
 use herald_bgp::{
-    Config, Family, Prefix, RouteAttributes,
+    Config, RouteAttributes,
     driver::{self, Handle, Password, Transport},
     session::{BandwidthBits, Event, State},
 };
-use herald_ipam::ServiceKey;
+use herald_domain::{Family, Prefix, ServiceKey};
 use herald_plan::{BgpPlan, BgpRoute};
 use herald_shell::records::{self, Desired};
 use k8s_openapi::{
@@ -102,11 +102,11 @@ pub(crate) struct Change {
 fn advertised_by_service(plan: &BgpPlan) -> BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> {
     let mut out: BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
     for (peer, routes) in plan {
-        for (&(address, length), route) in routes {
+        for (prefix, route) in routes {
             for service in &route.services {
                 out.entry(service.clone())
                     .or_default()
-                    .entry(format!("{address}/{length}"))
+                    .entry(prefix.to_string())
                     .or_default()
                     .push(peer);
             }
@@ -267,12 +267,12 @@ fn settings(
 }
 
 /// The session's routes from the plan's.
-fn routes(planned: &BTreeMap<(IpAddr, u8), BgpRoute>) -> BTreeMap<Prefix, RouteAttributes> {
+fn routes(planned: &BTreeMap<Prefix, BgpRoute>) -> BTreeMap<Prefix, RouteAttributes> {
     planned
         .iter()
-        .map(|(&(address, length), route)| {
+        .map(|(&prefix, route)| {
             (
-                Prefix::new(address, length),
+                prefix,
                 RouteAttributes {
                     local_pref: route.local_pref,
                     communities: route.communities.iter().copied().collect(),
@@ -645,7 +645,7 @@ mod tests {
         .expect("usable");
         assert_eq!(settings.transport.peer.port(), 179);
         assert_eq!(settings.transport.ttl, 1, "a directly connected eBGP peer");
-        assert_eq!(settings.config.family, Family::Ipv6Unicast);
+        assert_eq!(settings.config.family, Family::Ipv6);
         assert_eq!(
             settings.config.router_id,
             "192.0.2.1".parse::<std::net::Ipv4Addr>().expect("id")

@@ -14,7 +14,7 @@ use herald_api::{
     service::{ingress_ips, ready_endpoint_nodes},
     values::CommunityValue,
 };
-use herald_ipam::ServiceKey;
+use herald_domain::{Family, ServiceKey};
 use herald_plan::{
     BgpAdvertisement as PlannedBgpAdvertisement, BgpPeer as PlannedBgpPeer,
     L2Advertisement as PlannedAdvertisement, NodeState, Selection, ServiceState, Snapshot,
@@ -223,7 +223,7 @@ fn bgp_peer(peer: &BGPPeer) -> Result<PlannedBgpPeer, String> {
     Ok(PlannedBgpPeer {
         node_selectors: convert_all(&peer.spec.node_selectors, &object, "spec.nodeSelectors")
             .map_err(|e| e.to_string())?,
-        ipv6: address.is_ipv6(),
+        family: Family::of(address),
         name,
     })
 }

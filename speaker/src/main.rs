@@ -1,13 +1,14 @@
 //! # herald-speaker
 //!
 //! The per-node half of Herald (a DaemonSet): it decides from a snapshot of the cluster which
-//! Service IPs this node announces, then answers ARP/NDP for them (layer 2), with liveness
-//! between speakers by SWIM gossip. BGP arrives with its own issue.
+//! Service IPs this node announces, then answers ARP/NDP for them (layer 2, with liveness
+//! between speakers by SWIM gossip) and advertises them to its BGP peers.
 //!
 //! This binary is the thin shell around the pure planner (`crates/plan`) and the protocol
-//! crates (`crates/l2`, `crates/membership`): flags, wiring, `/metrics`, `/healthz`,
-//! `/readyz`. The loop is in [`control`], the translation of objects in [`cluster`], the
-//! layer-2 driver in [`announce`].
+//! crates (`crates/l2`, `crates/membership`, `crates/bgp`): flags, wiring, `/metrics`,
+//! `/healthz`, `/readyz`. The loop is in [`control`], the translation of objects in
+//! [`cluster`], the layer-2 driver in [`announce`], the BGP sessions in [`bgp`], Events and
+//! records in [`report`].
 
 /// The field manager of everything the speaker writes with server-side apply.
 const FIELD_MANAGER: &str = "herald-speaker";

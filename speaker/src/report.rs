@@ -20,7 +20,7 @@ use herald_api::{
     ServiceL2Status, ServiceL2StatusSpec,
     status::{NODE_LABEL, SERVICE_LABEL, record_name},
 };
-use herald_ipam::ServiceKey;
+use herald_domain::ServiceKey;
 use herald_plan::L2Plan;
 use herald_shell::{
     events::{Note, Publisher, Queue, Severity},

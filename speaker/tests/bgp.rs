@@ -4,23 +4,16 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
+use herald_domain::{Family, Prefix};
 use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, RouterOptions, TIMEOUT};
 use herald_tests::{
-    routers::{BgpDaemon, BgpRouter, Family},
+    routers::{BgpDaemon, BgpRouter},
     wait_for,
 };
 use serde_json::json;
 
-fn family(ip: IpAddr) -> Family {
-    if ip.is_ipv4() {
-        Family::Ipv4
-    } else {
-        Family::Ipv6
-    }
-}
-
 fn host_prefix(ip: IpAddr) -> String {
-    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+    Prefix::host(ip).to_string()
 }
 
 /// Waits until the router's paths to `ip`'s host route come from exactly `next_hops`, each
@@ -39,7 +32,7 @@ async fn wait_paths(
         ),
         TIMEOUT,
         || async {
-            let routes = router.routes(family(ip)).map_err(|e| e.to_string())?;
+            let routes = router.routes(Family::of(ip)).map_err(|e| e.to_string())?;
             let paths: Vec<_> = routes.iter().filter(|r| r.prefix == prefix).collect();
             let hops: BTreeSet<IpAddr> = paths.iter().filter_map(|r| r.next_hop).collect();
             if hops == *next_hops
@@ -295,7 +288,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
     }
     wait_sessions(&world, &router, &[1]).await?;
     for ip in &ips {
-        let routes = router.routes(family(*ip))?;
+        let routes = router.routes(Family::of(*ip))?;
         let hops: BTreeSet<IpAddr> = routes
             .iter()
             .filter(|r| r.prefix == host_prefix(*ip))
@@ -353,8 +346,8 @@ async fn ibgp_routes_carry_their_attributes(daemon: BgpDaemon) -> anyhow::Result
     world.service("web", "web", "Local", false)?;
     let ip = world.ingress("web", 1).await?[0];
     wait_paths(&router, ip, &next_hops(&world, ip, &[0, 1]), &[]).await?;
-    let routes = router.routes(family(ip))?;
-    let shown = || router.show_routes(family(ip)).unwrap_or_default();
+    let routes = router.routes(Family::of(ip))?;
+    let shown = || router.show_routes(Family::of(ip)).unwrap_or_default();
     for (node, endpoints) in [(0, 2.0), (1, 1.0)] {
         let hop = IpAddr::V4(world.nodes[node].link.ipv4);
         let path = routes
@@ -385,7 +378,7 @@ async fn ibgp_routes_carry_their_attributes(daemon: BgpDaemon) -> anyhow::Result
         "n2's link bandwidth to follow its endpoints",
         TIMEOUT,
         || async {
-            let routes = router.routes(family(ip)).map_err(|e| e.to_string())?;
+            let routes = router.routes(Family::of(ip)).map_err(|e| e.to_string())?;
             let hop = IpAddr::V4(world.nodes[1].link.ipv4);
             let bandwidth = routes
                 .iter()

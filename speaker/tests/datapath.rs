@@ -265,7 +265,7 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
 }
 
 fn host_prefix(ip: IpAddr) -> String {
-    format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })
+    herald_domain::Prefix::host(ip).to_string()
 }
 
 /// The LAN address of each node in `nodes`, of `ip`'s family.

@@ -4,9 +4,10 @@
 
 use std::{net::IpAddr, time::Duration};
 
+use herald_domain::Family;
 use herald_tests::{
     Topology,
-    routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRoute, BgpRouter, Family},
+    routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRoute, BgpRouter},
     wait_for,
 };
 

@@ -28,10 +28,9 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{
-    session::{Action, Config, Event, Input, RouteAttributes, Session, State, Timer},
-    wire::Prefix,
-};
+use herald_domain::Prefix;
+
+use crate::session::{Action, Config, Event, Input, RouteAttributes, Session, State, Timer};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -27,4 +27,4 @@ pub mod session;
 pub mod wire;
 
 pub use session::{Config, RouteAttributes, Session, State};
-pub use wire::{Family, Notification, Prefix};
+pub use wire::Notification;

@@ -25,9 +25,11 @@ use std::{
     time::Duration,
 };
 
+use herald_domain::{Family, Prefix};
+
 use crate::wire::{
-    self, Capabilities, Family, GracefulRestart, Message, Notification, Open, PathAttributes,
-    Prefix,
+    self, Capabilities, GracefulRestart, Message, Notification, Open, PathAttributes,
+    codes::{afi_safi, error},
 };
 
 /// The hold time while waiting for the peer's OPEN (§8: "a large value", 4 minutes).
@@ -238,7 +240,10 @@ impl Session {
                     State::OpenSent | State::OpenConfirm | State::Established
                 ) && !graceful
                 {
-                    self.notify(&mut out, Notification::cease(2));
+                    self.notify(
+                        &mut out,
+                        Notification::cease(error::cease::ADMINISTRATIVE_SHUTDOWN),
+                    );
                 }
                 self.reset(&mut out);
                 out.push(Action::Disarm(Timer::ConnectRetry));
@@ -441,9 +446,9 @@ impl Session {
             // A message the state does not expect (RFC 6608 subcodes by state).
             (state, _) => {
                 let subcode = match state {
-                    State::OpenSent => 1,
-                    State::OpenConfirm => 2,
-                    _ => 3,
+                    State::OpenSent => error::fsm::UNEXPECTED_IN_OPEN_SENT,
+                    State::OpenConfirm => error::fsm::UNEXPECTED_IN_OPEN_CONFIRM,
+                    _ => error::fsm::UNEXPECTED_IN_ESTABLISHED,
                 };
                 self.fail(out, Notification::fsm(subcode));
             }
@@ -458,21 +463,27 @@ impl Session {
 
     fn accept_open(&mut self, out: &mut Vec<Action>, open: Open) {
         if open.asn != self.config.peer_asn {
-            return self.fail(out, Notification::open(2));
+            return self.fail(out, Notification::open(error::open::BAD_PEER_AS));
         }
         if self.config.is_ibgp() && open.router_id == self.config.router_id {
-            return self.fail(out, Notification::open(3));
+            return self.fail(out, Notification::open(error::open::BAD_BGP_IDENTIFIER));
         }
         let families = &open.capabilities.families;
         let carries_family = families.contains(&self.config.family)
-            || (families.is_empty() && self.config.family == Family::Ipv4Unicast);
+            || (families.is_empty() && self.config.family == Family::Ipv4);
         if !carries_family {
-            // §RFC 5492 5: the capability this speaker needs, in the data.
-            let (afi, safi) = match self.config.family {
-                Family::Ipv4Unicast => (1u8, 1u8),
-                Family::Ipv6Unicast => (2, 1),
-            };
-            return self.fail(out, Notification::new(2, 7, vec![1, 4, 0, afi, 0, safi]));
+            // RFC 5492 §5: the capability this speaker needs (multiprotocol, 4 octets), in the
+            // data.
+            let (afi, safi) = afi_safi(self.config.family);
+            let [afi_high, afi_low] = afi.to_be_bytes();
+            return self.fail(
+                out,
+                Notification::new(
+                    error::OPEN_MESSAGE,
+                    error::open::UNSUPPORTED_CAPABILITY,
+                    vec![1, 4, afi_high, afi_low, 0, safi],
+                ),
+            );
         }
         self.four_octet_as = open.capabilities.four_octet_as.is_some();
         let hold_time = self.config.hold_time.min(open.hold_time);

@@ -5,10 +5,11 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use herald_bgp::{
-    Config, Family, Notification, Prefix, RouteAttributes, State,
+    Config, Notification, RouteAttributes, State,
     driver::{self, Transport},
     wire::{self, Capabilities, Message, Open},
 };
+use herald_domain::{Family, Prefix};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -69,7 +70,7 @@ impl Peer {
             router_id: Ipv4Addr::new(192, 0, 2, 254),
             capabilities: Capabilities {
                 four_octet_as: Some(64512),
-                families: [Family::Ipv4Unicast].into_iter().collect(),
+                families: [Family::Ipv4].into_iter().collect(),
                 route_refresh: true,
                 graceful_restart: None,
             },
@@ -108,7 +109,7 @@ async fn start() -> (TcpListener, driver::Handle) {
             hold_time: 90,
             keepalive_time: None,
             connect_retry: Duration::from_millis(100),
-            family: Family::Ipv4Unicast,
+            family: Family::Ipv4,
             graceful_restart: None,
         },
         Transport {

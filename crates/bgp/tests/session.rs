@@ -7,10 +7,11 @@ use std::{
 };
 
 use herald_bgp::{
-    Config, Family, Notification, Prefix, RouteAttributes, Session, State,
+    Config, Notification, RouteAttributes, Session, State,
     session::{Action, Event, Input, Timer},
     wire::{self, Capabilities, Message, Open},
 };
+use herald_domain::{Family, Prefix};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
@@ -22,7 +23,7 @@ fn config() -> Config {
         hold_time: 90,
         keepalive_time: None,
         connect_retry: Duration::from_secs(1),
-        family: Family::Ipv4Unicast,
+        family: Family::Ipv4,
         graceful_restart: None,
     }
 }
@@ -34,7 +35,7 @@ fn peer_open(asn: u32, hold_time: u16) -> Vec<u8> {
         router_id: Ipv4Addr::new(192, 0, 2, 254),
         capabilities: Capabilities {
             four_octet_as: Some(asn),
-            families: [Family::Ipv4Unicast].into_iter().collect(),
+            families: [Family::Ipv4].into_iter().collect(),
             route_refresh: true,
             graceful_restart: None,
         },
@@ -109,9 +110,7 @@ fn a_session_comes_up_and_sends_its_routes_then_end_of_rib() {
         update.announced, 2,
         "both routes share attributes: one UPDATE"
     );
-    assert!(
-        matches!(&messages[1], Message::Update(u) if u.end_of_rib == Some(Family::Ipv4Unicast))
-    );
+    assert!(matches!(&messages[1], Message::Update(u) if u.end_of_rib == Some(Family::Ipv4)));
     assert_eq!(session.advertised().len(), 2);
     let next_hop = session.advertised().values().next().unwrap().next_hop;
     assert_eq!(
@@ -271,9 +270,7 @@ fn an_administrative_stop_sends_cease_and_a_graceful_one_sends_nothing() {
 #[test]
 fn a_route_refresh_sends_every_route_again() {
     let (mut session, _) = established([route([192, 0, 2, 64])].into());
-    let actions = session.handle(Input::Received(&wire::encode_route_refresh(
-        Family::Ipv4Unicast,
-    )));
+    let actions = session.handle(Input::Received(&wire::encode_route_refresh(Family::Ipv4)));
     assert!(matches!(&sent(&actions)[..], [Message::Update(u)] if u.announced == 1));
 }
 
@@ -301,7 +298,7 @@ fn ibgp_routes_carry_local_pref_and_an_empty_as_path() {
 #[test]
 fn an_ipv6_session_needs_the_peer_to_carry_ipv6() {
     let mut session = Session::new(Config {
-        family: Family::Ipv6Unicast,
+        family: Family::Ipv6,
         ..config()
     });
     session.handle(Input::Start);

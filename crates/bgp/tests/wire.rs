@@ -4,9 +4,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use herald_bgp::wire::{
-    self, Capabilities, Family, GracefulRestart, Message, Notification, Open, PathAttributes,
-    Prefix,
+    self, Capabilities, GracefulRestart, Message, Notification, Open, PathAttributes,
 };
+use herald_domain::{Family, Prefix};
 use proptest::prelude::*;
 use zettabgp::{
     BgpMessage, BgpSessionParams, BgpTransportMode,
@@ -131,14 +131,12 @@ fn an_open_round_trips_with_its_capabilities() {
         router_id: Ipv4Addr::new(192, 0, 2, 1),
         capabilities: Capabilities {
             four_octet_as: Some(4_200_000_001),
-            families: [Family::Ipv4Unicast, Family::Ipv6Unicast]
-                .into_iter()
-                .collect(),
+            families: [Family::Ipv4, Family::Ipv6].into_iter().collect(),
             route_refresh: true,
             graceful_restart: Some(GracefulRestart {
                 restarting: true,
                 restart_time: 120,
-                families: vec![(Family::Ipv4Unicast, true)],
+                families: vec![(Family::Ipv4, true)],
             }),
         },
     };
@@ -170,7 +168,7 @@ fn an_open_with_capabilities_herald_does_not_know_is_accepted() {
         panic!()
     };
     assert_eq!(open.asn, 64512);
-    assert!(open.capabilities.families.contains(&Family::Ipv4Unicast));
+    assert!(open.capabilities.families.contains(&Family::Ipv4));
 }
 
 #[test]
@@ -220,7 +218,7 @@ fn an_update_whose_attribute_overruns_is_malformed() {
 
 #[test]
 fn end_of_rib_markers_are_recognised() {
-    for family in [Family::Ipv4Unicast, Family::Ipv6Unicast] {
+    for family in [Family::Ipv4, Family::Ipv6] {
         let bytes = wire::encode_end_of_rib(family);
         let Ok(Some((Message::Update(u), _))) = wire::decode(&bytes) else {
             panic!()

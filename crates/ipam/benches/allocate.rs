@@ -6,7 +6,8 @@
 use std::{hint::black_box, time::Duration};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use herald_ipam::{Allocator, Family, Pool, ServiceKey, ServiceRequest};
+use herald_domain::{Family, ServiceKey};
+use herald_ipam::{Allocator, Pool, ServiceRequest};
 
 fn v6_request(i: usize) -> ServiceRequest {
     ServiceRequest {

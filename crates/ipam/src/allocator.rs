@@ -18,10 +18,12 @@ use std::{
     net::IpAddr,
 };
 
+use herald_domain::{Family, ServiceKey};
+
 use crate::{
-    AllocationError, Family, Pool, ServiceKey, ServiceRequest, SharingConflict,
+    AllocationError, Pool, ServiceRequest, SharingConflict,
     free::FreeSet,
-    range::number,
+    range::{nth_address, number},
     service::{Backend, IpFamilyPolicy, Port},
 };
 
@@ -465,7 +467,7 @@ impl Allocator {
                     self.shareable_address(state, family, terms).or_else(|| {
                         state.free[index(family)]
                             .lowest()
-                            .map(|n| family.address(n))
+                            .map(|n| nth_address(family, n))
                     })
                 })
                 .collect();

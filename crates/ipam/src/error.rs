@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::{Family, ServiceKey};
+use herald_domain::{Family, ServiceKey};
 
 /// Why a Service did not get (or keep) the addresses it asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -32,12 +32,10 @@ mod error;
 mod free;
 mod pool;
 mod range;
-mod selector;
 mod service;
 
 pub use allocator::{Allocator, Assignment, PoolReport, PoolUsage};
 pub use error::{AllocationError, SharingConflict};
 pub use pool::{Pool, PoolError, ServiceAllocation};
-pub use range::{Family, IpRange, RangeError, network};
-pub use selector::{LabelSelector, Labels, Requirement};
-pub use service::{Backend, IpFamilyPolicy, Port, ServiceKey, ServiceRequest};
+pub use range::{IpRange, RangeError};
+pub use service::{Backend, IpFamilyPolicy, Port, ServiceRequest};

@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 
-use crate::{
-    LabelSelector, Labels,
-    range::{IpRange, RangeError, is_buggy, number},
-};
+use herald_domain::{Family, LabelSelector, Labels};
+
+use crate::range::{IpRange, RangeError, is_buggy, number};
 
 /// A pool of addresses that Services may be given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +97,7 @@ impl Pool {
     /// Whether `ip` may be handed out from this pool: inside it, and not a buggy address the
     /// pool avoids.
     pub fn can_allocate(&self, ip: IpAddr) -> bool {
-        self.contains(ip) && !(self.avoid_buggy_ips && is_buggy(crate::Family::of(ip), number(ip)))
+        self.contains(ip) && !(self.avoid_buggy_ips && is_buggy(Family::of(ip), number(ip)))
     }
 
     pub fn overlaps(&self, other: &Pool) -> bool {

@@ -10,46 +10,14 @@ use std::{
     str::FromStr,
 };
 
-/// An IP address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
+use herald_domain::Family;
 
-impl Family {
-    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
-
-    pub fn of(ip: IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::Ipv4,
-            IpAddr::V6(_) => Family::Ipv6,
-        }
-    }
-
-    /// The address with number `n` in this family.
-    pub(crate) fn address(self, n: u128) -> IpAddr {
-        match self {
-            // Numbers of IPv4 addresses never exceed u32::MAX: they come from IPv4 addresses.
-            Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))),
-            Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(n)),
-        }
-    }
-
-    fn bits(self) -> u32 {
-        match self {
-            Family::Ipv4 => 32,
-            Family::Ipv6 => 128,
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "IPv4",
-            Family::Ipv6 => "IPv6",
-        })
+/// The address with number `n` in `family`.
+pub(crate) fn nth_address(family: Family, n: u128) -> IpAddr {
+    match family {
+        // Numbers of IPv4 addresses never exceed u32::MAX: they come from IPv4 addresses.
+        Family::Ipv4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))),
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(n)),
     }
 }
 
@@ -63,21 +31,13 @@ pub(crate) fn number(ip: IpAddr) -> u128 {
 
 /// The host part of a prefix of `length` bits (at most the family's width), as a mask.
 fn host_mask(family: Family, length: u32) -> u128 {
-    let host_bits = family.bits() - length.min(family.bits());
+    let bits = u32::from(family.bits());
+    let host_bits = bits - length.min(bits);
     if host_bits == 128 {
         u128::MAX
     } else {
         (1u128 << host_bits) - 1
     }
-}
-
-/// The network of `address` at prefix `length` (clamped to the family's width): the address
-/// with its host bits cleared, and the length.
-pub fn network(address: IpAddr, length: u8) -> (IpAddr, u8) {
-    let family = Family::of(address);
-    let length = u32::from(length).min(family.bits());
-    let network = family.address(number(address) & !host_mask(family, length));
-    (network, u8::try_from(length).unwrap_or(u8::MAX))
 }
 
 /// An inclusive range of addresses of one family.
@@ -110,11 +70,11 @@ impl IpRange {
     }
 
     pub fn first(&self) -> IpAddr {
-        self.family.address(self.first)
+        nth_address(self.family, self.first)
     }
 
     pub fn last(&self) -> IpAddr {
-        self.family.address(self.last)
+        nth_address(self.family, self.last)
     }
 
     pub(crate) fn bounds(&self) -> (u128, u128) {
@@ -176,7 +136,7 @@ impl FromStr for IpRange {
         if let Some((ip, length)) = text.split_once('/') {
             let ip = address(ip)?;
             let family = Family::of(ip);
-            let max = family.bits();
+            let max = u32::from(family.bits());
             let length: u32 = match length.trim().parse() {
                 Ok(l) if l <= max => l,
                 _ => {
@@ -191,7 +151,7 @@ impl FromStr for IpRange {
             if n & host_mask != 0 {
                 return Err(RangeError::HostBitsSet {
                     given: text.to_owned(),
-                    network: format!("{}/{length}", family.address(n & !host_mask)),
+                    network: format!("{}/{length}", nth_address(family, n & !host_mask)),
                 });
             }
             Ok(IpRange {

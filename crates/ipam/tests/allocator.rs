@@ -2,9 +2,10 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
+use herald_domain::{Family, LabelSelector, Labels, ServiceKey};
 use herald_ipam::{
-    AllocationError, Allocator, Backend, Family, IpFamilyPolicy, LabelSelector, Labels, Pool, Port,
-    ServiceAllocation, ServiceKey, ServiceRequest, SharingConflict,
+    AllocationError, Allocator, Backend, IpFamilyPolicy, Pool, Port, ServiceAllocation,
+    ServiceRequest, SharingConflict,
 };
 
 fn ip(text: &str) -> IpAddr {

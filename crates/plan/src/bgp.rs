@@ -16,12 +16,9 @@
 //! prefix are merged: communities are united, the highest LOCAL_PREF wins, and endpoint
 //! counts add up.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
-use herald_ipam::{LabelSelector, ServiceKey, network};
+use herald_domain::{Family, LabelSelector, Prefix, ServiceKey};
 
 use crate::{Selection, Snapshot, any_or_empty};
 
@@ -51,7 +48,7 @@ pub struct BgpPeer {
     pub node_selectors: Vec<LabelSelector>,
     /// The session carries routes of its transport's family only: IPv4 routes to an IPv4
     /// peer address, IPv6 to IPv6.
-    pub ipv6: bool,
+    pub family: Family,
 }
 
 /// One route a node advertises to one peer.
@@ -67,8 +64,8 @@ pub struct BgpRoute {
     pub services: BTreeSet<ServiceKey>,
 }
 
-/// The routes of one node: per peer name, per prefix (address with host bits cleared, length).
-pub type BgpPlan = BTreeMap<String, BTreeMap<(IpAddr, u8), BgpRoute>>;
+/// The routes of one node: per peer name, per prefix.
+pub type BgpPlan = BTreeMap<String, BTreeMap<Prefix, BgpRoute>>;
 
 /// Plans the routes `node` advertises to each of its peers.
 pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
@@ -103,13 +100,17 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
                 .filter(|p| adv.peers.is_empty() || adv.peers.contains(&p.name))
             {
                 let routes = plan.entry(peer.name.clone()).or_default();
-                for ip in service.ips.iter().filter(|ip| ip.is_ipv6() == peer.ipv6) {
+                for ip in service
+                    .ips
+                    .iter()
+                    .filter(|ip| Family::of(**ip) == peer.family)
+                {
                     let length = if ip.is_ipv4() {
                         adv.aggregation_length
                     } else {
                         adv.aggregation_length_v6
                     };
-                    let route = routes.entry(network(*ip, length)).or_default();
+                    let route = routes.entry(Prefix::new(*ip, length)).or_default();
                     route.local_pref = route.local_pref.max(adv.local_pref);
                     route.communities.extend(&adv.communities);
                     route.large_communities.extend(&adv.large_communities);
@@ -131,7 +132,7 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
 
 #[cfg(test)]
 mod tests {
-    use herald_ipam::Labels;
+    use herald_domain::Labels;
 
     use super::*;
     use crate::{NodeState, ServiceState};
@@ -177,12 +178,12 @@ mod tests {
                 BgpPeer {
                     name: "tor".into(),
                     node_selectors: Vec::new(),
-                    ipv6: false,
+                    family: Family::Ipv4,
                 },
                 BgpPeer {
                     name: "tor6".into(),
                     node_selectors: Vec::new(),
-                    ipv6: true,
+                    family: Family::Ipv6,
                 },
             ],
             ..Default::default()
@@ -191,12 +192,7 @@ mod tests {
 
     fn prefixes(plan: &BgpPlan, peer: &str) -> Vec<String> {
         plan.get(peer)
-            .map(|routes| {
-                routes
-                    .keys()
-                    .map(|(ip, len)| format!("{ip}/{len}"))
-                    .collect()
-            })
+            .map(|routes| routes.keys().map(Prefix::to_string).collect())
             .unwrap_or_default()
     }
 
@@ -253,7 +249,7 @@ mod tests {
             ["2001:db8::/64"],
             "each family to its peers"
         );
-        let route = &plan["tor"][&("203.0.113.0".parse().unwrap(), 24)];
+        let route = &plan["tor"][&Prefix::new("203.0.113.0".parse().unwrap(), 24)];
         assert_eq!(route.services.len(), 2);
     }
 
@@ -266,7 +262,7 @@ mod tests {
                 match_labels: Labels::from([("rack".into(), "n2".into())]),
                 ..Default::default()
             }],
-            ipv6: false,
+            family: Family::Ipv4,
         });
         snapshot.bgp_advertisements[0].peers = vec!["rack2".into()];
         assert!(
@@ -299,13 +295,13 @@ mod tests {
         second.communities = vec![2];
         snapshot.bgp_advertisements.push(second);
         let plan = plan_bgp(&snapshot, "n1");
-        let route = &plan["tor"][&("203.0.113.10".parse().unwrap(), 32)];
+        let route = &plan["tor"][&Prefix::host("203.0.113.10".parse().unwrap())];
         assert_eq!(route.weight, Some(3));
         assert_eq!(route.local_pref, Some(200));
         assert_eq!(route.communities, BTreeSet::from([1, 2]));
         let plan = plan_bgp(&snapshot, "n2");
         assert_eq!(
-            plan["tor"][&("203.0.113.10".parse().unwrap(), 32)].weight,
+            plan["tor"][&Prefix::host("203.0.113.10".parse().unwrap())].weight,
             Some(1)
         );
     }

@@ -27,7 +27,7 @@ use std::{
     net::IpAddr,
 };
 
-use herald_ipam::{LabelSelector, Labels, ServiceKey};
+use herald_domain::{LabelSelector, Labels, ServiceKey};
 
 mod bgp;
 

@@ -1,7 +1,7 @@
 //! # herald-shell: what herald-controller and herald-speaker share around their pure cores
 //!
-//! Both binaries are thin shells around pure crates (`ipam`, `plan`, `l2`). The I/O they have
-//! in common lives here, once:
+//! Both binaries are thin shells around pure crates (`ipam`, `plan`, and the protocol crates
+//! `l2`, `membership`, `bgp`). The I/O they have in common lives here, once:
 //!
 //! ```text
 //!   logging::init ── text or JSON logs, RUST_LOG filter

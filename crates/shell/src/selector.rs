@@ -1,7 +1,7 @@
 //! Kubernetes label selectors (`matchLabels`, `matchExpressions`) turned into the pure
-//! [`herald_ipam::LabelSelector`], with an error that names the object and the field.
+//! [`herald_domain::LabelSelector`], with an error that names the object and the field.
 
-use herald_ipam::{LabelSelector, Requirement};
+use herald_domain::{LabelSelector, Requirement};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 
 /// A selector operator Kubernetes does not define.

@@ -21,6 +21,8 @@ use std::{
 
 use serde_json::Value;
 
+use herald_domain::Family;
+
 use crate::{Error, Host, Process, Result, process::run};
 
 mod bird;
@@ -149,20 +151,11 @@ impl Drop for RibMonitor {
     }
 }
 
-/// Address family of a RIB read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    /// The family as gobgp's `-a` and FRR's `show bgp` name it.
-    fn afi(self) -> &'static str {
-        match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        }
+/// The family as gobgp's `-a` and FRR's `show bgp` name it.
+fn afi(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
     }
 }
 
@@ -326,7 +319,7 @@ impl BgpRouter {
                 let prefixes: std::collections::BTreeSet<String> =
                     routes.iter().map(|r| r.prefix.clone()).collect();
                 for prefix in prefixes {
-                    let afi = family.afi();
+                    let afi = afi(family);
                     let detail = run(frr::cli(&self.host, &self.dir)
                         .args(["-c", &format!("show bgp {afi} unicast {prefix} json")]))?;
                     frr::add_attributes(&mut routes, &prefix, &detail)?;
@@ -339,7 +332,7 @@ impl BgpRouter {
     /// The daemon's own account of its RIB for `family` (JSON for gobgpd and FRR, text for
     /// BIRD), as [`BgpRouter::routes`] reads it.
     pub fn show_routes(&self, family: Family) -> Result<String> {
-        let afi = family.afi();
+        let afi = afi(family);
         match self.daemon {
             BgpDaemon::Gobgp => {
                 run(gobgp::cli(&self.host).args(["global", "rib", "-a", afi, "-j"]))
@@ -368,7 +361,7 @@ impl BgpRouter {
                 ),
             });
         }
-        let afi = family.afi();
+        let afi = afi(family);
         let mut child = gobgp::cli(&self.host)
             .args(["monitor", "global", "rib", "-a", afi, "-j"])
             .stdout(std::process::Stdio::piped())

@@ -4,8 +4,9 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use herald_domain::Family;
 use herald_bgp::{
-    Config, Family, Session, State,
+    Config, Session, State,
     session::{Action, Event, Input},
     wire,
 };
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         hold_time: 90,
         keepalive_time: None,
         connect_retry: Duration::from_secs(1),
-        family: Family::Ipv4Unicast,
+        family: Family::Ipv4,
         graceful_restart: Some(120),
     });
     session.handle(Input::Start);

@@ -1,5 +1,5 @@
 //! Kubernetes label selectors (`matchLabels` and `matchExpressions`), evaluated on plain label
-//! maps so that pool selection stays pure.
+//! maps, so that everything that selects by labels (pools, advertisements, peers) stays pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 

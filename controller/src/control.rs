@@ -28,8 +28,7 @@ use herald_api::{
 use herald_domain::{Family, Labels, ServiceKey};
 use herald_ipam::{Allocator, Pool, ServiceRequest};
 use k8s_openapi::{
-    api::core::v1::{Namespace, Service},
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    api::core::v1::{Namespace, ObjectReference, Service},
     jiff::Timestamp,
 };
 use kube::{
@@ -46,7 +45,9 @@ use herald_shell::{
 };
 
 use crate::{
-    metrics::{Metrics, PoolLabels, ReasonLabels},
+    metrics::{Metrics, PoolLabels},
+    reason::Reason,
+    status::{PoolFacts, pool_status},
     translate::{self, NamespaceLabels},
     view::ServiceView,
 };
@@ -103,8 +104,9 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         metrics: settings.metrics,
     };
     let snapshot = Snapshot::take(&services, &pools, &namespaces);
-    control.sync_pools(&snapshot).await;
-    control.restore(&snapshot).await;
+    let mut told = control.sync_pools(&snapshot);
+    told.extend(control.restore(&snapshot));
+    control.publish(told).await;
     info!(
         services = snapshot.services.len(),
         "state rebuilt from Service status; serving"
@@ -176,6 +178,13 @@ struct Control {
     /// The namespaces' labels as of the last pass.
     namespaces: NamespaceLabels,
     metrics: Arc<Metrics>,
+}
+
+/// An Event decided outside a Service's writes (about a pool, or while rebuilding state),
+/// sent once the decisions of the pass are made.
+struct Told {
+    object: ObjectReference,
+    note: Note,
 }
 
 /// How many Services are written at once.
@@ -287,7 +296,8 @@ impl Writes {
 
 impl Control {
     async fn pass(&mut self, snapshot: &Snapshot) {
-        self.sync_pools(snapshot).await;
+        let told = self.sync_pools(snapshot);
+        self.publish(told).await;
         if self.namespaces != snapshot.namespaces {
             self.namespaces = snapshot.namespaces.clone();
             self.generation += 1;
@@ -329,23 +339,35 @@ impl Control {
         self.write_pool_status(snapshot).await;
     }
 
-    /// Gives the allocator the current pools when they changed.
-    async fn sync_pools(&mut self, snapshot: &Snapshot) {
+    /// Gives the allocator the current pools when they changed; the Events to send.
+    fn sync_pools(&mut self, snapshot: &Snapshot) -> Vec<Told> {
+        let mut told = Vec::new();
         let mut usable = Vec::new();
         let mut invalid = BTreeMap::new();
         for crd in &snapshot.pools {
             match translate::pool(crd) {
                 Ok(pool) => usable.push(pool),
                 Err(e) => {
-                    self.warn_about_pool(crd, "InvalidPool", &e.to_string())
-                        .await;
-                    invalid.insert(crd.name_any(), e.to_string());
+                    let message = e.to_string();
+                    // Said once: the pool's Valid condition carries the same message.
+                    let said = self
+                        .pool_status
+                        .get(&crd.name_any())
+                        .is_some_and(|s| s.conditions.iter().any(|c| c.message == message));
+                    if !said {
+                        warn!(pool = %crd.name_any(), reason = Reason::InvalidPool.as_str(), "{message}");
+                        told.push(Told {
+                            object: crd.object_ref(&()),
+                            note: Reason::InvalidPool.note(message.clone()),
+                        });
+                    }
+                    invalid.insert(crd.name_any(), message);
                 }
             }
         }
         self.invalid_pools = invalid;
         if self.pools.as_ref() == Some(&usable) {
-            return;
+            return told;
         }
         let report = self.allocator.set_pools(usable.clone());
         self.pools = Some(usable);
@@ -357,14 +379,16 @@ impl Control {
                     let note = format!(
                         "{ip} is no longer in any IPAddressPool; the Service keeps it until it is deleted or asks for another address"
                     );
-                    self.warn_now(service, "IPOutsidePools", note).await;
+                    told.extend(self.tell(service, Reason::IpOutsidePools, note));
                 }
             }
         }
+        told
     }
 
-    /// Rebuilds the allocator from Service status.
-    async fn restore(&mut self, snapshot: &Snapshot) {
+    /// Rebuilds the allocator from Service status; the Events to send.
+    fn restore(&mut self, snapshot: &Snapshot) -> Vec<Told> {
+        let mut told = Vec::new();
         for service in &snapshot.services {
             let ips = &service.status_ips;
             if ips.is_empty() || !translate::is_served(service, self.class.as_deref()) {
@@ -375,9 +399,10 @@ impl Control {
                 .unwrap_or_else(|_| ServiceRequest::new(key.clone()));
             if let Err(e) = self.allocator.restore(&request, ips) {
                 let note = format!("address in status cannot be kept: {e}; allocating another");
-                self.warn_now(service, "AllocationConflict", note).await;
+                told.extend(self.tell(service, Reason::AllocationConflict, note));
             }
         }
+        told
     }
 
     /// Decides what `service` needs; the allocator is consulted here, in pass order.
@@ -398,7 +423,7 @@ impl Control {
             if let Some(released) = self.allocator.release(&key) {
                 let note = format!("released {}", ips_text(&released.ips));
                 info!(service = %key, "{note}");
-                self.note(&mut writes, Severity::Normal, "IPReleased", note);
+                self.note(&mut writes, Reason::IpReleased, note);
             }
             if has_finalizer {
                 if !service.deleting && !service.status_ips.is_empty() {
@@ -414,12 +439,7 @@ impl Control {
             writes.finalizer = Some(true);
         }
         match translate::request(service, &snapshot.namespace_labels(&key.namespace)) {
-            Err(e) => self.note(
-                &mut writes,
-                Severity::Warning,
-                "InvalidService",
-                e.to_string(),
-            ),
+            Err(e) => self.note(&mut writes, Reason::InvalidService, e.to_string()),
             Ok(request) => match self.allocator.assign(&request) {
                 Ok(assignment) => {
                     if service.status_ips != assignment.ips {
@@ -431,7 +451,7 @@ impl Control {
                         let note = format!("Assigned IP {}{from}", ips_text(&assignment.ips));
                         info!(service = %key, "{note}");
                         writes.status = Some(assignment.ips.clone());
-                        self.note(&mut writes, Severity::Normal, "IPAllocated", note);
+                        self.note(&mut writes, Reason::IpAllocated, note);
                     }
                     if let Some(pool) = assignment.pool
                         && service.annotations.get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
@@ -446,12 +466,7 @@ impl Control {
                         .map(|a| format!("; keeps {}", ips_text(&a.ips)))
                         .unwrap_or_default();
                     writes.retry = true;
-                    self.note(
-                        &mut writes,
-                        Severity::Warning,
-                        "AllocationFailed",
-                        format!("{e}{kept}"),
-                    );
+                    self.note(&mut writes, Reason::AllocationFailed, format!("{e}{kept}"));
                 }
             },
         }
@@ -470,60 +485,38 @@ impl Control {
         None
     }
 
-    /// Sends a Warning Event at once (unless it was the last one sent for this Service).
-    async fn warn_now(&mut self, service: &ServiceView, reason: &str, note: String) {
+    /// The Event to send about `service` now, outside its writes (unless it was the last one
+    /// sent for this Service).
+    fn tell(&mut self, service: &ServiceView, reason: Reason, note: String) -> Option<Told> {
         let mut writes = Writes::new(service, self.generation);
-        self.note(&mut writes, Severity::Warning, reason, note);
-        writes
-            .execute(self.client.clone(), self.publisher.clone())
-            .await;
+        self.note(&mut writes, reason, note);
+        let note = writes.events.pop()?;
+        Some(Told {
+            object: writes.object,
+            note,
+        })
     }
 
-    /// Queues an Event unless the same one was the last sent for this Service.
-    fn note(&mut self, writes: &mut Writes, severity: Severity, reason: &str, note: String) {
-        let text = format!("{reason}: {note}");
+    /// Sends Events decided outside a Service's writes.
+    async fn publish(&self, told: Vec<Told>) {
+        for Told { object, note } in told {
+            self.publisher.publish(&object, &note).await;
+        }
+    }
+
+    /// Queues an Event unless the same one was the last sent for this Service; logs and counts
+    /// it.
+    fn note(&mut self, writes: &mut Writes, reason: Reason, note: String) {
+        let text = format!("{}: {note}", reason.as_str());
         if self.last_note.get(&writes.key) == Some(&text) {
             return;
         }
-        match (severity, reason) {
-            (Severity::Warning, _) => {
-                warn!(service = %writes.key, reason, "{note}");
-                let labels = ReasonLabels {
-                    reason: reason.to_owned(),
-                };
-                self.metrics.failures.get_or_create(&labels).inc();
-            }
-            (_, "IPAllocated") => {
-                self.metrics.allocations.inc();
-            }
-            (_, "IPReleased") => {
-                self.metrics.releases.inc();
-            }
-            _ => {}
+        if matches!(reason.severity(), Severity::Warning) {
+            warn!(service = %writes.key, reason = reason.as_str(), "{note}");
         }
+        reason.count(&self.metrics);
         self.last_note.insert(writes.key.clone(), text);
-        writes.events.push(Note {
-            severity,
-            reason: reason.to_owned(),
-            message: note,
-        });
-    }
-
-    async fn warn_about_pool(&self, pool: &IPAddressPool, reason: &str, note: &str) {
-        if self
-            .pool_status
-            .get(&pool.name_any())
-            .is_some_and(|s| s.conditions.iter().any(|c| c.message == note))
-        {
-            return;
-        }
-        warn!(pool = %pool.name_any(), reason, "{note}");
-        let note = Note {
-            severity: Severity::Warning,
-            reason: reason.to_owned(),
-            message: note.to_owned(),
-        };
-        self.publisher.publish(&pool.object_ref(&()), &note).await;
+        writes.events.push(reason.note(note));
     }
 
     /// Writes each pool's counts and conditions when they changed.
@@ -549,51 +542,14 @@ impl Control {
                         .set(value as f64);
                 }
             }
-            let count = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
             let previous = crd.status.clone().unwrap_or_default();
-            let mut conditions = Vec::new();
-            if let Some(error) = self.invalid_pools.get(&name) {
-                conditions.push(condition("Valid", false, "InvalidSpec", error));
-            }
-            let others: Vec<&str> = self
-                .overlaps
-                .iter()
-                .filter_map(|(a, b)| {
-                    (*a == name)
-                        .then_some(b.as_str())
-                        .or_else(|| (*b == name).then_some(a.as_str()))
-                })
-                .collect();
-            conditions.push(if others.is_empty() {
-                condition("Overlapping", false, "NoOverlap", "no other pool shares addresses with this one")
-            } else {
-                condition(
-                    "Overlapping",
-                    true,
-                    "SharesAddresses",
-                    &format!(
-                        "shares addresses with IPAddressPool {}; each address is still given to one Service only",
-                        others.join(", ")
-                    ),
-                )
-            });
-            // Keep the transition time of conditions whose status did not change.
-            for c in &mut conditions {
-                if let Some(old) = previous
-                    .conditions
-                    .iter()
-                    .find(|o| o.type_ == c.type_ && o.status == c.status)
-                {
-                    c.last_transition_time = old.last_transition_time.clone();
-                }
-            }
-            let status = IPAddressPoolStatus {
-                assigned_ipv4: count(usage.assigned(Family::Ipv4)),
-                available_ipv4: count(usage.available(Family::Ipv4)),
-                assigned_ipv6: count(usage.assigned(Family::Ipv6)),
-                available_ipv6: usage.available(Family::Ipv6).to_string(),
-                conditions,
+            let facts = PoolFacts {
+                name: &name,
+                usage: &usage,
+                invalid: self.invalid_pools.get(&name).map(String::as_str),
+                overlaps: &self.overlaps,
             };
+            let status = pool_status(facts, &previous, Timestamp::now());
             if crd.status.as_ref() == Some(&status) || self.pool_status.get(&name) == Some(&status)
             {
                 continue;
@@ -611,17 +567,6 @@ impl Control {
                 }
             }
         }
-    }
-}
-
-fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.to_owned(),
-        status: if status { "True" } else { "False" }.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        last_transition_time: Time(Timestamp::now()),
-        observed_generation: None,
     }
 }
 

@@ -10,6 +10,8 @@
 
 mod control;
 mod metrics;
+mod reason;
+mod status;
 mod translate;
 mod view;
 

@@ -9,15 +9,15 @@ use std::{
 };
 
 use herald_api::{
-    BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement,
+    BGPAdvertisement, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
     service::{ingress_ips, ready_endpoint_nodes},
     values::CommunityValue,
 };
-use herald_domain::{Family, ServiceKey};
+use herald_domain::ServiceKey;
 use herald_plan::{
-    BgpAdvertisement as PlannedBgpAdvertisement, BgpPeer as PlannedBgpPeer,
-    L2Advertisement as PlannedAdvertisement, NodeState, Selection, ServiceState, Snapshot,
+    BgpAdvertisement as PlannedBgpAdvertisement, L2Advertisement as PlannedAdvertisement,
+    NodeState, Selection, ServiceState, Snapshot,
 };
 use herald_shell::selector::{SelectorError, convert_all};
 use k8s_openapi::api::{
@@ -26,6 +26,8 @@ use k8s_openapi::api::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
+
+use crate::peer::Peer;
 
 /// The label Kubernetes puts on nodes that must not receive load-balancer traffic.
 pub(crate) const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -41,7 +43,8 @@ pub(crate) struct Objects<'a> {
     pub(crate) pools: &'a [Arc<IPAddressPool>],
     pub(crate) advertisements: &'a [Arc<L2Advertisement>],
     pub(crate) bgp_advertisements: &'a [Arc<BGPAdvertisement>],
-    pub(crate) bgp_peers: &'a [Arc<BGPPeer>],
+    /// The usable BGPPeers, translated ([`crate::peer`]).
+    pub(crate) bgp_peers: &'a [Peer],
 }
 
 /// What the speaker keeps of a Service it announces (no other Service is kept): its state
@@ -212,22 +215,6 @@ fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, 
     Ok(planned)
 }
 
-fn bgp_peer(peer: &BGPPeer) -> Result<PlannedBgpPeer, String> {
-    let name = peer.name_any();
-    let object = format!("BGPPeer {name}");
-    let address: IpAddr = peer
-        .spec
-        .peer_address
-        .parse()
-        .map_err(|e| format!("{object}: spec.peerAddress: {e}"))?;
-    Ok(PlannedBgpPeer {
-        node_selectors: convert_all(&peer.spec.node_selectors, &object, "spec.nodeSelectors")
-            .map_err(|e| e.to_string())?,
-        family: Family::of(address),
-        name,
-    })
-}
-
 /// The planning snapshot, and a message per advertisement that could not be used (it is
 /// left out; the others still apply).
 pub(crate) fn snapshot(
@@ -267,16 +254,7 @@ pub(crate) fn snapshot(
         .filter_map(|adv| bgp_advertisement(adv).map_err(|e| problems.push(e)).ok())
         .collect();
     bgp_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut bgp_peers: Vec<PlannedBgpPeer> = objects
-        .bgp_peers
-        .iter()
-        .filter_map(|peer| {
-            bgp_peer(peer)
-                .map_err(|e| problems.push(e.to_string()))
-                .ok()
-        })
-        .collect();
-    bgp_peers.sort_by(|a, b| a.name.cmp(&b.name));
+    let bgp_peers = objects.bgp_peers.iter().map(Peer::planned).collect();
     let mut nodes: Vec<NodeState> = objects.nodes.iter().map(|n| n.state.clone()).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let snapshot = Snapshot {

@@ -44,6 +44,7 @@ use crate::{
     bgp::Sessions,
     cluster::{self, NodeView, Objects, ServiceView, SliceView},
     metrics::Metrics,
+    peer,
     report::Reporter,
 };
 
@@ -183,8 +184,9 @@ pub(crate) async fn run(
                 stores.pools.state(),
                 stores.advertisements.state(),
             );
-            let (bgp_advertisements, bgp_peers) =
-                (stores.bgp_advertisements.state(), stores.bgp_peers.state());
+            let bgp_advertisements = stores.bgp_advertisements.state();
+            let (bgp_peers, unusable_peers) =
+                peer::translate_all(&stores.bgp_peers.state(), &settings.namespace);
             services = stores.services.state();
             let wanted_seeds =
                 cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
@@ -213,7 +215,8 @@ pub(crate) async fn run(
                 bgp_advertisements: &bgp_advertisements,
                 bgp_peers: &bgp_peers,
             };
-            let (snapshot, now_problems) = cluster::snapshot(objects, &alive);
+            let (snapshot, mut now_problems) = cluster::snapshot(objects, &alive);
+            now_problems.extend(unusable_peers.iter().map(ToString::to_string));
             if now_problems != problems {
                 for problem in &now_problems {
                     warn!(%problem, "an advertisement or peer is not used");
@@ -224,7 +227,12 @@ pub(crate) async fn run(
             // Each node advertises its own routes: no ownership, so no waiting to join.
             if let Some(node) = nodes.iter().find(|n| n.state.name == settings.node) {
                 let changes = sessions
-                    .apply(&plan_bgp(&snapshot, &settings.node), &bgp_peers, node)
+                    .apply(
+                        &plan_bgp(&snapshot, &settings.node),
+                        &bgp_peers,
+                        &unusable_peers,
+                        node,
+                    )
                     .await;
                 for change in changes {
                     let uid = services.iter().find(|s| s.state.key == change.service);

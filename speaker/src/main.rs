@@ -18,6 +18,7 @@ mod bgp;
 mod cluster;
 mod control;
 mod metrics;
+mod peer;
 mod report;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};

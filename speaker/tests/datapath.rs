@@ -145,6 +145,17 @@ async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_k
         );
     }
 
+    // ... and its ClusterIP inside the cluster, here from n3's own network.
+    let cluster_ip: IpAddr = lan
+        .kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?
+        .trim()
+        .parse()?;
+    let reply = datapath::curl(&lan.nodes[2].host, cluster_ip, 8765)?;
+    assert!(
+        reply.pod.starts_with("web-"),
+        "ClusterIP {cluster_ip}: {reply:?}"
+    );
+
     // Local: the API server allocates a healthCheckNodePort; kube-proxy answers 200 where a
     // ready local endpoint is and 503 elsewhere; the Pod sees the client's own address.
     lan.service("web", "web", "Local", true)?;

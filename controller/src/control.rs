@@ -391,7 +391,7 @@ impl Control {
         let mut told = Vec::new();
         for service in &snapshot.services {
             let ips = &service.status_ips;
-            if ips.is_empty() || !translate::is_served(service, self.class.as_deref()) {
+            if ips.is_empty() || !service.eligibility.is_served(self.class.as_deref()) {
                 continue;
             }
             let key = service.key.clone();
@@ -419,14 +419,14 @@ impl Control {
         }
         let mut writes = Writes::new(service, self.generation);
         let has_finalizer = service.finalizers.iter().any(|f| f == CLEANUP_FINALIZER);
-        if !translate::is_served(service, self.class.as_deref()) {
+        if !service.eligibility.is_served(self.class.as_deref()) {
             if let Some(released) = self.allocator.release(&key) {
                 let note = format!("released {}", ips_text(&released.ips));
                 info!(service = %key, "{note}");
                 self.note(&mut writes, Reason::IpReleased, note);
             }
             if has_finalizer {
-                if !service.deleting && !service.status_ips.is_empty() {
+                if !service.eligibility.deleting && !service.status_ips.is_empty() {
                     // No longer ours (type or class changed): take our address out of status.
                     writes.status = Some(Vec::new());
                 }

@@ -6,17 +6,11 @@ use std::{collections::BTreeMap, net::IpAddr};
 use herald_api::{IPAddressPool, annotations};
 use herald_domain::Labels;
 use herald_ipam::{Backend, Pool, PoolError, ServiceAllocation, ServiceRequest};
-use herald_shell::selector::{SelectorError, convert_all};
+use herald_api::selector::{SelectorError, convert_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
 
 use crate::view::ServiceView;
-
-/// Whether Herald allocates for `service`: `type: LoadBalancer`, not being deleted, and of
-/// Herald's `loadBalancerClass` (no class at all unless the controller was given one).
-pub(crate) fn is_served(service: &ServiceView, class: Option<&str>) -> bool {
-    !service.deleting && service.load_balancer && service.class.as_deref() == class
-}
 
 /// A Service whose annotations or spec Herald cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,12 +109,13 @@ mod tests {
             service(json!({"metadata": {"name": "s", "namespace": "n"},
                            "spec": {"type": "LoadBalancer", "loadBalancerClass": class}}))
         };
-        assert!(is_served(&lb(None), None));
-        assert!(!is_served(&lb(Some("other.io/lb")), None));
-        assert!(is_served(&lb(Some("herald.dev/lb")), Some("herald.dev/lb")));
-        assert!(!is_served(&lb(None), Some("herald.dev/lb")));
+        let served = |view: ServiceView, class| view.eligibility.is_served(class);
+        assert!(served(lb(None), None));
+        assert!(!served(lb(Some("other.io/lb")), None));
+        assert!(served(lb(Some("herald.dev/lb")), Some("herald.dev/lb")));
+        assert!(!served(lb(None), Some("herald.dev/lb")));
         let cluster_ip = service(json!({"metadata": {"name": "s"}, "spec": {"type": "ClusterIP"}}));
-        assert!(!is_served(&cluster_ip, None));
+        assert!(!served(cluster_ip, None));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use herald_api::annotations;
+use herald_api::{annotations, service::Eligibility};
 use herald_domain::{Family, ServiceKey};
 use herald_ipam::{IpFamilyPolicy, Port};
 use k8s_openapi::{
@@ -22,13 +22,12 @@ pub(crate) struct ServiceView {
     pub(crate) uid: Option<String>,
     pub(crate) resource_version: Option<String>,
     pub(crate) created: Option<Timestamp>,
-    pub(crate) deleting: bool,
+    /// Type, class and deletion: whether Herald serves it.
+    pub(crate) eligibility: Eligibility,
     pub(crate) finalizers: Vec<String>,
     /// Herald's and MetalLB's annotations only.
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) labels: Vec<(String, String)>,
-    pub(crate) load_balancer: bool,
-    pub(crate) class: Option<String>,
     pub(crate) families: Vec<Family>,
     pub(crate) family_policy: IpFamilyPolicy,
     pub(crate) load_balancer_ip: Option<String>,
@@ -61,7 +60,7 @@ impl ServiceView {
             uid: meta.uid.clone(),
             resource_version: meta.resource_version.clone(),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
-            deleting: meta.deletion_timestamp.is_some(),
+            eligibility: Eligibility::of(service),
             finalizers: meta.finalizers.clone().unwrap_or_default(),
             annotations: meta
                 .annotations
@@ -71,8 +70,6 @@ impl ServiceView {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             labels: flat(meta.labels.as_ref()),
-            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
-            class: spec.and_then(|s| s.load_balancer_class.clone()),
             families: spec
                 .and_then(|s| s.ip_families.as_ref())
                 .into_iter()

@@ -23,7 +23,7 @@ use std::{
 
 use herald_api::{
     BGPSessionStatus, BGPSessionStatusSpec,
-    status::{NODE_LABEL, PEER_LABEL, record_name},
+    status::{NODE_LABEL, Owner, PEER_LABEL, record_metadata},
 };
 use herald_bgp::{
     RouteAttributes,
@@ -33,10 +33,7 @@ use herald_bgp::{
 use herald_domain::{Prefix, ServiceKey};
 use herald_plan::{BgpPlan, BgpRoute};
 use herald_shell::records::{self, Desired};
-use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
-};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -310,29 +307,14 @@ impl Sessions {
     }
 
     fn record(&self, node: &NodeView, spec: BGPSessionStatusSpec) -> BGPSessionStatus {
+        // The record goes with its Node.
+        let owner = node.uid.as_deref().map(|uid| Owner {
+            kind: "Node",
+            name: &spec.node,
+            uid,
+        });
         BGPSessionStatus {
-            metadata: ObjectMeta {
-                name: Some(record_name(&spec.peer, &spec.node)),
-                namespace: Some(self.namespace.clone()),
-                labels: Some(
-                    [
-                        (NODE_LABEL.to_owned(), spec.node.clone()),
-                        (PEER_LABEL.to_owned(), spec.peer.clone()),
-                    ]
-                    .into(),
-                ),
-                // The record goes with its Node.
-                owner_references: node.uid.as_ref().map(|uid| {
-                    vec![OwnerReference {
-                        api_version: "v1".into(),
-                        kind: "Node".into(),
-                        name: spec.node.clone(),
-                        uid: uid.clone(),
-                        ..OwnerReference::default()
-                    }]
-                }),
-                ..ObjectMeta::default()
-            },
+            metadata: record_metadata(PEER_LABEL, &spec.peer, &spec.node, &self.namespace, owner),
             spec,
         }
     }

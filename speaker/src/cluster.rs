@@ -11,7 +11,7 @@ use std::{
 use herald_api::{
     BGPAdvertisement, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
-    service::{ingress_ips, ready_endpoint_nodes},
+    service::{Eligibility, ingress_ips, ready_endpoint_nodes},
     values::CommunityValue,
 };
 use herald_domain::ServiceKey;
@@ -19,7 +19,7 @@ use herald_plan::{
     BgpAdvertisement as PlannedBgpAdvertisement, L2Advertisement as PlannedAdvertisement,
     NodeState, Selection, ServiceState, Snapshot,
 };
-use herald_shell::selector::{SelectorError, convert_all};
+use herald_api::selector::{SelectorError, convert_all};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
@@ -74,15 +74,6 @@ pub(crate) struct NodeView {
     pub(crate) uid: Option<String>,
 }
 
-/// Whether Herald announces `service` at all: `type: LoadBalancer` of Herald's class, not
-/// being deleted.
-fn is_served(service: &Service, class: Option<&str>) -> bool {
-    let spec = service.spec.as_ref();
-    service.metadata.deletion_timestamp.is_none()
-        && spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-        && spec.and_then(|s| s.load_balancer_class.as_deref()) == class
-}
-
 /// The view of an EndpointSlice: its Service and the nodes with a ready endpoint. `None`
 /// for a slice of no Service.
 pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
@@ -100,7 +91,7 @@ pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
 /// The view of a Service Herald announces: `None` for any other, or one without an
 /// address yet.
 pub(crate) fn service_view(service: &Service, class: Option<&str>) -> Option<ServiceView> {
-    if !is_served(service, class) {
+    if !Eligibility::of(service).is_served(class) {
         return None;
     }
     let ips = ingress_ips(service);
@@ -179,7 +170,22 @@ fn advertisement(adv: &L2Advertisement) -> Result<PlannedAdvertisement, Selector
     })
 }
 
-fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, String> {
+/// Why an advertisement cannot be used, naming the object and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AdvertisementError {
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    #[error("{object}: spec.communities[{index}]: {problem}")]
+    Community {
+        object: String,
+        index: usize,
+        problem: String,
+    },
+}
+
+fn bgp_advertisement(
+    adv: &BGPAdvertisement,
+) -> Result<PlannedBgpAdvertisement, AdvertisementError> {
     let name = adv.name_any();
     let object = format!("BGPAdvertisement {name}");
     let spec = &adv.spec;
@@ -189,8 +195,7 @@ fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, 
         &spec.ip_address_pool_selectors,
         &spec.node_selectors,
         &spec.service_selectors,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let mut planned = PlannedBgpAdvertisement {
         name: name.clone(),
         selection,
@@ -209,7 +214,13 @@ fn bgp_advertisement(adv: &BGPAdvertisement) -> Result<PlannedBgpAdvertisement, 
         match community.value() {
             Ok(CommunityValue::Standard(value)) => planned.communities.push(value),
             Ok(CommunityValue::Large(value)) => planned.large_communities.push(value),
-            Err(e) => return Err(format!("{object}: spec.communities[{i}]: {e}")),
+            Err(e) => {
+                return Err(AdvertisementError::Community {
+                    object,
+                    index: i,
+                    problem: e.to_string(),
+                });
+            }
         }
     }
     Ok(planned)
@@ -251,7 +262,11 @@ pub(crate) fn snapshot(
     let mut bgp_advertisements: Vec<PlannedBgpAdvertisement> = objects
         .bgp_advertisements
         .iter()
-        .filter_map(|adv| bgp_advertisement(adv).map_err(|e| problems.push(e)).ok())
+        .filter_map(|adv| {
+            bgp_advertisement(adv)
+                .map_err(|e| problems.push(e.to_string()))
+                .ok()
+        })
         .collect();
     bgp_advertisements.sort_by(|a, b| a.name.cmp(&b.name));
     let bgp_peers = objects.bgp_peers.iter().map(Peer::planned).collect();

@@ -16,14 +16,13 @@ use std::{
     time::Duration,
 };
 
-use herald_api::BGPPeer;
+use herald_api::{BGPPeer, selector::convert_all};
 use herald_bgp::{
     Config,
     driver::{Password, Transport},
 };
 use herald_domain::{Family, LabelSelector};
 use herald_plan::BgpPeer as PlannedBgpPeer;
-use herald_shell::selector::convert_all;
 use kube::ResourceExt;
 
 use crate::cluster::NodeView;

@@ -18,7 +18,7 @@ use std::{
 
 use herald_api::{
     ServiceL2Status, ServiceL2StatusSpec,
-    status::{NODE_LABEL, SERVICE_LABEL, record_name},
+    status::{NODE_LABEL, Owner, SERVICE_LABEL, record_metadata},
 };
 use herald_domain::ServiceKey;
 use herald_plan::L2Plan;
@@ -26,10 +26,7 @@ use herald_shell::{
     events::{Note, Publisher, Queue, Severity},
     records::{self, Desired},
 };
-use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
-};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams},
@@ -165,26 +162,13 @@ impl Reporter {
 
 /// The ServiceL2Status of `key` from the node in `spec`, owned by the Service.
 fn l2_record(key: &ServiceKey, spec: ServiceL2StatusSpec, uid: &str) -> ServiceL2Status {
+    let owner = Owner {
+        kind: "Service",
+        name: &key.name,
+        uid,
+    };
     ServiceL2Status {
-        metadata: ObjectMeta {
-            name: Some(record_name(&key.name, &spec.node)),
-            namespace: Some(key.namespace.clone()),
-            labels: Some(
-                [
-                    (SERVICE_LABEL.to_owned(), key.name.clone()),
-                    (NODE_LABEL.to_owned(), spec.node.clone()),
-                ]
-                .into(),
-            ),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "v1".into(),
-                kind: "Service".into(),
-                name: key.name.clone(),
-                uid: uid.to_owned(),
-                ..OwnerReference::default()
-            }]),
-            ..ObjectMeta::default()
-        },
+        metadata: record_metadata(SERVICE_LABEL, &key.name, &spec.node, &key.namespace, Some(owner)),
         spec,
     }
 }

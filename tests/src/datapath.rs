@@ -12,7 +12,8 @@
 //!
 //! [`NodeNetwork`] does to a node host what a bridge CNI plugin with host-gateway routes does:
 //! a bridge holding the gateway addresses of the node's Pod CIDRs, forwarding on, and routes to
-//! the other nodes' Pod CIDRs. [`KubeProxy`] is the real kube-proxy, built from the same
+//! the other nodes' Pod CIDRs (and, standing in for a node's default route, to the Service
+//! ranges). [`KubeProxy`] is the real kube-proxy, built from the same
 //! Kubernetes modules as the API server, run in the node with `--hostname-override` = the Node's
 //! name. [`ServingPod`] is a Pod as a kubelet would run it: its own network namespace with a veth
 //! into the node's bridge, its Pod object in the API with the addresses it really has and the
@@ -51,6 +52,8 @@ use crate::{
 pub const CLUSTER_CIDR_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(203, 0, 113, 128), 26);
 /// The IPv6 cluster CIDR.
 pub const CLUSTER_CIDR_V6: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2001, 0xdb8, 4, 0, 0, 0, 0, 0), 56);
+/// The control plane's Service ranges (`tests/cluster`: `--service-cluster-ip-range`).
+pub const SERVICE_CIDRS: [&str; 2] = ["198.51.100.0/24", "2001:db8:5e::/112"];
 /// The port every serving Pod listens on (the page's example `targetPort`).
 pub const POD_PORT: u16 = 9376;
 /// kube-proxy's own health port (`--healthz-bind-address`).
@@ -104,6 +107,11 @@ impl NodeNetwork {
             ],
         )?;
         ip(netns, &["link", "set", "cni0", "up"])?;
+        // A real node's default route covers the ClusterIPs; the kernel needs some route to
+        // send a local packet out before kube-proxy's DNAT gives it its endpoint.
+        for range in SERVICE_CIDRS {
+            ip(netns, &["route", "add", range, "dev", "cni0"])?;
+        }
         Ok(NodeNetwork {
             host: host.clone(),
             number: n,

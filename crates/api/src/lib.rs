@@ -5,7 +5,8 @@
 //! writes for people to read ([`ServiceL2Status`], namespaced, beside its Service;
 //! [`BGPSessionStatus`], in Herald's namespace), the Service
 //! annotations Herald reads and writes ([`annotations`]), and the CRD manifests generated from
-//! these types (`crdgen` writes them into `charts/herald/crds/`).
+//! these types (`crdgen` writes them into `charts/herald/crds/`). Kubernetes label selectors
+//! become [`herald_domain::LabelSelector`]s in [`selector`], with errors naming the field.
 //!
 //! Validation lives in the CRD schemas, so the API server rejects a bad object at
 //! `kubectl apply` time with a message naming the field: OpenAPI types and bounds, plus CEL
@@ -23,6 +24,7 @@ pub mod annotations;
 pub mod bgp;
 pub mod pool;
 pub mod reference;
+pub mod selector;
 pub mod service;
 pub mod status;
 pub mod values;

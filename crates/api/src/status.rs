@@ -12,6 +12,7 @@
 //! One object per Service and announcing node (a dual-stack Service may be announced from
 //! two nodes, one per address), owned by the Service so that it goes when the Service goes.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,49 @@ pub struct BGPSessionStatusSpec {
     /// Why the session last failed, while it is not established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// What a record is about, as its owner: the record goes when its owner goes (garbage
+/// collection by owner reference).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    /// A core/v1 kind: `Service`, `Node`.
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+/// The metadata of the record of `subject` from `node` in `namespace`: named by
+/// [`record_name`], labelled `subject_label=subject` and [`NODE_LABEL`]`=node`, owned by
+/// `owner` when it is known.
+pub fn record_metadata(
+    subject_label: &str,
+    subject: &str,
+    node: &str,
+    namespace: &str,
+    owner: Option<Owner<'_>>,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(record_name(subject, node)),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(
+            [
+                (subject_label.to_owned(), subject.to_owned()),
+                (NODE_LABEL.to_owned(), node.to_owned()),
+            ]
+            .into(),
+        ),
+        owner_references: owner.map(|owner| {
+            vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: owner.kind.to_owned(),
+                name: owner.name.to_owned(),
+                uid: owner.uid.to_owned(),
+                ..OwnerReference::default()
+            }]
+        }),
+        ..ObjectMeta::default()
+    }
 }
 
 /// The object name of the record of `service` from `node`: `<service>-<node>`, shortened

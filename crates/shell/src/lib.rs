@@ -8,7 +8,6 @@
 //!   watch::Watches ── watch a kind into a reflector store, wake the loop on every change
 //!   events::Publisher ── core/v1 Events that `kubectl describe` shows
 //!   probes::serve ── /metrics (Prometheus text), /healthz, /readyz
-//!   selector::convert ── a Kubernetes LabelSelector to the pure one, naming the bad field
 //!   records::spawn ── keep the records a process writes for people equal to a desired set
 //! ```
 
@@ -16,5 +15,4 @@ pub mod events;
 pub mod logging;
 pub mod probes;
 pub mod records;
-pub mod selector;
 pub mod watch;

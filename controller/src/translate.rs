@@ -3,10 +3,10 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
+use herald_api::selector::{SelectorError, convert_all};
 use herald_api::{IPAddressPool, annotations};
 use herald_domain::Labels;
 use herald_ipam::{Backend, Pool, PoolError, ServiceAllocation, ServiceRequest};
-use herald_api::selector::{SelectorError, convert_all};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
 

@@ -8,6 +8,7 @@ use std::{
     sync::Arc,
 };
 
+use herald_api::selector::{SelectorError, convert_all};
 use herald_api::{
     BGPAdvertisement, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
@@ -19,7 +20,6 @@ use herald_plan::{
     BgpAdvertisement as PlannedBgpAdvertisement, L2Advertisement as PlannedAdvertisement,
     NodeState, Selection, ServiceState, Snapshot,
 };
-use herald_api::selector::{SelectorError, convert_all};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,

@@ -168,7 +168,13 @@ fn l2_record(key: &ServiceKey, spec: ServiceL2StatusSpec, uid: &str) -> ServiceL
         uid,
     };
     ServiceL2Status {
-        metadata: record_metadata(SERVICE_LABEL, &key.name, &spec.node, &key.namespace, Some(owner)),
+        metadata: record_metadata(
+            SERVICE_LABEL,
+            &key.name,
+            &spec.node,
+            &key.namespace,
+            Some(owner),
+        ),
         spec,
     }
 }

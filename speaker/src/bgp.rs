@@ -8,9 +8,9 @@
 //!   Sessions: start new, set routes on unchanged, restart changed, stop removed
 //! ```
 //!
-//! Each session's state is written as a BGPSessionStatus in Herald's namespace
-//! (`kubectl get bgpsessionstatuses`), and each change of what the node advertises for a
-//! Service is told as an Event on the Service.
+//! What people are told (each session's BGPSessionStatus, an Event per change of what the node
+//! advertises for a Service) is the reporter's job ([`crate::report`]); this module gives it
+//! [`Sessions::sessions`].
 //!
 //! A peer that cannot be used (an address that does not parse, no router ID, a password that
 //! cannot be read) is reported once, naming the object and field ([`PeerError`]), and left as
@@ -18,27 +18,22 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
     sync::Arc,
 };
 
-use herald_api::{
-    BGPSessionStatus, BGPSessionStatusSpec,
-    status::{NODE_LABEL, Owner, PEER_LABEL, record_metadata},
-};
 use herald_bgp::{
     RouteAttributes,
     driver::{self, Handle, Password},
     session::{BandwidthBits, Event, State},
 };
-use herald_domain::{Prefix, ServiceKey};
+use herald_domain::Prefix;
 use herald_plan::{BgpPlan, BgpRoute};
-use herald_shell::records::{self, Desired};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use tracing::{info, warn};
 
 use crate::{
-    FIELD_MANAGER,
     cluster::NodeView,
     metrics::{Metrics, NotificationLabels, PeerLabels},
     peer::{PasswordError, Passwords, Peer, PeerError, Settings},
@@ -64,13 +59,10 @@ pub(crate) struct Sessions {
     /// Password Secrets are read from Herald's namespace only, one `get` each (the speaker
     /// may not list Secrets).
     secrets: Api<Secret>,
-    namespace: String,
     /// Passwords by Secret name, as last read.
     passwords: Passwords,
     /// The last inputs, to apply again when a password changes.
     last: Option<Inputs>,
-    /// The node's session records, written by a task of their own.
-    records: records::Writer<BGPSessionStatus>,
 }
 
 /// What the sessions are made from: this node's plan, the usable peers, the peers that cannot
@@ -81,66 +73,6 @@ struct Inputs {
     peers: Vec<Peer>,
     unusable: Vec<PeerError>,
     node: NodeView,
-}
-
-/// A change in what this node advertises for a Service, for its Event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Change {
-    pub(crate) service: ServiceKey,
-    pub(crate) message: String,
-}
-
-/// What this node advertises per Service: prefix -> peers.
-fn advertised_by_service(plan: &BgpPlan) -> BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> {
-    let mut out: BTreeMap<ServiceKey, BTreeMap<String, Vec<&str>>> = BTreeMap::new();
-    for (peer, routes) in plan {
-        for (prefix, route) in routes {
-            for service in &route.services {
-                out.entry(service.clone())
-                    .or_default()
-                    .entry(prefix.to_string())
-                    .or_default()
-                    .push(peer);
-            }
-        }
-    }
-    out
-}
-
-/// The Events of going from `before` to `after` on `node`.
-fn changes(node: &str, before: &BgpPlan, after: &BgpPlan) -> Vec<Change> {
-    // Most inputs (other Services' endpoints, layer-2 changes) leave this node's routes as they
-    // were: no need to look further.
-    if before == after {
-        return Vec::new();
-    }
-    let (before, after) = (advertised_by_service(before), advertised_by_service(after));
-    let mut out = Vec::new();
-    for service in before
-        .keys()
-        .chain(after.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        let (was, now) = (before.get(service), after.get(service));
-        if was == now {
-            continue;
-        }
-        let message = match now {
-            Some(now) => {
-                let routes: Vec<String> = now
-                    .iter()
-                    .map(|(prefix, peers)| format!("{prefix} to {}", peers.join(", ")))
-                    .collect();
-                format!("node {node} advertises {} (BGP)", routes.join("; "))
-            }
-            None => format!("node {node} withdrew its BGP routes"),
-        };
-        out.push(Change {
-            service: service.clone(),
-            message,
-        });
-    }
-    out
 }
 
 /// Reads the password of Secret `name`.
@@ -235,26 +167,22 @@ fn metrics_sink(metrics: Arc<Metrics>, peer: String) -> driver::EventSink {
     })
 }
 
+/// One session as the reporter shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionReport {
+    pub(crate) peer: String,
+    pub(crate) address: SocketAddr,
+    pub(crate) status: driver::Status,
+}
+
 impl Sessions {
-    pub(crate) fn new(
-        metrics: Arc<Metrics>,
-        client: Client,
-        namespace: &str,
-        node: &str,
-    ) -> Sessions {
-        let records = records::spawn(
-            client.clone(),
-            Api::namespaced(client.clone(), namespace),
-            format!("{NODE_LABEL}={node}"),
-            FIELD_MANAGER,
-        );
+    /// No sessions yet; password Secrets are read from Herald's `namespace`.
+    pub(crate) fn new(metrics: Arc<Metrics>, client: Client, namespace: &str) -> Sessions {
         Sessions {
-            records,
             metrics,
             running: BTreeMap::new(),
             problems: BTreeMap::new(),
             secrets: Api::namespaced(client, namespace),
-            namespace: namespace.to_owned(),
             passwords: BTreeMap::new(),
             last: None,
         }
@@ -276,58 +204,27 @@ impl Sessions {
         }
     }
 
-    /// Writes the state of every session as this node's BGPSessionStatus records (the
-    /// writer writes only what changed).
-    pub(crate) fn report(&self) {
-        let Some(Inputs { node, .. }) = &self.last else {
-            return;
-        };
-        let desired: Desired<BGPSessionStatus> = self
-            .running
+    /// Every running session, its address and its last status.
+    pub(crate) fn sessions(&self) -> Vec<SessionReport> {
+        self.running
             .iter()
-            .map(|(peer, running)| {
-                let status = running.handle.status.borrow();
-                let spec = BGPSessionStatusSpec {
-                    node: node.state.name.clone(),
-                    peer: peer.clone(),
-                    peer_address: running.settings.transport.peer.to_string(),
-                    state: status.state.name().to_owned(),
-                    prefixes_advertised: i64::try_from(status.advertised).unwrap_or(i64::MAX),
-                    last_error: if status.state == State::Established {
-                        None
-                    } else {
-                        status.last_error.clone()
-                    },
-                };
-                let record = self.record(node, spec);
-                (records::key(&record), record)
+            .map(|(peer, running)| SessionReport {
+                peer: peer.clone(),
+                address: running.settings.transport.peer,
+                status: running.handle.status.borrow().clone(),
             })
-            .collect();
-        self.records.set(desired);
+            .collect()
     }
 
-    fn record(&self, node: &NodeView, spec: BGPSessionStatusSpec) -> BGPSessionStatus {
-        // The record goes with its Node.
-        let owner = node.uid.as_deref().map(|uid| Owner {
-            kind: "Node",
-            name: &spec.node,
-            uid,
-        });
-        BGPSessionStatus {
-            metadata: record_metadata(PEER_LABEL, &spec.peer, &spec.node, &self.namespace, owner),
-            spec,
-        }
-    }
-
-    /// Brings the sessions in line with `plan` when an input changed; returns the changes in
-    /// what this node advertises per Service. `unusable` peers keep their sessions as they are.
+    /// Brings the sessions in line with `plan` when an input changed. `unusable` peers keep
+    /// their sessions as they are.
     pub(crate) async fn apply(
         &mut self,
         plan: &BgpPlan,
         peers: &[Peer],
         unusable: &[PeerError],
         node: &NodeView,
-    ) -> Vec<Change> {
+    ) {
         let inputs = Inputs {
             plan: plan.clone(),
             peers: peers.to_vec(),
@@ -336,15 +233,13 @@ impl Sessions {
         };
         // The loop calls this on every input change; most leave this node's BGP as it was.
         if self.last.as_ref() == Some(&inputs) {
-            return Vec::new();
+            return;
         }
-        self.reconcile(inputs).await
+        self.reconcile(inputs).await;
     }
 
     /// Brings the sessions in line with the inputs, whether or not they changed.
-    async fn reconcile(&mut self, inputs: Inputs) -> Vec<Change> {
-        let before = self.last.take().map(|last| last.plan).unwrap_or_default();
-        let changes = changes(&inputs.node.state.name, &before, &inputs.plan);
+    async fn reconcile(&mut self, inputs: Inputs) {
         let Inputs {
             plan,
             peers,
@@ -431,8 +326,6 @@ impl Sessions {
             }
         }
         self.last = Some(inputs);
-        self.report();
-        changes
     }
 
     fn forget(&self, peer: &str) {

@@ -25,7 +25,7 @@ use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
-    events::{Note, Publisher, Severity},
+    events::Publisher,
     watch::{Views, Watches},
 };
 use k8s_openapi::api::{
@@ -157,9 +157,8 @@ pub(crate) async fn run(
         settings.metrics.clone(),
         client.clone(),
         &settings.namespace,
-        &settings.node,
     );
-    let reporter = Reporter::start(client, publisher, &settings.node);
+    let mut reporter = Reporter::start(client, publisher, &settings.node, &settings.namespace);
     let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
     let mut password_refresh = tokio::time::interval(PASSWORD_REFRESH);
     password_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,6 +175,7 @@ pub(crate) async fn run(
     let mut inputs_changed = true;
     let (mut plan, mut services, mut alive) = (L2Plan::new(), Vec::new(), BTreeSet::new());
     let mut links = Vec::new();
+    let mut this_node: Option<NodeView> = None;
     loop {
         if inputs_changed {
             let (slices, nodes, pools, advertisements) = (
@@ -225,26 +225,17 @@ pub(crate) async fn run(
             }
             plan = plan_l2(&snapshot);
             // Each node advertises its own routes: no ownership, so no waiting to join.
-            if let Some(node) = nodes.iter().find(|n| n.state.name == settings.node) {
-                let changes = sessions
-                    .apply(
-                        &plan_bgp(&snapshot, &settings.node),
-                        &bgp_peers,
-                        &unusable_peers,
-                        node,
-                    )
+            this_node = nodes
+                .iter()
+                .find(|n| n.state.name == settings.node)
+                .map(|n| (**n).clone());
+            if let Some(node) = &this_node {
+                let bgp_plan = plan_bgp(&snapshot, &settings.node);
+                sessions
+                    .apply(&bgp_plan, &bgp_peers, &unusable_peers, node)
                     .await;
-                for change in changes {
-                    let uid = services.iter().find(|s| s.state.key == change.service);
-                    if let Some(uid) = uid.and_then(|s| s.uid.as_deref()) {
-                        let note = Note {
-                            severity: Severity::Normal,
-                            reason: "bgpAdvertisement".into(),
-                            message: change.message,
-                        };
-                        reporter.tell(&change.service, uid, note);
-                    }
-                }
+                reporter.bgp_advertisements(&services, &bgp_plan);
+                reporter.bgp_sessions(node, &sessions.sessions());
             }
         }
         let now_links = read_links().unwrap_or_else(|e| {
@@ -265,7 +256,11 @@ pub(crate) async fn run(
                 changed?;
                 inputs_changed = true;
             }
-            _ = scan.tick() => sessions.report(),
+            _ = scan.tick() => {
+                if let Some(node) = &this_node {
+                    reporter.bgp_sessions(node, &sessions.sessions());
+                }
+            }
             _ = password_refresh.tick() => sessions.refresh_passwords().await,
         }
     }

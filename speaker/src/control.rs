@@ -7,7 +7,8 @@
 //!                        ┌──────────────────────────────────────────────┬────────┘
 //!                        ▼ plan_l2 (whole cluster)                       ▼ plan_bgp (this node)
 //!   Announcer::apply ◄── this node's share               Sessions::apply: one per peer
-//!   Reporter ─► Events `nodeAssigned`, ServiceL2Status records
+//!   Reporter ─► Events `nodeAssigned`, `bgpAdvertisement`; ServiceL2Status and
+//!               BGPSessionStatus records
 //! ```
 //!
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per

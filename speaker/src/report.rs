@@ -362,7 +362,6 @@ async fn delete_records_of_dead_nodes(
 #[cfg(test)]
 mod tests {
     use herald_domain::Prefix;
-    use herald_plan::BgpRoute;
 
     use super::*;
 
@@ -373,7 +372,7 @@ mod tests {
                 .entry((*peer).to_owned())
                 .or_default()
                 .entry(Prefix::host(address.parse().expect("an address")))
-                .or_insert_with(BgpRoute::default);
+                .or_default();
             route.services.insert(ServiceKey::new("ns", *service));
         }
         plan

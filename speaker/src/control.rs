@@ -148,125 +148,197 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notify = watches.notify();
-    let publisher = Publisher::new(
-        client.clone(),
-        "herald-speaker",
-        &settings.instance,
-        "Announce",
-    );
-    let mut sessions = Sessions::new(
-        settings.metrics.clone(),
-        client.clone(),
-        &settings.namespace,
-    );
-    let mut reporter = Reporter::start(client, publisher, &settings.node, &settings.namespace);
-    let mut announcer = Announcer::new(&settings.node, settings.metrics.clone());
+    let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
     let mut password_refresh = tokio::time::interval(PASSWORD_REFRESH);
     password_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
     let mut scan = tokio::time::interval(LINK_SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut seeds = BTreeMap::new();
-    let mut problems = Vec::new();
-    let join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
-    let mut joined = false;
-    // The plan is made again only when an input changed; the interfaces are read every
+    let mut speaker = Speaker::new(client, &settings, &stores, &membership);
+    // The plans are made again only when an input changed; the interfaces are read every
     // second and applied only when they changed.
     let mut inputs_changed = true;
-    let (mut plan, mut services, mut alive) = (L2Plan::new(), Vec::new(), BTreeSet::new());
-    let mut links = Vec::new();
-    let mut this_node: Option<NodeView> = None;
     loop {
         if inputs_changed {
-            let (slices, nodes, pools, advertisements) = (
-                stores.slices.state(),
-                stores.nodes.state(),
-                stores.pools.state(),
-                stores.advertisements.state(),
-            );
-            let bgp_advertisements = stores.bgp_advertisements.state();
-            let (bgp_peers, unusable_peers) =
-                peer::translate_all(&stores.bgp_peers.state(), &settings.namespace);
-            services = stores.services.state();
-            let wanted_seeds =
-                cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
-            if wanted_seeds != seeds {
-                membership.set_seeds(wanted_seeds.clone());
-                seeds = wanted_seeds;
-            }
-            alive = live.borrow_and_update().clone();
-            settings
-                .metrics
-                .members
-                .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
-            if !joined {
-                joined = seeds.keys().all(|node| alive.contains(node))
-                    || tokio::time::Instant::now() >= join_deadline;
-                if joined {
-                    info!(live = ?alive, "joined the speakers; announcing");
-                }
-            }
-            let objects = Objects {
-                services: &services,
-                slices: &slices,
-                nodes: &nodes,
-                pools: &pools,
-                advertisements: &advertisements,
-                bgp_advertisements: &bgp_advertisements,
-                bgp_peers: &bgp_peers,
-            };
-            let (snapshot, mut now_problems) = cluster::snapshot(objects, &alive);
-            now_problems.extend(unusable_peers.iter().map(ToString::to_string));
-            if now_problems != problems {
-                for problem in &now_problems {
-                    warn!(%problem, "an advertisement or peer is not used");
-                }
-                problems = now_problems;
-            }
-            plan = plan_l2(&snapshot);
-            // Each node advertises its own routes: no ownership, so no waiting to join.
-            this_node = nodes
-                .iter()
-                .find(|n| n.state.name == settings.node)
-                .map(|n| (**n).clone());
-            if let Some(node) = &this_node {
-                let bgp_plan = plan_bgp(&snapshot, &settings.node);
-                sessions
-                    .apply(&bgp_plan, &bgp_peers, &unusable_peers, node)
-                    .await;
-                reporter.bgp_advertisements(&services, &bgp_plan);
-                reporter.bgp_sessions(node, &sessions.sessions());
-            }
+            speaker.plan(live.borrow_and_update().clone()).await;
         }
-        let now_links = read_links().unwrap_or_else(|e| {
-            warn!(error = %e, "reading the node's interfaces");
-            Vec::new()
-        });
-        if joined && (inputs_changed || now_links != links) {
-            links = now_links;
-            let takeovers = announcer.apply(&plan, &links).await;
-            reporter.report(&services, &plan, &announcer.owned(), takeovers, &alive);
-        }
+        speaker.announce(inputs_changed).await;
         inputs_changed = false;
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep_until(join_deadline), if !joined => inputs_changed = true,
+            () = tokio::time::sleep_until(speaker.join_deadline), if !speaker.joined => {
+                inputs_changed = true;
+            }
             () = notify.notified() => inputs_changed = true,
             changed = live.changed() => {
                 changed?;
                 inputs_changed = true;
             }
-            _ = scan.tick() => {
-                if let Some(node) = &this_node {
-                    reporter.bgp_sessions(node, &sessions.sessions());
-                }
-            }
-            _ = password_refresh.tick() => sessions.refresh_passwords().await,
+            _ = scan.tick() => speaker.report_sessions(),
+            _ = password_refresh.tick() => speaker.sessions.refresh_passwords().await,
         }
     }
-    announcer.withdraw_all().await;
-    info!("stopped answering for every address");
-    sessions.stop_all().await;
+    speaker.stop().await;
     Ok(())
+}
+
+/// The speaker between turns of the loop: its drivers (layer 2, BGP), its reporter, and what
+/// the last plan was made from.
+struct Speaker<'a> {
+    settings: &'a Settings,
+    stores: &'a Stores,
+    membership: &'a Handle,
+    announcer: Announcer,
+    sessions: Sessions,
+    reporter: Reporter,
+    /// The other speakers' gossip addresses, as last given to gossip.
+    seeds: BTreeMap<String, SocketAddr>,
+    /// The advertisements and peers that cannot be used, as last logged.
+    problems: Vec<String>,
+    /// Until every other node's speaker was heard from (or `join_deadline`), announce nothing.
+    joined: bool,
+    join_deadline: tokio::time::Instant,
+    /// The inputs and result of the last plan.
+    plan: L2Plan,
+    services: Vec<Arc<ServiceView>>,
+    alive: BTreeSet<String>,
+    this_node: Option<NodeView>,
+    /// The node's interfaces as last applied.
+    links: Vec<herald_l2::link::Link>,
+}
+
+impl<'a> Speaker<'a> {
+    fn new(
+        client: Client,
+        settings: &'a Settings,
+        stores: &'a Stores,
+        membership: &'a Handle,
+    ) -> Self {
+        let publisher = Publisher::new(
+            client.clone(),
+            "herald-speaker",
+            &settings.instance,
+            "Announce",
+        );
+        Speaker {
+            settings,
+            stores,
+            membership,
+            announcer: Announcer::new(&settings.node, settings.metrics.clone()),
+            sessions: Sessions::new(
+                settings.metrics.clone(),
+                client.clone(),
+                &settings.namespace,
+            ),
+            reporter: Reporter::start(client, publisher, &settings.node, &settings.namespace),
+            seeds: BTreeMap::new(),
+            problems: Vec::new(),
+            joined: false,
+            join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
+            plan: L2Plan::new(),
+            services: Vec::new(),
+            alive: BTreeSet::new(),
+            this_node: None,
+            links: Vec::new(),
+        }
+    }
+
+    /// An input changed: plans again from the watched objects and `alive` (the speakers
+    /// gossip says are alive), and brings the BGP sessions in line at once (each node
+    /// advertises its own routes: no ownership, so no waiting to join).
+    async fn plan(&mut self, alive: BTreeSet<String>) {
+        let (settings, stores) = (self.settings, self.stores);
+        let (slices, nodes, pools, advertisements) = (
+            stores.slices.state(),
+            stores.nodes.state(),
+            stores.pools.state(),
+            stores.advertisements.state(),
+        );
+        let bgp_advertisements = stores.bgp_advertisements.state();
+        let (bgp_peers, unusable_peers) =
+            peer::translate_all(&stores.bgp_peers.state(), &settings.namespace);
+        self.services = stores.services.state();
+        let wanted_seeds = cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
+        if wanted_seeds != self.seeds {
+            self.membership.set_seeds(wanted_seeds.clone());
+            self.seeds = wanted_seeds;
+        }
+        self.alive = alive;
+        settings
+            .metrics
+            .members
+            .set(i64::try_from(self.alive.len()).unwrap_or(i64::MAX));
+        if !self.joined {
+            self.joined = self.seeds.keys().all(|node| self.alive.contains(node))
+                || tokio::time::Instant::now() >= self.join_deadline;
+            if self.joined {
+                info!(live = ?self.alive, "joined the speakers; announcing");
+            }
+        }
+        let objects = Objects {
+            services: &self.services,
+            slices: &slices,
+            nodes: &nodes,
+            pools: &pools,
+            advertisements: &advertisements,
+            bgp_advertisements: &bgp_advertisements,
+            bgp_peers: &bgp_peers,
+        };
+        let (snapshot, mut problems) = cluster::snapshot(objects, &self.alive);
+        problems.extend(unusable_peers.iter().map(ToString::to_string));
+        if problems != self.problems {
+            for problem in &problems {
+                warn!(%problem, "an advertisement or peer is not used");
+            }
+            self.problems = problems;
+        }
+        self.plan = plan_l2(&snapshot);
+        self.this_node = nodes
+            .iter()
+            .find(|n| n.state.name == settings.node)
+            .map(|n| (**n).clone());
+        if let Some(node) = &self.this_node {
+            let bgp_plan = plan_bgp(&snapshot, &settings.node);
+            self.sessions
+                .apply(&bgp_plan, &bgp_peers, &unusable_peers, node)
+                .await;
+            self.reporter.bgp_advertisements(&self.services, &bgp_plan);
+            self.reporter.bgp_sessions(node, &self.sessions.sessions());
+        }
+    }
+
+    /// Once joined, applies the layer-2 plan when it (`plan_changed`) or the node's
+    /// interfaces changed, and reports what this node announces.
+    async fn announce(&mut self, plan_changed: bool) {
+        let links = read_links().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the node's interfaces");
+            Vec::new()
+        });
+        if !self.joined || (!plan_changed && links == self.links) {
+            return;
+        }
+        self.links = links;
+        let takeovers = self.announcer.apply(&self.plan, &self.links).await;
+        self.reporter.report(
+            &self.services,
+            &self.plan,
+            &self.announcer.owned(),
+            takeovers,
+            &self.alive,
+        );
+    }
+
+    /// Writes each BGP session's state into its record.
+    fn report_sessions(&self) {
+        if let Some(node) = &self.this_node {
+            self.reporter.bgp_sessions(node, &self.sessions.sessions());
+        }
+    }
+
+    /// Stops answering and ends every session.
+    async fn stop(mut self) {
+        self.announcer.withdraw_all().await;
+        info!("stopped answering for every address");
+        self.sessions.stop_all().await;
+    }
 }

@@ -160,7 +160,10 @@ pub(crate) async fn run(
     let mut inputs_changed = true;
     loop {
         if inputs_changed {
-            speaker.plan(live.borrow_and_update().clone()).await;
+            // Read first: the watch's lock must not be held across the plan's awaits (the
+            // gossip driver writes to it on this same thread).
+            let alive = live.borrow_and_update().clone();
+            speaker.plan(alive).await;
         }
         speaker.announce(inputs_changed).await;
         inputs_changed = false;

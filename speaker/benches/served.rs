@@ -20,7 +20,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use herald_tests::world::{Lan, Routed, spread, wait_all_served};
-use herald_tests::{datapath, wait_for};
+use herald_tests::datapath;
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_millis(10);
@@ -43,31 +43,7 @@ async fn l2_failover(run: usize) -> anyhow::Result<(f64, f64, usize)> {
     let mut lan = Lan::new(&format!("bench-served-{run}"), 3).await?;
     lan.serve_traffic().await?;
     lan.start_speakers()?;
-    let mut pods = Vec::new();
-    for i in 0..3 {
-        pods.push(lan.serving_pod(&format!("web-{i}"), "web", i).await?);
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let ip = lan.ingress("web", 1).await?[0];
-    lan.curl_until_served(&lan.client_host, ip).await?;
-    let owner = lan.resolve(ip).await?;
-    pods[owner]
-        .set_ready(&lan.client, lan.ns.name(), false)
-        .await?;
-    let dying = pods[owner].name.clone();
-    wait_for(
-        "the dying node's Pod out of service",
-        herald_tests::world::TIMEOUT,
-        || async {
-            let (per_pod, _) = spread(&lan.client_host, ip, 20).map_err(|e| e.to_string())?;
-            if per_pod.contains_key(&dying) {
-                Err(format!("{per_pod:?}"))
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await?;
+    let (ip, owner, _pods) = lan.web_with_a_spare_owner().await?;
     let link = lan.nodes[owner].link.clone();
     let mut speaker = lan.nodes[owner].speaker.take().expect("running");
     let mut killed = false;

@@ -189,37 +189,7 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
     let mut lan = Lan::new("dp-failover", 3).await?;
     lan.serve_traffic().await?;
     lan.start_speakers()?;
-    let mut pods = Vec::new();
-    for i in 0..3 {
-        pods.push(lan.serving_pod(&format!("web-{i}"), "web", i).await?);
-    }
-    lan.service("web", "web", "Cluster", false)?;
-    let ip = lan.ingress("web", 1).await?[0];
-    lan.curl_until_served(&lan.client_host, ip).await?;
-    let owner = lan.resolve(ip).await?;
-    // The node that will die holds no endpoint (a dead node's Pods stay Ready in the API until
-    // its Node times out, which is not what this test is about).
-    pods[owner]
-        .set_ready(&lan.client, lan.ns.name(), false)
-        .await?;
-    let survivors: Vec<String> = (0..3)
-        .filter(|&i| i != owner)
-        .map(|i| format!("web-{i}"))
-        .collect();
-    let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
-    wait_for("only the survivors' Pods to answer", TIMEOUT, || async {
-        for _ in 0..6 {
-            let reply = lan
-                .curl_until_served(&lan.client_host, ip)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !survivors.contains(&reply.pod.as_str()) {
-                return Err(format!("{reply:?}"));
-            }
-        }
-        Ok(())
-    })
-    .await?;
+    let (ip, owner, _pods) = lan.web_with_a_spare_owner().await?;
     let old_mac = lan.client_entry(ip)?;
 
     // 20 requests a second for 15 s; after 3 s the owner dies: its speaker is killed and its

@@ -444,6 +444,41 @@ impl Lan {
         .await
     }
 
+    /// The layer-2 failover setting: a Pod `web-i` on each node, the Service `web`
+    /// (`Cluster`, IPv4) in front of them, and the node announcing its address holding no ready
+    /// endpoint, so that it can die without taking a Pod with it (a dead node's Pods stay Ready
+    /// in the API until its Node times out, which failover is not about). Returns the
+    /// address, the announcing node and the Pods, once 20 requests in a row are answered by
+    /// the other nodes' Pods.
+    pub async fn web_with_a_spare_owner(&self) -> Result<(IpAddr, usize, Vec<ServingPod>)> {
+        let mut pods = Vec::new();
+        for i in 0..self.nodes.len() {
+            pods.push(self.serving_pod(&format!("web-{i}"), "web", i).await?);
+        }
+        self.service("web", "web", "Cluster", false)?;
+        let ip = self.ingress("web", 1).await?[0];
+        self.curl_until_served(&self.client_host, ip).await?;
+        let owner = self.resolve(ip).await?;
+        pods[owner]
+            .set_ready(&self.client, self.ns.name(), false)
+            .await?;
+        let spare = pods[owner].name.clone();
+        wait_for(
+            &format!("only Pods other than {spare} answering {ip}"),
+            TIMEOUT,
+            || async {
+                let (per_pod, _) = spread(&self.client_host, ip, 20).map_err(|e| e.to_string())?;
+                if per_pod.contains_key(&spare) {
+                    Err(format!("{per_pod:?}"))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+        Ok((ip, owner, pods))
+    }
+
     /// A client outside the LAN, behind the router at `router_link` (as on the Internet side
     /// of a BGP router): a segment of its own, 203.0.113.96/28 and 2001:db8:6::/64, with the
     /// router at .97 / ::1 and the client at .98 / ::2; the client's default route and the

@@ -19,8 +19,8 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use herald_tests::world::{Lan, Routed, spread, wait_all_served};
 use herald_tests::datapath;
+use herald_tests::world::{Lan, Routed, spread, wait_all_served};
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_millis(10);

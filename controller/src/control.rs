@@ -488,11 +488,9 @@ impl Control {
     /// The Event to send about `service` now, outside its writes (unless it was the last one
     /// sent for this Service).
     fn tell(&mut self, service: &ServiceView, reason: Reason, note: String) -> Option<Told> {
-        let mut writes = Writes::new(service, self.generation);
-        self.note(&mut writes, reason, note);
-        let note = writes.events.pop()?;
+        let note = self.event(&service.key, reason, note)?;
         Some(Told {
-            object: writes.object,
+            object: service.object_ref(),
             note,
         })
     }
@@ -504,19 +502,26 @@ impl Control {
         }
     }
 
-    /// Queues an Event unless the same one was the last sent for this Service; logs and counts
-    /// it.
+    /// Queues an Event with the Service's writes (see [`Control::event`]).
     fn note(&mut self, writes: &mut Writes, reason: Reason, note: String) {
+        if let Some(event) = self.event(&writes.key, reason, note) {
+            writes.events.push(event);
+        }
+    }
+
+    /// The Event about Service `key`, logged and counted, unless the same one was the last
+    /// sent for it.
+    fn event(&mut self, key: &ServiceKey, reason: Reason, note: String) -> Option<Note> {
         let text = format!("{}: {note}", reason.as_str());
-        if self.last_note.get(&writes.key) == Some(&text) {
-            return;
+        if self.last_note.get(key) == Some(&text) {
+            return None;
         }
         if matches!(reason.severity(), Severity::Warning) {
-            warn!(service = %writes.key, reason = reason.as_str(), "{note}");
+            warn!(service = %key, reason = reason.as_str(), "{note}");
         }
         reason.count(&self.metrics);
-        self.last_note.insert(writes.key.clone(), text);
-        writes.events.push(reason.note(note));
+        self.last_note.insert(key.clone(), text);
+        Some(reason.note(note))
     }
 
     /// Writes each pool's counts and conditions when they changed.

@@ -22,7 +22,7 @@ use std::{
 use futures::StreamExt;
 use herald_domain::Family;
 use herald_tests::world::{Lan, RouterOptions};
-use herald_tests::{routers::BgpDaemon, wait_for};
+use herald_tests::{bench, routers::BgpDaemon, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
@@ -51,17 +51,9 @@ async fn first_address(services: Api<Service>, name: String) -> anyhow::Result<(
     anyhow::bail!("the watch of Service {name} ended")
 }
 
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("HERALD_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let runs = bench::runs();
     let count: usize = std::env::var("HERALD_BENCH_SERVICES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -107,9 +99,9 @@ async fn main() -> anyhow::Result<()> {
         lan.kubectl(&["delete", "service", &name])?;
     }
     println!("IP assigned -> route in gobgpd's RIB, {runs} runs (ms): {announce:.1?}");
-    println!("  median {:.1} ms", median(&mut announce));
+    println!("  median {:.1} ms", bench::median(&mut announce));
     println!("last local endpoint not ready -> route withdrawn, {runs} runs (ms): {withdraw:.1?}");
-    println!("  median {:.1} ms", median(&mut withdraw));
+    println!("  median {:.1} ms", bench::median(&mut withdraw));
     drop(monitor);
 
     // 3: many Services, allocated while no advertisement selects them, then advertised at once.

@@ -21,7 +21,7 @@ use std::{
 use futures::StreamExt;
 use herald_api::service::ready_endpoint_nodes;
 use herald_tests::world::{Lan, TIMEOUT};
-use herald_tests::{Process, wait_for};
+use herald_tests::{Process, bench, wait_for};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{
     Api,
@@ -69,20 +69,9 @@ async fn wait_garp(lan: &Lan, capture: &Process, ip: IpAddr, old: usize) -> anyh
     )
 }
 
-fn summary(what: &str, mut runs: Vec<f64>) {
-    if runs.is_empty() {
-        println!("{what}: no run measured");
-        return;
-    }
-    runs.sort_by(f64::total_cmp);
-    let ms: Vec<String> = runs.iter().map(|s| format!("{:.0}", s * 1000.0)).collect();
-    println!(
-        "{what}: median {:.0} ms, max {:.0} ms over {} runs (ms: {})",
-        runs[runs.len() / 2] * 1000.0,
-        runs[runs.len() - 1] * 1000.0,
-        runs.len(),
-        ms.join(", ")
-    );
+/// Prints seconds as milliseconds.
+fn summary(what: &str, seconds: Vec<f64>) {
+    bench::summary(what, "ms", seconds.iter().map(|s| s * 1000.0).collect());
 }
 
 async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
@@ -162,10 +151,7 @@ async fn local_move(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("HERALD_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = bench::runs();
     summary(
         "SIGKILL of the owner -> first GARP from the new owner",
         sigkill(runs).await?,

@@ -19,24 +19,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use herald_tests::datapath;
 use herald_tests::world::{Lan, Routed, spread, wait_all_served};
+use herald_tests::{bench, datapath};
 use serde_json::json;
 
 const INTERVAL: Duration = Duration::from_millis(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
-
-fn summary(what: &str, unit: &str, mut runs: Vec<f64>) {
-    runs.sort_by(f64::total_cmp);
-    let all: Vec<String> = runs.iter().map(|v| format!("{v:.0}")).collect();
-    println!(
-        "{what}: median {:.0} {unit}, max {:.0} {unit} over {} runs ({unit}: {})",
-        runs[runs.len() / 2],
-        runs[runs.len() - 1],
-        runs.len(),
-        all.join(", ")
-    );
-}
 
 /// One layer-2 failover under traffic: (requests lost, longest gap in ms, requests sent).
 async fn l2_failover(run: usize) -> anyhow::Result<(f64, f64, usize)> {
@@ -78,12 +66,12 @@ async fn bgp_local_unready(routed: &Routed, run: usize) -> anyhow::Result<f64> {
     let service = format!("web-{run}");
     lan.service(&service, &service, "Local", false)?;
     let ip = lan.ingress(&service, 1).await?[0];
-    wait_all_served(&routed.outside, ip, 3).await?;
+    wait_all_served(&routed.outside.host, ip, 3).await?;
     let start = std::time::Instant::now();
     pods[0].set_ready(&lan.client, lan.ns.name(), false).await?;
     let patched = start.elapsed();
     let results = datapath::request_loop(
-        &routed.outside,
+        &routed.outside.host,
         SocketAddr::new(ip, 8765),
         INTERVAL,
         Duration::from_secs(4),
@@ -118,8 +106,8 @@ async fn spread_with_and_without_weights() -> anyhow::Result<()> {
         // Let the new attributes reach the router's kernel.
         tokio::time::sleep(Duration::from_secs(3)).await;
         for &ip in &ips {
-            wait_all_served(&routed.outside, ip, 4).await?;
-            let (per_pod, _) = spread(&routed.outside, ip, 1000)?;
+            wait_all_served(&routed.outside.host, ip, 4).await?;
+            let (per_pod, _) = spread(&routed.outside.host, ip, 1000)?;
             let shares: Vec<String> = per_pod
                 .iter()
                 .map(|(pod, n)| format!("{pod} {:.1} %", *n as f64 / 10.0))
@@ -136,10 +124,7 @@ async fn spread_with_and_without_weights() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let runs: usize = std::env::var("HERALD_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = bench::runs();
     let (mut lost, mut gaps) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let (l, g, sent) = l2_failover(run).await?;
@@ -147,12 +132,12 @@ async fn main() -> anyhow::Result<()> {
         lost.push(l);
         gaps.push(g);
     }
-    summary(
+    bench::summary(
         "layer-2 failover under traffic: requests lost (100/s)",
         "requests",
         lost,
     );
-    summary(
+    bench::summary(
         "layer-2 failover under traffic: longest gap between answers",
         "ms",
         gaps,
@@ -167,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
         );
         moves.push(ms);
     }
-    summary(
+    bench::summary(
         "BGP Local: last local endpoint unready -> requests only to the remaining nodes",
         "ms",
         moves,

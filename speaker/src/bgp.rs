@@ -67,7 +67,7 @@ pub(crate) struct Sessions {
 
 /// What the sessions are made from: this node's plan, the usable peers, the peers that cannot
 /// be used (their sessions are left as they are), and the node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 struct Inputs {
     plan: BgpPlan,
     peers: Vec<Peer>,
@@ -225,16 +225,23 @@ impl Sessions {
         unusable: &[PeerError],
         node: &NodeView,
     ) {
+        // The loop calls this on every input change; most leave this node's BGP as it was,
+        // and then nothing is copied.
+        let unchanged = self.last.as_ref().is_some_and(|last| {
+            last.plan == *plan
+                && last.peers == peers
+                && last.unusable == unusable
+                && last.node == *node
+        });
+        if unchanged {
+            return;
+        }
         let inputs = Inputs {
             plan: plan.clone(),
             peers: peers.to_vec(),
             unusable: unusable.to_vec(),
             node: node.clone(),
         };
-        // The loop calls this on every input change; most leave this node's BGP as it was.
-        if self.last.as_ref() == Some(&inputs) {
-            return;
-        }
         self.reconcile(inputs).await;
     }
 
@@ -260,10 +267,7 @@ impl Sessions {
                 self.passwords.insert(name, password);
             }
         }
-        let mut problems: BTreeMap<String, PeerError> = unusable
-            .iter()
-            .map(|problem| (problem.peer.clone(), problem.clone()))
-            .collect();
+        let mut problems = BTreeMap::new();
         for (name, planned) in plan {
             let Some(peer) = peers.iter().find(|p| p.name == *name) else {
                 continue;
@@ -310,12 +314,12 @@ impl Sessions {
                 }
             }
         }
-        let unusable: BTreeSet<&String> = unusable.iter().map(|p| &p.peer).collect();
+        let unusable: BTreeSet<&str> = unusable.iter().map(PeerError::peer).collect();
         self.problems = problems;
         let gone: Vec<String> = self
             .running
             .keys()
-            .filter(|name| !plan.contains_key(*name) && !unusable.contains(name))
+            .filter(|name| !plan.contains_key(*name) && !unusable.contains(name.as_str()))
             .cloned()
             .collect();
         for name in gone {

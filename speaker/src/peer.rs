@@ -16,7 +16,10 @@ use std::{
     time::Duration,
 };
 
-use herald_api::{BGPPeer, selector::convert_all};
+use herald_api::{
+    BGPPeer,
+    selector::{SelectorError, convert_all},
+};
 use herald_bgp::{
     Config,
     driver::{Password, Transport},
@@ -58,11 +61,29 @@ pub(crate) struct Peer {
 
 /// Why a BGPPeer cannot be used: the object, the field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("BGPPeer {peer}: {field}: {problem}")]
-pub(crate) struct PeerError {
-    pub(crate) peer: String,
-    pub(crate) field: &'static str,
-    pub(crate) problem: String,
+pub(crate) enum PeerError {
+    #[error("BGPPeer {peer}: {field}: {problem}")]
+    Field {
+        peer: String,
+        field: &'static str,
+        problem: String,
+    },
+    /// A node selector that does not parse (its error names the object and field already).
+    #[error("{source}")]
+    Selector {
+        peer: String,
+        #[source]
+        source: SelectorError,
+    },
+}
+
+impl PeerError {
+    /// The BGPPeer's name.
+    pub(crate) fn peer(&self) -> &str {
+        match self {
+            PeerError::Field { peer, .. } | PeerError::Selector { peer, .. } => peer,
+        }
+    }
 }
 
 /// Why a password Secret cannot be used.
@@ -112,7 +133,7 @@ impl Peer {
     pub(crate) fn translate(object: &BGPPeer, namespace: &str) -> Result<Peer, PeerError> {
         let name = object.name_any();
         let spec = &object.spec;
-        let error = |field: &'static str, problem: &dyn std::fmt::Display| PeerError {
+        let error = |field: &'static str, problem: &dyn std::fmt::Display| PeerError::Field {
             peer: name.clone(),
             field,
             problem: problem.to_string(),
@@ -165,10 +186,9 @@ impl Peer {
         };
         let object_name = format!("BGPPeer {name}");
         let node_selectors = convert_all(&spec.node_selectors, &object_name, "spec.nodeSelectors")
-            .map_err(|e| PeerError {
+            .map_err(|source| PeerError::Selector {
                 peer: name.clone(),
-                field: "spec.nodeSelectors",
-                problem: e.to_string(),
+                source,
             })?;
         Ok(Peer {
             name: name.clone(),
@@ -204,7 +224,7 @@ impl Peer {
         node: &NodeView,
         passwords: &Passwords,
     ) -> Result<Settings, PeerError> {
-        let error = |field: &'static str, problem: String| PeerError {
+        let error = |field: &'static str, problem: String| PeerError::Field {
             peer: self.name.clone(),
             field,
             problem,
@@ -356,7 +376,21 @@ mod tests {
             "passwordSecret": {"name": "md5", "namespace": "default"}}),
         )
         .expect_err("a Secret outside Herald's namespace");
-        assert_eq!(error.field, "spec.passwordSecret.namespace", "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("BGPPeer tor: spec.passwordSecret.namespace:"),
+            "{error}"
+        );
+        let error = peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "nodeSelectors": [{"matchExpressions": [{"key": "rack", "operator": "Near"}]}]}),
+        )
+        .expect_err("no such operator");
+        assert_eq!(
+            error.to_string(),
+            "BGPPeer tor: spec.nodeSelectors[0].matchExpressions[0].operator: operator \"Near\" is not In, NotIn, Exists or DoesNotExist"
+        );
         let no_id = peer(json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "2001:db8::fe"}))
             .expect("usable until a node has no IPv4 address");
         let error = no_id
@@ -382,7 +416,9 @@ mod tests {
         let error = unreadable
             .settings(&node(Some("192.0.2.1")), &passwords)
             .expect_err("a Secret without the key");
-        assert_eq!(error.field, "spec.passwordSecret");
-        assert!(error.problem.contains("no key"), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "BGPPeer tor: spec.passwordSecret: Secret md5 has no key \"password\""
+        );
     }
 }

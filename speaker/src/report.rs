@@ -191,6 +191,11 @@ impl Reporter {
     /// Tells each Service (of `services`) whose BGP routes from this node changed since the
     /// last call what this node now advertises for it.
     pub(crate) fn bgp_advertisements(&mut self, services: &[Arc<ServiceView>], plan: &BgpPlan) {
+        // Most inputs (other Services' endpoints, layer-2 changes) leave this node's routes as
+        // they were: nothing to compare or copy.
+        if self.advertised == *plan {
+            return;
+        }
         let changes = changes(&self.node, &self.advertised, plan);
         self.advertised.clone_from(plan);
         for change in changes {
@@ -259,11 +264,6 @@ fn advertised_by_service(plan: &BgpPlan) -> BTreeMap<ServiceKey, BTreeMap<String
 
 /// The Events of going from `before` to `after` on `node`.
 fn changes(node: &str, before: &BgpPlan, after: &BgpPlan) -> Vec<Change> {
-    // Most inputs (other Services' endpoints, layer-2 changes) leave this node's routes as they
-    // were: no need to look further.
-    if before == after {
-        return Vec::new();
-    }
     let (before, after) = (advertised_by_service(before), advertised_by_service(after));
     let mut out = Vec::new();
     for service in before

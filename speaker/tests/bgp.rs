@@ -49,17 +49,6 @@ async fn wait_paths(
     Ok(())
 }
 
-/// The IPv4 and IPv6 address of every node in `nodes`, as next hops.
-fn next_hops(world: &Lan, ip: IpAddr, nodes: &[usize]) -> BTreeSet<IpAddr> {
-    nodes
-        .iter()
-        .map(|&i| match ip {
-            IpAddr::V4(_) => IpAddr::V4(world.nodes[i].link.ipv4),
-            IpAddr::V6(_) => IpAddr::V6(world.nodes[i].link.ipv6),
-        })
-        .collect()
-}
-
 /// Waits until the router's established sessions are exactly those of `nodes` (both
 /// families each).
 async fn wait_sessions(world: &Lan, router: &BgpRouter, nodes: &[usize]) -> anyhow::Result<()> {
@@ -272,7 +261,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
     wait_sessions(&world, &router, &[0, 1]).await?;
     let ips = world.web_on_every_node(true).await?;
     for ip in &ips {
-        wait_paths(&router, *ip, &next_hops(&world, *ip, &[0, 1]), &[NODE_ASN]).await?;
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
     }
 
     // n1's speaker stops (as in a rolling upgrade): its sessions go down, its paths stay.
@@ -296,7 +285,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
             .collect();
         assert_eq!(
             hops,
-            next_hops(&world, *ip, &[0, 1]),
+            world.next_hops(*ip, &[0, 1]),
             "{} kept n1's path to {ip}",
             daemon.name()
         );
@@ -306,7 +295,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
     world.start_speaker(0)?;
     wait_sessions(&world, &router, &[0, 1]).await?;
     for ip in &ips {
-        wait_paths(&router, *ip, &next_hops(&world, *ip, &[0, 1]), &[NODE_ASN]).await?;
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
     }
     world.kubectl(&["delete", "secret", "bgp-password"])?;
     Ok(())
@@ -345,7 +334,7 @@ async fn ibgp_routes_carry_their_attributes(daemon: BgpDaemon) -> anyhow::Result
     world.pod("web-c", "web", 1, true).await?;
     world.service("web", "web", "Local", false)?;
     let ip = world.ingress("web", 1).await?[0];
-    wait_paths(&router, ip, &next_hops(&world, ip, &[0, 1]), &[]).await?;
+    wait_paths(&router, ip, &world.next_hops(ip, &[0, 1]), &[]).await?;
     let routes = router.routes(Family::of(ip))?;
     let shown = || router.show_routes(Family::of(ip)).unwrap_or_default();
     for (node, endpoints) in [(0, 2.0), (1, 1.0)] {
@@ -425,12 +414,12 @@ async fn routes_are_withdrawn_when_the_advertisement_or_the_service_changes() ->
     world.start_speakers()?;
     wait_sessions(&world, &router, &[0, 1]).await?;
     let ip = world.web_on_every_node(false).await?[0];
-    let both = next_hops(&world, ip, &[0, 1]);
+    let both = world.next_hops(ip, &[0, 1]);
     wait_paths(&router, ip, &both, &[NODE_ASN]).await?;
 
     // The advertisement selects only n2, then no node, then another pool.
     world.bgp_advertise(json!({"nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": world.nodes[1].name}}]}))?;
-    wait_paths(&router, ip, &next_hops(&world, ip, &[1]), &[NODE_ASN]).await?;
+    wait_paths(&router, ip, &world.next_hops(ip, &[1]), &[NODE_ASN]).await?;
     world.bgp_advertise(
         json!({"nodeSelectors": [{"matchLabels": {"herald.dev/test": "nobody"}}]}),
     )?;
@@ -459,7 +448,7 @@ async fn routes_are_withdrawn_when_the_advertisement_or_the_service_changes() ->
         r#"{"spec":{"type":"LoadBalancer"}}"#,
     ])?;
     let ip = world.ingress("web", 1).await?[0];
-    wait_paths(&router, ip, &next_hops(&world, ip, &[0, 1]), &[NODE_ASN]).await?;
+    wait_paths(&router, ip, &world.next_hops(ip, &[0, 1]), &[NODE_ASN]).await?;
 
     // The advertisement is deleted.
     world.kubectl(&[
@@ -513,7 +502,7 @@ async fn a_peer_two_hops_away_needs_ebgp_multihop(daemon: BgpDaemon) -> anyhow::
 
     world.bgp_peers(&router_link, NODE_ASN, json!({"ebgpMultiHop": true}))?;
     wait_sessions(&world, &router, &[0]).await?;
-    wait_paths(&router, ip, &next_hops(&world, ip, &[0]), &[NODE_ASN]).await?;
+    wait_paths(&router, ip, &world.next_hops(ip, &[0]), &[NODE_ASN]).await?;
     Ok(())
 }
 

@@ -4,27 +4,25 @@
 //! controller. What is asserted is what the user sees: the Pod's reply, the source address the
 //! Pod saw, kube-proxy's health check answers, requests counted.
 
-use std::{net::IpAddr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
+use herald_domain::Prefix;
 use herald_tests::world::{Lan, Routed, TIMEOUT, spread, wait_all_served};
-use herald_tests::{datapath, wait_for};
+use herald_tests::{Host, Link, datapath, wait_for};
 
-/// The client's own addresses on the LAN (`Segment::address(100)`).
-fn client_addresses(lan: &Lan) -> [IpAddr; 2] {
-    let (v4, v6) = lan.lan.address(100);
-    [IpAddr::V4(v4), IpAddr::V6(v6)]
+/// Both addresses of a link.
+fn addresses(link: &Link) -> [IpAddr; 2] {
+    [IpAddr::V4(link.ipv4), IpAddr::V6(link.ipv6)]
 }
 
-/// Every address node `i` has (its LAN address and its Pod bridge's gateway), of `ip`'s family.
-fn node_addresses(lan: &Lan, i: usize) -> Vec<IpAddr> {
-    let node = &lan.nodes[i];
-    let ((v4, _), (v6, _)) = datapath::pod_cidrs(u32::try_from(i).expect("few nodes") + 1);
-    vec![
-        IpAddr::V4(node.link.ipv4),
-        IpAddr::V6(node.link.ipv6),
-        IpAddr::V4((u32::from(v4) + 1).into()),
-        IpAddr::V6((u128::from(v6) + 1).into()),
-    ]
+/// Whether `address` is one of a node's own (on the LAN or on its Pod bridge): the source a
+/// Pod sees when kube-proxy masquerades.
+fn is_a_node_address(lan: &Lan, address: IpAddr) -> bool {
+    lan.nodes.iter().any(|node| {
+        let (v4, v6) = node.network.as_ref().expect("serving").gateways();
+        addresses(&node.link).contains(&address)
+            || [IpAddr::V4(v4), IpAddr::V6(v6)].contains(&address)
+    })
 }
 
 /// The Service's `healthCheckNodePort` (allocated by the API server under `Local`).
@@ -102,7 +100,7 @@ async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_k
     let web1 = lan.serving_pod("web-1", "web", 1).await?;
     lan.service("web", "web", "Cluster", true)?;
     let ips = lan.ingress("web", 2).await?;
-    let clients = client_addresses(&lan);
+    let clients = addresses(&lan.client_link);
 
     // Cluster: answered by a Pod, over IPv4 and IPv6; the Pod sees a node's address (kube-proxy
     // masquerades traffic that may cross to another node).
@@ -118,7 +116,7 @@ async fn a_client_is_answered_by_a_pod_at_the_layer_2_address_and_local_policy_k
             "under Cluster the Pod must see a node's address, not the client's: {reply:?}"
         );
         assert!(
-            (0..lan.nodes.len()).any(|i| node_addresses(&lan, i).contains(&reply.client)),
+            is_a_node_address(&lan, reply.client),
             "the Pod saw {}, which is no node's address (owner {})",
             reply.client,
             lan.nodes[owner].name
@@ -245,39 +243,21 @@ async fn when_the_announcing_node_dies_under_traffic_every_request_after_the_fai
     Ok(())
 }
 
-fn host_prefix(ip: IpAddr) -> String {
-    herald_domain::Prefix::host(ip).to_string()
-}
-
-/// The LAN address of each node in `nodes`, of `ip`'s family.
-fn lan_addresses(lan: &Lan, ip: IpAddr, nodes: &[usize]) -> Vec<IpAddr> {
-    let mut addresses: Vec<IpAddr> = nodes
-        .iter()
-        .map(|&i| match ip {
-            IpAddr::V4(_) => IpAddr::V4(lan.nodes[i].link.ipv4),
-            IpAddr::V6(_) => IpAddr::V6(lan.nodes[i].link.ipv6),
-        })
-        .collect();
-    addresses.sort();
-    addresses
-}
-
-/// Waits until the router's kernel forwards `ip` to exactly the nodes `nodes`; their weights.
+/// Waits until the router's kernel route to `ip` (what zebra installed) passes `check`, which
+/// says what it expects; the route's next hops and weights.
 async fn wait_kernel_route(
-    router: &herald_tests::Host,
-    lan: &Lan,
+    router: &Host,
     ip: IpAddr,
-    nodes: &[usize],
+    expected: &str,
+    check: impl Fn(&[(IpAddr, u32)]) -> bool,
 ) -> anyhow::Result<Vec<(IpAddr, u32)>> {
-    let want = lan_addresses(lan, ip, nodes);
+    let prefix = Prefix::host(ip).to_string();
     Ok(wait_for(
-        &format!("the router's kernel route to {ip} via {want:?}"),
+        &format!("the router's kernel route to {prefix}: {expected}"),
         TIMEOUT,
         || async {
-            let hops =
-                datapath::kernel_next_hops(router, &host_prefix(ip)).map_err(|e| e.to_string())?;
-            let gateways: Vec<IpAddr> = hops.iter().map(|(g, _)| *g).collect();
-            if gateways == want {
+            let hops = datapath::kernel_next_hops(router, &prefix).map_err(|e| e.to_string())?;
+            if check(&hops) {
                 Ok(hops)
             } else {
                 Err(format!("{hops:?}"))
@@ -285,6 +265,21 @@ async fn wait_kernel_route(
         },
     )
     .await?)
+}
+
+/// Waits until the router's kernel forwards `ip` to exactly the nodes `nodes`.
+async fn wait_routed_via(
+    router: &Host,
+    lan: &Lan,
+    ip: IpAddr,
+    nodes: &[usize],
+) -> anyhow::Result<()> {
+    let want = lan.next_hops(ip, nodes);
+    wait_kernel_route(router, ip, &format!("via {want:?}"), |hops| {
+        hops.iter().map(|(g, _)| *g).collect::<BTreeSet<_>>() == want
+    })
+    .await?;
+    Ok(())
 }
 
 #[tokio::test]
@@ -301,19 +296,15 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     for i in 0..3 {
         pods.push(lan.serving_pod(&format!("web-{i}"), "web", i).await?);
     }
-    let (outside_v4, outside_v6) = (
-        "203.0.113.98".parse::<IpAddr>()?,
-        "2001:db8:6::2".parse::<IpAddr>()?,
-    );
 
     // Cluster: routes through every node; answered, the Pod seeing a node's address.
     lan.service("web", "web", "Cluster", true)?;
     let ips = lan.ingress("web", 2).await?;
     for &ip in &ips {
-        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
-        let reply = lan.curl_until_served(&outside, ip).await?;
+        wait_routed_via(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
+        let reply = lan.curl_until_served(&outside.host, ip).await?;
         assert!(
-            (0..3).any(|i| node_addresses(&lan, i).contains(&reply.client)),
+            is_a_node_address(&lan, reply.client),
             "under Cluster the Pod must see a node's address: {reply:?}"
         );
     }
@@ -321,12 +312,12 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     // Local: every node still has an endpoint; the Pods see the outside client's own address,
     // and the router's hash spreads flows over the three nodes.
     lan.service("web", "web", "Local", true)?;
-    for (&ip, client) in ips.iter().zip([outside_v4, outside_v6]) {
+    for (&ip, client) in ips.iter().zip(addresses(&outside)) {
         wait_for(
             &format!("{ip} served with the client's address"),
             TIMEOUT,
             || async {
-                let reply = datapath::curl(&outside, ip, 8765).map_err(|e| e.to_string())?;
+                let reply = datapath::curl(&outside.host, ip, 8765).map_err(|e| e.to_string())?;
                 if reply.client == client {
                     Ok(())
                 } else {
@@ -335,8 +326,8 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
             },
         )
         .await?;
-        wait_all_served(&outside, ip, 3).await?;
-        let (per_pod, sources) = spread(&outside, ip, 60)?;
+        wait_all_served(&outside.host, ip, 3).await?;
+        let (per_pod, sources) = spread(&outside.host, ip, 60)?;
         assert_eq!(sources, [client], "sources the Pods saw for {ip}");
         assert_eq!(per_pod.len(), 3, "60 flows to {ip} reached {per_pod:?}");
     }
@@ -348,20 +339,20 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     pods[2].set_ready(&lan.client, lan.ns.name(), false).await?;
     wait_health_checks(&lan, port, &[200, 200, 503]).await?;
     for &ip in &ips {
-        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1]).await?;
+        wait_routed_via(&router_link.host, &lan, ip, &[0, 1]).await?;
     }
     pods[2].set_ready(&lan.client, lan.ns.name(), true).await?;
     for &ip in &ips {
-        wait_kernel_route(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
-        wait_all_served(&outside, ip, 3).await?;
+        wait_routed_via(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
+        wait_all_served(&outside.host, ip, 3).await?;
     }
 
     // n1's speaker dies: the router withdraws its paths and web-0 (reachable only through
     // n1 under Local) gets no more requests.
     lan.nodes[0].speaker.as_mut().expect("running").kill();
     for &ip in &ips {
-        wait_kernel_route(&router_link.host, &lan, ip, &[1, 2]).await?;
-        let (per_pod, _) = spread(&outside, ip, 60)?;
+        wait_routed_via(&router_link.host, &lan, ip, &[1, 2]).await?;
+        let (per_pod, _) = spread(&outside.host, ip, 60)?;
         assert!(
             !per_pod.contains_key("web-0") && per_pod.len() == 2,
             "60 flows to {ip} after n1's speaker died: {per_pod:?}"
@@ -371,9 +362,9 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     // The Service deleted: the routes go and the address answers no more.
     lan.kubectl(&["delete", "service", "web"])?;
     for &ip in &ips {
-        wait_kernel_route(&router_link.host, &lan, ip, &[]).await?;
+        wait_routed_via(&router_link.host, &lan, ip, &[]).await?;
         let attempt = datapath::http_get(
-            &outside,
+            &outside.host,
             std::net::SocketAddr::new(ip, 8765),
             Duration::from_secs(1),
         );
@@ -416,21 +407,19 @@ async fn with_link_bandwidth_weights_each_pod_gets_an_equal_share_and_without_th
     const FLOWS: usize = 400;
     for &ip in &ips {
         // zebra installs the link bandwidth as next-hop weights, 3 : 1.
-        let hops = wait_for(&format!("weighted next hops for {ip}"), TIMEOUT, || async {
-            let hops = datapath::kernel_next_hops(&router_link.host, &host_prefix(ip))
-                .map_err(|e| e.to_string())?;
-            match hops.as_slice() {
-                [(_, a), (_, b)] if *a == 3 * *b => Ok(hops),
-                _ => Err(format!("{hops:?}")),
-            }
-        })
+        let hops = wait_kernel_route(
+            &router_link.host,
+            ip,
+            "weights 3 : 1",
+            |hops| matches!(hops, [(_, a), (_, b)] if *a == 3 * *b),
+        )
         .await?;
         assert_eq!(
-            hops.iter().map(|(g, _)| *g).collect::<Vec<_>>(),
-            lan_addresses(&lan, ip, &[0, 1])
+            hops.iter().map(|(g, _)| *g).collect::<BTreeSet<_>>(),
+            lan.next_hops(ip, &[0, 1])
         );
-        wait_all_served(&outside, ip, 4).await?;
-        let (per_pod, _) = spread(&outside, ip, FLOWS)?;
+        wait_all_served(&outside.host, ip, 4).await?;
+        let (per_pod, _) = spread(&outside.host, ip, FLOWS)?;
         let weighted = shares(&per_pod, FLOWS);
         eprintln!("{ip} with weights, {FLOWS} flows: {weighted:?}");
         assert_eq!(per_pod.len(), 4, "{per_pod:?}");
@@ -445,17 +434,15 @@ async fn with_link_bandwidth_weights_each_pod_gets_an_equal_share_and_without_th
     // The same, without weights: plain ECMP per node, and the lone Pod on n2 gets half.
     lan.bgp_advertise(serde_json::json!({"weightByLocalEndpoints": false}))?;
     for &ip in &ips {
-        wait_for(&format!("equal next hops for {ip}"), TIMEOUT, || async {
-            let hops = datapath::kernel_next_hops(&router_link.host, &host_prefix(ip))
-                .map_err(|e| e.to_string())?;
-            match hops.as_slice() {
-                [(_, a), (_, b)] if a == b => Ok(()),
-                _ => Err(format!("{hops:?}")),
-            }
-        })
+        wait_kernel_route(
+            &router_link.host,
+            ip,
+            "equal weights",
+            |hops| matches!(hops, [(_, a), (_, b)] if a == b),
+        )
         .await?;
-        wait_all_served(&outside, ip, 4).await?;
-        let (per_pod, _) = spread(&outside, ip, FLOWS)?;
+        wait_all_served(&outside.host, ip, 4).await?;
+        let (per_pod, _) = spread(&outside.host, ip, FLOWS)?;
         let unweighted = shares(&per_pod, FLOWS);
         eprintln!("{ip} without weights, {FLOWS} flows: {unweighted:?}");
         let lone = unweighted

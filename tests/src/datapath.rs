@@ -119,16 +119,6 @@ impl NodeNetwork {
         })
     }
 
-    /// The node's number (see [`pod_cidrs`]).
-    pub fn number(&self) -> u32 {
-        self.number
-    }
-
-    /// The node host.
-    pub fn host(&self) -> &Host {
-        &self.host
-    }
-
     /// Routes this node's traffic for `other`'s Pods through `other` (its addresses on a
     /// segment both are on), as host-gateway routing does.
     pub fn route_pods_of(&self, other: &NodeNetwork, via: (Ipv4Addr, Ipv6Addr)) -> Result<()> {
@@ -152,7 +142,9 @@ impl NodeNetwork {
         (next_v4(v4, k), next_v6(v6, k))
     }
 
-    fn gateways(&self) -> (Ipv4Addr, Ipv6Addr) {
+    /// The node's own addresses on its Pod network (the bridge's): the source of traffic it
+    /// masquerades toward its local Pods.
+    pub fn gateways(&self) -> (Ipv4Addr, Ipv6Addr) {
         let ((v4, _), (v6, _)) = pod_cidrs(self.number);
         (next_v4(v4, 1), next_v6(v6, 1))
     }
@@ -169,7 +161,8 @@ fn next_v6(base: Ipv6Addr, k: u32) -> Ipv6Addr {
 /// A real kube-proxy running in a node host; killed when dropped.
 #[derive(Debug)]
 pub struct KubeProxy {
-    process: Process,
+    /// Held so that kube-proxy is killed with its guard.
+    _process: Process,
 }
 
 impl KubeProxy {
@@ -231,12 +224,7 @@ impl KubeProxy {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(KubeProxy { process })
-    }
-
-    /// What kube-proxy logged so far.
-    pub fn log(&self) -> String {
-        self.process.log()
+        Ok(KubeProxy { _process: process })
     }
 }
 
@@ -336,13 +324,6 @@ impl ServingPod {
             .await?;
         Ok(())
     }
-
-    /// How many requests the Pod's server has answered.
-    pub fn requests(&self) -> u32 {
-        self.server
-            .as_ref()
-            .map_or(0, |s| s.answered.load(Ordering::Relaxed))
-    }
 }
 
 impl Drop for ServingPod {
@@ -354,11 +335,12 @@ impl Drop for ServingPod {
 }
 
 /// A minimal HTTP/1.1 server inside a namespace: every request is answered `200 OK` with a
-/// JSON [`Reply`] naming the Pod and the client address, then the connection is closed.
+/// JSON [`Reply`] naming the Pod and the client address, then the connection is closed. Its
+/// thread waits in `accept`; stopping it wakes it with a connection of its own.
 #[derive(Debug)]
 struct HttpServer {
+    netns: String,
     stop: Arc<AtomicBool>,
-    answered: Arc<AtomicU32>,
     thread: JoinHandle<()>,
 }
 
@@ -366,51 +348,46 @@ impl HttpServer {
     fn start(host: &Host, pod: &str) -> Result<Self> {
         let listener = in_netns(host.netns(), || {
             // One dual-stack socket: IPv4 clients appear as ::ffff:a.b.c.d.
-            let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, POD_PORT))?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
+            TcpListener::bind((Ipv6Addr::UNSPECIFIED, POD_PORT))
         })
         .map_err(Error::io(format!(
             "listening on port {POD_PORT} in {}",
             host.name()
         )))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let answered = Arc::new(AtomicU32::new(0));
-        let (stopped, counter, pod) = (stop.clone(), answered.clone(), pod.to_owned());
+        let (stopped, pod) = (stop.clone(), pod.to_owned());
         let thread = std::thread::spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        let (pod, counter) = (pod.clone(), counter.clone());
-                        std::thread::spawn(move || {
-                            if answer(stream, &pod, peer).is_ok() {
-                                counter.fetch_add(1, Ordering::Relaxed);
-                            }
-                        });
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
                 }
+                let Ok(stream) = stream else { continue };
+                let pod = pod.clone();
+                std::thread::spawn(move || {
+                    let _ = answer(stream, &pod);
+                });
             }
         });
         Ok(HttpServer {
+            netns: host.netns().to_owned(),
             stop,
-            answered,
             thread,
         })
     }
 
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accepting thread, which then sees the flag.
+        let _ = in_netns(&self.netns, || {
+            TcpStream::connect((Ipv6Addr::LOCALHOST, POD_PORT)).map(drop)
+        });
         let _ = self.thread.join();
     }
 }
 
 /// Reads one request (up to its blank line) and answers it.
-fn answer(mut stream: TcpStream, pod: &str, peer: SocketAddr) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
+fn answer(mut stream: TcpStream, pod: &str) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
@@ -460,10 +437,7 @@ pub fn http_get(host: &Host, address: SocketAddr, timeout: Duration) -> Result<S
 /// `curl http://ADDRESS:PORT/` from inside `host`, as a user types it: the Pod's reply, or an
 /// error carrying curl's own output.
 pub fn curl(host: &Host, ip: IpAddr, port: u16) -> Result<Reply> {
-    let url = match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
-    };
+    let url = format!("http://{}/", SocketAddr::new(ip, port));
     let body = host.run("curl", &["-sS", "--max-time", "5", &url])?;
     Reply::parse(&body)
 }
@@ -471,10 +445,7 @@ pub fn curl(host: &Host, ip: IpAddr, port: u16) -> Result<Reply> {
 /// The HTTP status code `host` gets for `GET http://IP:PORT/healthz` (e.g. a `healthCheckNodePort`:
 /// 200 where the Service has a ready local endpoint, 503 elsewhere); 0 when nothing answered.
 pub fn http_status(host: &Host, ip: IpAddr, port: u16) -> Result<u16> {
-    let url = match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}/healthz"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/healthz"),
-    };
+    let url = format!("http://{}/healthz", SocketAddr::new(ip, port));
     let out = host
         .command("curl")
         .args([

@@ -22,6 +22,7 @@
 //! Test addresses come from the documentation prefixes only (RFC 5737, RFC 3849); see
 //! [`netns::addressing`] for the plan.
 
+pub mod bench;
 pub mod cluster;
 pub mod datapath;
 mod error;

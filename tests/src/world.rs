@@ -18,6 +18,7 @@
 //! L2Advertisement, named after its namespace.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::Command,
@@ -80,6 +81,8 @@ pub struct Lan {
     pub nodes: Vec<Node>,
     pub lan: Segment,
     pub client_host: Host,
+    /// The client's link on the LAN: its addresses.
+    pub client_link: Link,
     pub controller: Controller,
     pub pool: String,
     pub advertisement: String,
@@ -155,7 +158,7 @@ impl Lan {
             });
         }
         let client_host = topology.host("client")?;
-        lan.attach(&client_host, 100)?;
+        let client_link = lan.attach(&client_host, 100)?;
         let key_file = topology.dir().join("gossip.key");
         std::fs::write(&key_file, format!("test key of {}\n", ns.name()))
             .map_err(Error::io(format!("writing {}", key_file.display())))?;
@@ -168,6 +171,7 @@ impl Lan {
             nodes,
             lan,
             client_host,
+            client_link,
             controller,
             pool,
             advertisement,
@@ -484,7 +488,7 @@ impl Lan {
     /// router at .97 / ::1 and the client at .98 / ::2; the client's default route and the
     /// nodes' route back go through the router, which forwards and spreads flows over its
     /// equal-cost paths by their ports (L4 hash, as data-centre routers do).
-    pub fn outside_client(&self, router_link: &Link) -> Result<Host> {
+    pub fn outside_client(&self, router_link: &Link) -> Result<Link> {
         let outside = self.topology.segment(
             "outside",
             (Ipv4Addr::new(203, 0, 113, 96), 28),
@@ -500,7 +504,7 @@ impl Lan {
             router.run("sysctl", &["-qw", &format!("{key}=1")])?;
         }
         let client = self.topology.host("outside")?;
-        outside.attach(&client, 2)?;
+        let client_link = outside.attach(&client, 2)?;
         client.add_route("default", IpAddr::V4(router_side.ipv4))?;
         client.add_route("default", IpAddr::V6(router_side.ipv6))?;
         for node in &self.nodes {
@@ -509,7 +513,19 @@ impl Lan {
             node.host
                 .add_route("2001:db8:6::/64", IpAddr::V6(router_link.ipv6))?;
         }
-        Ok(client)
+        Ok(client_link)
+    }
+
+    /// The LAN addresses of the nodes `nodes` (by index), of `ip`'s family: what a router on
+    /// the LAN has as next hops toward them.
+    pub fn next_hops(&self, ip: IpAddr, nodes: &[usize]) -> BTreeSet<IpAddr> {
+        nodes
+            .iter()
+            .map(|&i| match ip {
+                IpAddr::V4(_) => IpAddr::V4(self.nodes[i].link.ipv4),
+                IpAddr::V6(_) => IpAddr::V6(self.nodes[i].link.ipv6),
+            })
+            .collect()
     }
 
     /// A Pod of `app` on node `i`, with the given readiness (the kubelet's part).
@@ -874,7 +890,8 @@ impl Drop for Lan {
 pub struct Routed {
     pub router: BgpRouter,
     pub router_link: Link,
-    pub outside: Host,
+    /// The client behind the router: its host and addresses.
+    pub outside: Link,
     pub lan: Lan,
 }
 

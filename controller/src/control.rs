@@ -23,7 +23,7 @@ use std::{
 use futures::StreamExt;
 use herald_api::{
     IPAddressPool, IPAddressPoolStatus,
-    annotations::{CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL},
+    annotations::{self, CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL, SERVED},
 };
 use herald_domain::{Family, Labels, ServiceKey};
 use herald_ipam::{Allocator, Pool, ServiceRequest};
@@ -202,7 +202,8 @@ struct Writes {
     finalizers: Vec<String>,
     /// Add (`true`) or remove (`false`) the cleanup finalizer.
     finalizer: Option<bool>,
-    pool_annotation: Option<String>,
+    /// Herald's annotations to set (`Some`) or remove (`None`).
+    annotations: BTreeMap<&'static str, Option<String>>,
     /// The addresses to write into status; empty clears it.
     status: Option<Vec<IpAddr>>,
     events: Vec<Note>,
@@ -218,7 +219,7 @@ impl Writes {
             retry: false,
             finalizers: service.finalizers.clone(),
             finalizer: None,
-            pool_annotation: None,
+            annotations: BTreeMap::new(),
             status: None,
             events: Vec::new(),
             object: service.object_ref(),
@@ -233,7 +234,7 @@ impl Writes {
 
     fn needed(&self) -> bool {
         self.finalizer.is_some()
-            || self.pool_annotation.is_some()
+            || !self.annotations.is_empty()
             || self.status.is_some()
             || !self.events.is_empty()
     }
@@ -246,7 +247,7 @@ impl Writes {
         let failed = |what: &str, e: kube::Error| {
             debug!(service = %self.key, error = %e, "{what} failed; the next pass retries");
         };
-        if self.finalizer.is_some() || self.pool_annotation.is_some() {
+        if self.finalizer.is_some() || !self.annotations.is_empty() {
             let mut metadata = serde_json::Map::new();
             if let Some(present) = self.finalizer {
                 let mut finalizers: Vec<&String> = self
@@ -262,8 +263,9 @@ impl Writes {
                 // Guarded by the version read, so no one else's finalizer edit is lost.
                 metadata.insert("resourceVersion".into(), json!(self.resource_version));
             }
-            if let Some(pool) = &self.pool_annotation {
-                metadata.insert("annotations".into(), json!({IP_ALLOCATED_FROM_POOL: pool}));
+            if !self.annotations.is_empty() {
+                // A merge patch: `null` removes an annotation.
+                metadata.insert("annotations".into(), json!(self.annotations));
             }
             let patch = Patch::Merge(json!({"metadata": metadata}));
             if let Err(e) = api.patch(&self.key.name, &params, &patch).await {
@@ -420,23 +422,36 @@ impl Control {
         let mut writes = Writes::new(service, self.generation);
         let has_finalizer = service.finalizers.iter().any(|f| f == CLEANUP_FINALIZER);
         if !service.eligibility.is_served(self.class.as_deref()) {
-            if let Some(released) = self.allocator.release(&key) {
+            let released = self.allocator.release(&key);
+            if let Some(released) = &released {
                 let note = format!("released {}", ips_text(&released.ips));
                 info!(service = %key, "{note}");
                 self.note(&mut writes, Reason::IpReleased, note);
             }
-            if has_finalizer {
+            // Only what Herald holds is released: the finalizer and status of a Service
+            // another controller serves are that controller's.
+            if released.is_some() || annotations::served_by_herald(&service.annotations) {
+                if has_finalizer {
+                    writes.finalizer = Some(false);
+                }
                 if !service.eligibility.deleting && !service.status_ips.is_empty() {
-                    // No longer ours (type or class changed): take our address out of status.
+                    // No longer ours (type changed): take our address out of status.
                     writes.status = Some(Vec::new());
                 }
-                writes.finalizer = Some(false);
+                for mark in [SERVED, IP_ALLOCATED_FROM_POOL] {
+                    if service.annotations.contains_key(mark) {
+                        writes.annotations.insert(mark, None);
+                    }
+                }
             }
             self.last_note.remove(&key);
             return self.unless_settled(writes);
         }
         if !has_finalizer {
             writes.finalizer = Some(true);
+        }
+        if !service.annotations.contains_key(SERVED) {
+            writes.annotations.insert(SERVED, Some("true".into()));
         }
         match translate::request(service, &snapshot.namespace_labels(&key.namespace)) {
             Err(e) => self.note(&mut writes, Reason::InvalidService, e.to_string()),
@@ -456,7 +471,9 @@ impl Control {
                     if let Some(pool) = assignment.pool
                         && service.annotations.get(IP_ALLOCATED_FROM_POOL) != Some(&pool)
                     {
-                        writes.pool_annotation = Some(pool);
+                        writes
+                            .annotations
+                            .insert(IP_ALLOCATED_FROM_POOL, Some(pool));
                     }
                 }
                 Err(e) => {

@@ -155,11 +155,19 @@ async fn changing_the_type_away_from_load_balancer_releases_the_ip() -> anyhow::
                 .await
                 .map_err(|e| e.to_string())?;
             let finalizers = s.metadata.finalizers.clone().unwrap_or_default();
-            if ingress_ips(&s).is_empty() && finalizers.is_empty() {
+            let marks: Vec<String> = s
+                .metadata
+                .annotations
+                .clone()
+                .unwrap_or_default()
+                .into_keys()
+                .filter(|k| k.starts_with("herald.dev/"))
+                .collect();
+            if ingress_ips(&s).is_empty() && finalizers.is_empty() && marks.is_empty() {
                 Ok(())
             } else {
                 Err(format!(
-                    "ingress {:?}, finalizers {finalizers:?}",
+                    "ingress {:?}, finalizers {finalizers:?}, Herald's annotations {marks:?}",
                     ingress_ips(&s)
                 ))
             }
@@ -172,25 +180,87 @@ async fn changing_the_type_away_from_load_balancer_releases_the_ip() -> anyhow::
 }
 
 #[tokio::test]
-async fn a_service_of_another_load_balancer_class_is_left_alone() -> anyhow::Result<()> {
+async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrote()
+-> anyhow::Result<()> {
     let mut w = World::new("class").await?;
     w.pool("lan", &["203.0.113.80/30"], "")?;
-    w.apply(&EXAMPLE_SERVICE.replace(
+    let theirs = EXAMPLE_SERVICE.replace(
         "type: LoadBalancer",
         "type: LoadBalancer\n  loadBalancerClass: other.example/lb",
-    ))?;
+    );
+    w.apply(&theirs)?;
+    // The other controller's writes: merge patches, of the object or of its status.
+    let other_controller = |status: bool, patch: &str| {
+        let mut args = vec!["patch", "service", "example-service", "--type=merge"];
+        if status {
+            args.push("--subresource=status");
+        }
+        w.kubectl(&[&args[..], &["-p", patch]].concat())
+    };
+    // Another controller serves it: the shared cleanup finalizer and an address of its own.
+    other_controller(
+        false,
+        r#"{"metadata":{"finalizers":["service.kubernetes.io/load-balancer-cleanup"]}}"#,
+    )?;
+    other_controller(
+        true,
+        r#"{"status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.200"}]}}}"#,
+    )?;
+    let services = w.services();
+    let left_alone = || async {
+        let other = services.get("example-service").await?;
+        anyhow::ensure!(
+            ingress_ips(&other) == ["198.51.100.200"],
+            "the other controller's address was changed: {:?}",
+            ingress_ips(&other)
+        );
+        anyhow::ensure!(
+            other.metadata.finalizers.as_deref()
+                == Some(&["service.kubernetes.io/load-balancer-cleanup".to_owned()][..]),
+            "the other controller's finalizer was touched"
+        );
+        anyhow::Ok(other)
+    };
     // A Service of our class created after it is served, so the controller has seen both.
     w.apply(&EXAMPLE_SERVICE.replace("example-service", "ours"))?;
     w.ingress("ours").await?;
-    let other = w.services().get("example-service").await?;
+    let other = left_alone().await?;
     assert!(
-        ingress_ips(&other).is_empty(),
-        "no address for another class"
+        !other
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("herald.dev/served"),
+        "not marked as Herald's"
     );
-    assert!(
-        other.metadata.finalizers.unwrap_or_default().is_empty(),
-        "no finalizer"
+    let mine = services.get("ours").await?;
+    assert_eq!(
+        mine.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("herald.dev/served")
+            .map(String::as_str),
+        Some("true"),
+        "Herald marks what it serves"
     );
+    // Deleted, it waits for its own controller's cleanup, not Herald's.
+    services
+        .delete("example-service", &DeleteParams::default())
+        .await?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "after-delete"))?;
+    w.ingress("after-delete").await?;
+    let other = left_alone().await?;
+    assert!(other.metadata.deletion_timestamp.is_some(), "being deleted");
+    // The other controller finishes its cleanup; the Service goes.
+    other_controller(false, r#"{"metadata":{"finalizers":null}}"#)?;
+    wait_for("the other Service to be gone", TIMEOUT, || async {
+        match services.get_opt("example-service").await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
     Ok(())
 }
 

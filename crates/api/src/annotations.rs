@@ -17,6 +17,19 @@ pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
 pub const IP_ALLOCATED_FROM_POOL: &str = "herald.dev/ip-allocated-from-pool";
 /// The finalizer the controller adds to every Service it serves.
 pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+/// Written by the controller together with its finalizer: Herald serves this Service, and the
+/// cleanup finalizer and `status.loadBalancer.ingress` are Herald's. The finalizer's name is
+/// shared with other load-balancer controllers (cloud providers' service controllers, k3s
+/// ServiceLB, kube-vip, a second Herald serving another class), so the controller releases
+/// the finalizer and status of a Service only when this mark or [`IP_ALLOCATED_FROM_POOL`]
+/// says they are its own.
+pub const SERVED: &str = "herald.dev/served";
+
+/// Whether a Service's annotations record that Herald served it ([`SERVED`], or the pool
+/// annotation written by Herald before the mark existed).
+pub fn served_by_herald(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(SERVED) || annotations.contains_key(IP_ALLOCATED_FROM_POOL)
+}
 
 /// A Service annotation Herald cannot use, naming the annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -430,7 +430,7 @@ impl Control {
             }
             // Only what Herald holds is released: the finalizer and status of a Service
             // another controller serves are that controller's.
-            if released.is_some() || annotations::served_by_herald(&service.annotations) {
+            if released.is_some() || service.held_by(self.class.as_deref()) {
                 if has_finalizer {
                     writes.finalizer = Some(false);
                 }
@@ -438,7 +438,7 @@ impl Control {
                     // No longer ours (type changed): take our address out of status.
                     writes.status = Some(Vec::new());
                 }
-                for mark in [SERVED, IP_ALLOCATED_FROM_POOL] {
+                for mark in annotations::WRITTEN {
                     if service.annotations.contains_key(mark) {
                         writes.annotations.insert(mark, None);
                     }
@@ -450,8 +450,9 @@ impl Control {
         if !has_finalizer {
             writes.finalizer = Some(true);
         }
-        if !service.annotations.contains_key(SERVED) {
-            writes.annotations.insert(SERVED, Some("true".into()));
+        let mark = annotations::served_value(self.class.as_deref());
+        if service.annotations.get(SERVED).map(String::as_str) != Some(mark) {
+            writes.annotations.insert(SERVED, Some(mark.to_owned()));
         }
         match translate::request(service, &snapshot.namespace_labels(&key.namespace)) {
             Err(e) => self.note(&mut writes, Reason::InvalidService, e.to_string()),

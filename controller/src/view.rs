@@ -106,6 +106,20 @@ impl ServiceView {
         }
     }
 
+    /// Whether the Herald serving `class` holds this Service's finalizer and status: its
+    /// [`annotations::SERVED`] mark says so or, for a Service served before the mark existed,
+    /// it carries the pool annotation and is of that class.
+    pub(crate) fn held_by(&self, class: Option<&str>) -> bool {
+        match self.annotations.get(annotations::SERVED) {
+            Some(value) => value == annotations::served_value(class),
+            None => {
+                self.annotations
+                    .contains_key(annotations::IP_ALLOCATED_FROM_POOL)
+                    && self.eligibility.class.as_deref() == class
+            }
+        }
+    }
+
     /// A reference for Events about the Service.
     pub(crate) fn object_ref(&self) -> ObjectReference {
         ObjectReference {
@@ -117,5 +131,43 @@ impl ServiceView {
             resource_version: self.resource_version.clone(),
             field_path: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn view(class: Option<&str>, annotations: serde_json::Value) -> ServiceView {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": "s", "namespace": "n", "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": class}
+        }))
+        .expect("a valid Service");
+        ServiceView::new(&service)
+    }
+
+    #[test]
+    fn a_service_is_held_only_by_the_herald_whose_mark_it_carries() {
+        let ours = view(None, json!({"herald.dev/served": ""}));
+        assert!(ours.held_by(None));
+        assert!(!ours.held_by(Some("b.example/lb")));
+        let second_herald = view(
+            Some("b.example/lb"),
+            json!({"herald.dev/served": "b.example/lb",
+                   "herald.dev/ip-allocated-from-pool": "lan"}),
+        );
+        assert!(second_herald.held_by(Some("b.example/lb")));
+        assert!(!second_herald.held_by(None), "another Herald's Service");
+        assert!(!view(Some("b.example/lb"), json!({})).held_by(Some("b.example/lb")));
+    }
+
+    #[test]
+    fn before_the_mark_the_pool_annotation_and_class_say_who_served() {
+        let legacy = view(None, json!({"herald.dev/ip-allocated-from-pool": "lan"}));
+        assert!(legacy.held_by(None));
+        assert!(!legacy.held_by(Some("b.example/lb")));
     }
 }

@@ -197,10 +197,13 @@ async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrot
         }
         w.kubectl(&[&args[..], &["-p", patch]].concat())
     };
-    // Another controller serves it: the shared cleanup finalizer and an address of its own.
+    // Another controller (a second Herald, serving another class) serves it: the shared
+    // cleanup finalizer, its marks and an address of its own.
     other_controller(
         false,
-        r#"{"metadata":{"finalizers":["service.kubernetes.io/load-balancer-cleanup"]}}"#,
+        r#"{"metadata":{"finalizers":["service.kubernetes.io/load-balancer-cleanup"],
+            "annotations":{"herald.dev/served":"other.example/lb",
+                           "herald.dev/ip-allocated-from-pool":"theirs"}}}"#,
     )?;
     other_controller(
         true,
@@ -225,13 +228,15 @@ async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrot
     w.apply(&EXAMPLE_SERVICE.replace("example-service", "ours"))?;
     w.ingress("ours").await?;
     let other = left_alone().await?;
-    assert!(
-        !other
+    assert_eq!(
+        other
             .metadata
             .annotations
             .unwrap_or_default()
-            .contains_key("herald.dev/served"),
-        "not marked as Herald's"
+            .get("herald.dev/served")
+            .map(String::as_str),
+        Some("other.example/lb"),
+        "the other Herald's mark is kept"
     );
     let mine = services.get("ours").await?;
     assert_eq!(
@@ -240,8 +245,8 @@ async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrot
             .unwrap_or_default()
             .get("herald.dev/served")
             .map(String::as_str),
-        Some("true"),
-        "Herald marks what it serves"
+        Some(""),
+        "Herald marks what it serves with its class (none)"
     );
     // Deleted, it waits for its own controller's cleanup, not Herald's.
     services

@@ -17,18 +17,20 @@ pub const ALLOW_SHARED_IP: &str = "allow-shared-ip";
 pub const IP_ALLOCATED_FROM_POOL: &str = "herald.dev/ip-allocated-from-pool";
 /// The finalizer the controller adds to every Service it serves.
 pub const CLEANUP_FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
-/// Written by the controller together with its finalizer: Herald serves this Service, and the
-/// cleanup finalizer and `status.loadBalancer.ingress` are Herald's. The finalizer's name is
-/// shared with other load-balancer controllers (cloud providers' service controllers, k3s
-/// ServiceLB, kube-vip, a second Herald serving another class), so the controller releases
-/// the finalizer and status of a Service only when this mark or [`IP_ALLOCATED_FROM_POOL`]
-/// says they are its own.
+/// Written by the controller together with its finalizer, with the class it serves as value
+/// ([`served_value`]): that Herald serves this Service, and the cleanup finalizer and
+/// `status.loadBalancer.ingress` are its own. The finalizer's name is shared with other
+/// load-balancer controllers (cloud providers' service controllers, k3s ServiceLB, kube-vip,
+/// a second Herald serving another class), so the controller releases the finalizer and
+/// status of a Service only when this mark says they are its own.
 pub const SERVED: &str = "herald.dev/served";
+/// The annotations the controller writes on a Service it serves, removed when it releases it.
+pub const WRITTEN: [&str; 2] = [SERVED, IP_ALLOCATED_FROM_POOL];
 
-/// Whether a Service's annotations record that Herald served it ([`SERVED`], or the pool
-/// annotation written by Herald before the mark existed).
-pub fn served_by_herald(annotations: &BTreeMap<String, String>) -> bool {
-    annotations.contains_key(SERVED) || annotations.contains_key(IP_ALLOCATED_FROM_POOL)
+/// The value of [`SERVED`] written by a Herald serving `class` (empty: Services without a
+/// class; a class is never empty).
+pub fn served_value(class: Option<&str>) -> &str {
+    class.unwrap_or("")
 }
 
 /// A Service annotation Herald cannot use, naming the annotation.

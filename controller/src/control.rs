@@ -24,6 +24,7 @@ use futures::StreamExt;
 use herald_api::{
     IPAddressPool, IPAddressPoolStatus,
     annotations::{self, CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL, SERVED},
+    service::ServiceView,
 };
 use herald_domain::{Family, Labels, ServiceKey};
 use herald_ipam::{Allocator, Pool, ServiceRequest};
@@ -49,7 +50,6 @@ use crate::{
     reason::Reason,
     status::{PoolFacts, pool_status},
     translate::{self, NamespaceLabels},
-    view::ServiceView,
 };
 
 /// What the loop is told at start.

@@ -13,7 +13,6 @@ mod metrics;
 mod reason;
 mod status;
 mod translate;
-mod view;
 
 use clap::Parser;
 use herald_shell::logging::{self, LogFormat};

@@ -10,7 +10,7 @@ use herald_ipam::{Backend, Pool, PoolError, ServiceAllocation, ServiceRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 use kube::ResourceExt;
 
-use crate::view::ServiceView;
+use herald_api::service::ServiceView;
 
 /// A Service whose annotations or spec Herald cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,8 +91,8 @@ pub(crate) type NamespaceLabels = BTreeMap<String, Labels>;
 
 #[cfg(test)]
 mod tests {
-    use herald_domain::{Family, ServiceKey};
-    use herald_ipam::{Backend, IpFamilyPolicy};
+    use herald_domain::{Family, IpFamilyPolicy, ServiceKey};
+    use herald_ipam::Backend;
     use serde_json::json;
 
     use super::*;

@@ -12,7 +12,7 @@ use herald_api::selector::{SelectorError, convert_all};
 use herald_api::{
     BGPAdvertisement, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
-    service::{Eligibility, ingress_ips, ready_endpoint_nodes},
+    service::{ServiceView, ready_endpoint_nodes},
     values::CommunityValue,
 };
 use herald_domain::ServiceKey;
@@ -37,7 +37,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The watched objects of one moment, as kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Objects<'a> {
-    pub(crate) services: &'a [Arc<ServiceView>],
+    pub(crate) services: &'a [Arc<AnnouncedService>],
     pub(crate) slices: &'a [Arc<SliceView>],
     pub(crate) nodes: &'a [Arc<NodeView>],
     pub(crate) pools: &'a [Arc<IPAddressPool>],
@@ -50,7 +50,7 @@ pub(crate) struct Objects<'a> {
 /// What the speaker keeps of a Service it announces (no other Service is kept): its state
 /// for planning, less the endpoints, which come from its EndpointSlices.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ServiceView {
+pub(crate) struct AnnouncedService {
     pub(crate) state: ServiceState,
     /// For Events and the owner reference of its ServiceL2Status.
     pub(crate) uid: Option<String>,
@@ -88,27 +88,26 @@ pub(crate) fn slice_view(slice: &EndpointSlice) -> Option<SliceView> {
     })
 }
 
-/// The view of a Service Herald announces: `None` for any other, or one without an
-/// address yet.
-pub(crate) fn service_view(service: &Service, class: Option<&str>) -> Option<ServiceView> {
-    if !Eligibility::of(service).is_served(class) {
+/// What the speaker keeps of a Service Herald serving `class` announces: `None` for any
+/// other, or one without an address yet.
+pub(crate) fn announced_service(
+    service: &Service,
+    class: Option<&str>,
+) -> Option<AnnouncedService> {
+    let mut view = ServiceView::new(service);
+    if !view.eligibility.is_served(class) || view.status_ips.is_empty() {
         return None;
     }
-    let ips = ingress_ips(service);
-    if ips.is_empty() {
-        return None;
-    }
-    let spec = service.spec.as_ref();
-    Some(ServiceView {
+    Some(AnnouncedService {
         state: ServiceState {
-            key: ServiceKey::new(service.namespace().unwrap_or_default(), service.name_any()),
-            ips,
-            pool: service.annotations().get(IP_ALLOCATED_FROM_POOL).cloned(),
-            labels: service.labels().clone(),
-            local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            pool: view.annotations.remove(IP_ALLOCATED_FROM_POOL),
+            key: view.key,
+            ips: view.status_ips,
+            labels: view.labels.into_iter().collect(),
+            local: view.local_selector.is_some(),
             ready_endpoints: BTreeMap::new(),
         },
-        uid: service.metadata.uid.clone(),
+        uid: view.uid,
     })
 }
 
@@ -364,9 +363,9 @@ mod tests {
             ),
             service("d", json!({"type": "LoadBalancer"}), None),
         ];
-        let services: Vec<Arc<ServiceView>> = services
+        let services: Vec<Arc<AnnouncedService>> = services
             .iter()
-            .filter_map(|s| service_view(s, None).map(Arc::new))
+            .filter_map(|s| announced_service(s, None).map(Arc::new))
             .collect();
         let slices = [slice(
             "a",

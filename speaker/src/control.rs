@@ -43,7 +43,7 @@ use tracing::{info, warn};
 use crate::{
     announce::Announcer,
     bgp::Sessions,
-    cluster::{self, NodeView, Objects, ServiceView, SliceView},
+    cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
     metrics::Metrics,
     peer,
     report::Reporter,
@@ -73,7 +73,7 @@ pub(crate) struct Settings {
 /// The watched objects: compact views of the many (Services, EndpointSlices, Nodes), whole
 /// objects of the few (pools, advertisements).
 pub(crate) struct Stores {
-    services: Views<ServiceView>,
+    services: Views<AnnouncedService>,
     slices: Views<SliceView>,
     nodes: Views<NodeView>,
     pools: Store<IPAddressPool>,
@@ -92,7 +92,7 @@ impl Stores {
         let config = watcher::Config::default;
         let stores = Stores {
             services: watches.views(Api::<Service>::all(client.clone()), config(), move |s| {
-                cluster::service_view(s, class.as_deref())
+                cluster::announced_service(s, class.as_deref())
             }),
             slices: watches.views(
                 Api::<EndpointSlice>::all(client.clone()),
@@ -203,7 +203,7 @@ struct Speaker<'a> {
     join_deadline: tokio::time::Instant,
     /// The inputs and result of the last plan.
     plan: L2Plan,
-    services: Vec<Arc<ServiceView>>,
+    services: Vec<Arc<AnnouncedService>>,
     alive: BTreeSet<String>,
     this_node: Option<NodeView>,
     /// The node's interfaces as last applied.

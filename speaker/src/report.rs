@@ -46,7 +46,7 @@ use crate::{
     FIELD_MANAGER,
     announce::Takeover,
     bgp::SessionReport,
-    cluster::{NodeView, ServiceView},
+    cluster::{AnnouncedService, NodeView},
 };
 
 /// How many Events may wait, and how many are sent at once.
@@ -114,7 +114,7 @@ impl Reporter {
     /// `takeovers` among them, with the Services of each address from `plan`.
     pub(crate) fn report(
         &self,
-        services: &[Arc<ServiceView>],
+        services: &[Arc<AnnouncedService>],
         plan: &L2Plan,
         owned: &BTreeMap<IpAddr, BTreeSet<String>>,
         takeovers: Vec<Takeover>,
@@ -190,7 +190,11 @@ impl Reporter {
 impl Reporter {
     /// Tells each Service (of `services`) whose BGP routes from this node changed since the
     /// last call what this node now advertises for it.
-    pub(crate) fn bgp_advertisements(&mut self, services: &[Arc<ServiceView>], plan: &BgpPlan) {
+    pub(crate) fn bgp_advertisements(
+        &mut self,
+        services: &[Arc<AnnouncedService>],
+        plan: &BgpPlan,
+    ) {
         // Most inputs (other Services' endpoints, layer-2 changes) leave this node's routes as
         // they were: nothing to compare or copy.
         if self.advertised == *plan {

@@ -18,4 +18,4 @@ mod service;
 pub use family::Family;
 pub use labels::{LabelSelector, Labels, Requirement};
 pub use prefix::Prefix;
-pub use service::ServiceKey;
+pub use service::{IpFamilyPolicy, Port, ServiceKey};

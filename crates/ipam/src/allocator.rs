@@ -18,13 +18,13 @@ use std::{
     net::IpAddr,
 };
 
-use herald_domain::{Family, ServiceKey};
+use herald_domain::{Family, IpFamilyPolicy, Port, ServiceKey};
 
 use crate::{
     AllocationError, Pool, ServiceRequest, SharingConflict,
     free::FreeSet,
     range::{nth_address, number},
-    service::{Backend, IpFamilyPolicy, Port},
+    service::Backend,
 };
 
 /// What a Service holds.

@@ -38,4 +38,4 @@ pub use allocator::{Allocator, Assignment, PoolReport, PoolUsage};
 pub use error::{AllocationError, SharingConflict};
 pub use pool::{Pool, PoolError, ServiceAllocation};
 pub use range::{IpRange, RangeError};
-pub use service::{Backend, IpFamilyPolicy, Port, ServiceRequest};
+pub use service::{Backend, ServiceRequest};

@@ -3,24 +3,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use herald_domain::{Family, Labels, ServiceKey};
-
-/// `spec.ipFamilyPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IpFamilyPolicy {
-    #[default]
-    SingleStack,
-    PreferDualStack,
-    RequireDualStack,
-}
-
-/// A port a Service exposes; two Services that share an address must not expose the same one.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Port {
-    /// `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
-    pub port: u16,
-}
+use herald_domain::{Family, IpFamilyPolicy, Labels, Port, ServiceKey};
 
 /// Where the traffic of an address goes, which Services sharing it must agree on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -2,10 +2,9 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use herald_domain::{Family, LabelSelector, Labels, ServiceKey};
+use herald_domain::{Family, IpFamilyPolicy, LabelSelector, Labels, Port, ServiceKey};
 use herald_ipam::{
-    AllocationError, Allocator, Backend, IpFamilyPolicy, Pool, Port, ServiceAllocation,
-    ServiceRequest, SharingConflict,
+    AllocationError, Allocator, Backend, Pool, ServiceAllocation, ServiceRequest, SharingConflict,
 };
 
 fn ip(text: &str) -> IpAddr {

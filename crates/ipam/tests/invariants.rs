@@ -8,8 +8,8 @@ use std::{
     net::IpAddr,
 };
 
-use herald_domain::{Family, Labels, ServiceKey};
-use herald_ipam::{Allocator, Assignment, Backend, IpFamilyPolicy, Pool, Port, ServiceRequest};
+use herald_domain::{Family, IpFamilyPolicy, Labels, Port, ServiceKey};
+use herald_ipam::{Allocator, Assignment, Backend, Pool, ServiceRequest};
 use proptest::prelude::*;
 
 /// The small address space the operations play in: IPv4 192.0.2.0-15, IPv6 2001:db8::0-7.

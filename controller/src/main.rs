@@ -5,14 +5,18 @@
 //! them into `status.loadBalancer.ingress`, with the cleanup finalizer, the
 //! `herald.dev/ip-allocated-from-pool` annotation and Events; it keeps pool status current.
 //!
-//! This binary is a thin shell: flags, logging and wiring here, the loop in [`control`], the
-//! pure translation between Kubernetes objects and the allocator in [`translate`].
+//! This binary is a thin shell: flags, logging, the Lease and wiring here; the loop in
+//! [`control`]; what to write, decided purely over a snapshot, in [`decide`] (with
+//! [`translate`] between Kubernetes objects and the allocator, [`status`] for pool status and
+//! [`reason`] for why); the one writer, fenced by the Lease, in [`write`].
 
 mod control;
+mod decide;
 mod metrics;
 mod reason;
 mod status;
 mod translate;
+mod write;
 
 use clap::Parser;
 use herald_shell::logging::{self, LogFormat};
@@ -63,14 +67,15 @@ async fn main() -> anyhow::Result<()> {
     // A port that cannot be bound is a start-up error, not a silent lack of probes.
     tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
     probes.set_ready();
-    let settings = control::Settings {
-        class: flags.load_balancer_class,
+    let settings = |fence| control::Settings {
+        class: flags.load_balancer_class.clone(),
         instance: flags.instance.clone(),
         metrics: metrics.clone(),
+        fence,
     };
     if !flags.leader_election {
         metrics.leader.set(1);
-        return control::run(client, settings).await;
+        return control::run(client, settings(write::Fence::open())).await;
     }
     if flags.lease_grace_seconds >= flags.lease_duration_seconds {
         anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
@@ -95,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         info!("leading: rebuilding state from Service status");
         metrics.leader.set(1);
         tokio::select! {
-            result = control::run(client.clone(), settings.clone()) => return result,
+            result = control::run(client.clone(), settings(write::Fence::lease(leading.clone()))) => return result,
             lost = leading.wait_for(|leader| !*leader) => {
                 lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
                 warn!("lost the Lease: stopped allocating");

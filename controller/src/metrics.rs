@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, atomic::AtomicU64};
 
+use herald_domain::Family as IpFamily;
+use herald_ipam::PoolUsage;
 use herald_shell::probes::Probes;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -75,5 +77,23 @@ impl Metrics {
             metrics.leader.clone(),
         );
         (Arc::new(metrics), Probes::new(registry))
+    }
+
+    /// Sets a pool's address gauges from its usage.
+    pub(crate) fn set_pool_usage(&self, pool: &str, usage: &PoolUsage) {
+        for family in IpFamily::ALL {
+            for (state, value) in [
+                ("assigned", usage.assigned(family)),
+                ("available", usage.available(family)),
+            ] {
+                let labels = PoolLabels {
+                    pool: pool.to_owned(),
+                    family: family.to_string().to_lowercase(),
+                    state: state.to_owned(),
+                };
+                // A gauge is a float: exact to 2^53, close enough beyond.
+                self.pool_addresses.get_or_create(&labels).set(value as f64);
+            }
+        }
     }
 }

@@ -1,0 +1,193 @@
+//! The one place the controller writes to the API: it applies what [`crate::decide`] decided,
+//! and only while this replica holds the Lease.
+//!
+//! Order within a pass: Events about pools and rebuilt state first, then the Services (side by
+//! side, [`WRITE_CONCURRENCY`] at once; for each, metadata, then status, then its Events, each
+//! step only if the one before landed), then pool status. Each write reports whether it
+//! landed, so the decider retries exactly what did not.
+//!
+//! Services are written with JSON merge patches, not server-side apply: a finalizer, an
+//! annotation or a status entry that an earlier Herald wrote by update is owned by that update,
+//! and an apply that leaves it out would never remove it (a Service whose finalizer nobody
+//! removes is never deleted). A merge patch removes exactly what Herald decided to remove, and
+//! a finalizer change carries the `resourceVersion` it was decided from, so no other
+//! controller's finalizer edit is lost.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use herald_api::{IPAddressPool, IPAddressPoolStatus, annotations::CLEANUP_FINALIZER};
+use herald_shell::events::Publisher;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::{
+    decide::{Event, ServiceWrite, Write},
+    metrics::Metrics,
+};
+
+/// How many Services are written at once.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// Whether this replica may write: always without leader election, otherwise only while the
+/// Lease manager says it leads (checked before every write, so a pass that was deciding when
+/// the Lease was lost writes nothing more).
+#[derive(Debug, Clone)]
+pub(crate) struct Fence(Option<watch::Receiver<bool>>);
+
+impl Fence {
+    /// No leader election: this replica always writes.
+    pub(crate) fn open() -> Self {
+        Fence(None)
+    }
+
+    /// Writes only while `leading` is true.
+    pub(crate) fn lease(leading: watch::Receiver<bool>) -> Self {
+        Fence(Some(leading))
+    }
+
+    fn holds(&self) -> bool {
+        self.0.as_ref().is_none_or(|leading| *leading.borrow())
+    }
+}
+
+/// Applies decided writes.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub(crate) client: Client,
+    pub(crate) publisher: Publisher,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) fence: Fence,
+}
+
+impl Writer {
+    /// Applies `writes`; each comes back with whether it landed.
+    pub(crate) async fn apply(&self, writes: Vec<Write>) -> Vec<(Write, bool)> {
+        let mut done = Vec::with_capacity(writes.len());
+        let (mut services, mut pools) = (Vec::new(), Vec::new());
+        for write in writes {
+            match write {
+                Write::Event { object, event } => {
+                    let landed = self.fence.holds();
+                    if landed {
+                        self.send(&object, &event).await;
+                    }
+                    done.push((Write::Event { object, event }, landed));
+                }
+                Write::Service(service) => services.push(service),
+                Write::PoolStatus { name, status } => pools.push((name, status)),
+            }
+        }
+        let written: Vec<(ServiceWrite, bool)> = futures::stream::iter(services)
+            .map(|service| self.service(service))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        done.extend(
+            written
+                .into_iter()
+                .map(|(s, landed)| (Write::Service(s), landed)),
+        );
+        for (name, status) in pools {
+            let landed = self.pool_status(&name, &status).await;
+            done.push((Write::PoolStatus { name, status }, landed));
+        }
+        done
+    }
+
+    /// Sends one Event and counts it.
+    async fn send(&self, object: &ObjectReference, event: &Event) {
+        event.reason.count(&self.metrics);
+        self.publisher
+            .publish(object, &event.reason.note(event.message.clone()))
+            .await;
+    }
+
+    /// One Service's metadata, status and Events, each only if the step before landed.
+    async fn service(&self, writes: ServiceWrite) -> (ServiceWrite, bool) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &writes.key.namespace);
+        let params = PatchParams::default();
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            debug!(service = %writes.key, error = %e, "{what} failed; the next pass retries");
+        };
+        if writes.finalizer.is_some() || !writes.annotations.is_empty() {
+            if !self.fence.holds() {
+                failed("writing metadata", &"the Lease is not held");
+                return (writes, false);
+            }
+            let mut metadata = serde_json::Map::new();
+            if let Some(present) = writes.finalizer {
+                let mut finalizers: Vec<&String> = writes
+                    .finalizers
+                    .iter()
+                    .filter(|f| *f != CLEANUP_FINALIZER)
+                    .collect();
+                let ours = CLEANUP_FINALIZER.to_owned();
+                if present {
+                    finalizers.push(&ours);
+                }
+                metadata.insert("finalizers".into(), json!(finalizers));
+                // Guarded by the version read, so no one else's finalizer edit is lost.
+                metadata.insert("resourceVersion".into(), json!(writes.resource_version));
+            }
+            if !writes.annotations.is_empty() {
+                // A merge patch: `null` removes an annotation.
+                metadata.insert("annotations".into(), json!(writes.annotations));
+            }
+            let patch = Patch::Merge(json!({"metadata": metadata}));
+            if let Err(e) = api.patch(&writes.key.name, &params, &patch).await {
+                failed("writing metadata", &e);
+                return (writes, false);
+            }
+        }
+        if let Some(ips) = &writes.status {
+            if !self.fence.holds() {
+                failed("writing status", &"the Lease is not held");
+                return (writes, false);
+            }
+            let ingress = if ips.is_empty() {
+                serde_json::Value::Null
+            } else {
+                json!(
+                    ips.iter()
+                        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                        .collect::<Vec<_>>()
+                )
+            };
+            let patch = Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}}));
+            if let Err(e) = api.patch_status(&writes.key.name, &params, &patch).await {
+                failed("writing status", &e);
+                return (writes, false);
+            }
+        }
+        for event in &writes.events {
+            self.send(&writes.object, event).await;
+        }
+        (writes, true)
+    }
+
+    /// One pool's status.
+    async fn pool_status(&self, name: &str, status: &IPAddressPoolStatus) -> bool {
+        if !self.fence.holds() {
+            return false;
+        }
+        let api: Api<IPAddressPool> = Api::all(self.client.clone());
+        let patch = Patch::Merge(json!({"status": status}));
+        match api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                debug!(pool = %name, error = %e, "writing pool status failed; the next pass retries");
+                false
+            }
+        }
+    }
+}

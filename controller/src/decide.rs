@@ -546,6 +546,13 @@ mod tests {
             .collect()
     }
 
+    fn pool_statuses(writes: &[Write]) -> impl Iterator<Item = (&str, &IPAddressPoolStatus)> {
+        writes.iter().filter_map(|w| match w {
+            Write::PoolStatus { name, status } => Some((name.as_str(), status)),
+            _ => None,
+        })
+    }
+
     fn reasons(write: &ServiceWrite) -> Vec<Reason> {
         write.events.iter().map(|e| e.reason).collect()
     }
@@ -573,12 +580,8 @@ mod tests {
         );
         assert_eq!(web.status, Some(vec!["192.0.2.10".parse().expect("an IP")]));
         assert_eq!(reasons(web), [Reason::IpAllocated]);
-        let status = writes
-            .iter()
-            .find_map(|w| match w {
-                Write::PoolStatus { name, status } if name == "lan" => Some(status),
-                _ => None,
-            })
+        let (_, status) = pool_statuses(&writes)
+            .find(|(name, _)| *name == "lan")
             .expect("the pool's status");
         assert_eq!((status.assigned_ipv4, status.available_ipv4), (1, 1));
 
@@ -662,14 +665,8 @@ mod tests {
         assert_eq!(told.len(), 1, "{writes:?}");
         assert_eq!(told[0].reason, Reason::InvalidPool);
         assert!(told[0].message.contains("bad"), "{}", told[0].message);
-        let valid = writes
-            .iter()
-            .find_map(|w| match w {
-                Write::PoolStatus { status, .. } => {
-                    status.conditions.iter().find(|c| c.type_ == "Valid")
-                }
-                _ => None,
-            })
+        let valid = pool_statuses(&writes)
+            .find_map(|(_, status)| status.conditions.iter().find(|c| c.type_ == "Valid"))
             .expect("a Valid condition");
         assert_eq!(valid.status, "False");
         assert_eq!(valid.message, told[0].message);

@@ -116,11 +116,11 @@ impl Writer {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             debug!(service = %writes.key, error = %e, "{what} failed; the next pass retries");
         };
+        if !self.fence.holds() {
+            failed("writing", &"the Lease is not held");
+            return (writes, false);
+        }
         if writes.finalizer.is_some() || !writes.annotations.is_empty() {
-            if !self.fence.holds() {
-                failed("writing metadata", &"the Lease is not held");
-                return (writes, false);
-            }
             let mut metadata = serde_json::Map::new();
             if let Some(present) = writes.finalizer {
                 let mut finalizers: Vec<&String> = writes
@@ -147,10 +147,6 @@ impl Writer {
             }
         }
         if let Some(ips) = &writes.status {
-            if !self.fence.holds() {
-                failed("writing status", &"the Lease is not held");
-                return (writes, false);
-            }
             let ingress = if ips.is_empty() {
                 serde_json::Value::Null
             } else {

@@ -3,16 +3,18 @@
 //!
 //! ```text
 //!   plan (owner per address) + interfaces (/sys/class/net)
-//!        │ apply(): addresses owned here, per interface
+//!        │ l2_share (pure): the addresses owned here, per interface
 //!        ▼
+//!   L2Share ──► Announcer::apply ──► Vec<Told> (for the reporter)
+//!        │
 //!   Responder (sans-IO) ──actions──► sockets: GARP / unsolicited NA, join / leave groups
 //!        ▲                                │ repeats at +0.2, +0.5, +1, +2 s while still owned
 //!   per-interface readers: ARP request / NS ──► reply at once
 //! ```
 //!
 //! Losing an address takes effect at once: the responder stops answering before this
-//! returns. Interfaces that appear, vanish or change (index, MAC) are picked up on the next
-//! [`Announcer::apply`], which the speaker calls on every change and every second.
+//! returns. Interfaces that appear, vanish or change (index, MAC) change the share, which the
+//! speaker computes on every change and every second and applies when it differs.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -30,9 +32,12 @@ use herald_l2::{
 };
 use herald_plan::{Interfaces, L2Plan};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::metrics::{ARP, Metrics, NDP};
+use crate::{
+    metrics::{ARP, Metrics, NDP},
+    report::Told,
+};
 
 /// When announcements are repeated after a takeover, from the first one. Neighbours that
 /// missed the first (or ignored it: Linux keeps an ARP entry for `locktime`, 1 s, before
@@ -70,9 +75,38 @@ pub(crate) struct Takeover {
     pub(crate) interfaces: BTreeSet<String>,
 }
 
+/// This node's share of the layer-2 plan, on its interfaces as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct L2Share {
+    /// Per interface to answer on: the interface, and the addresses owned there.
+    pub(crate) interfaces: BTreeMap<String, (Link, BTreeSet<IpAddr>)>,
+    /// The Services of each address this node owns.
+    pub(crate) services: BTreeMap<IpAddr, Vec<ServiceKey>>,
+}
+
+/// What of `plan` `node` answers for, on which of `links`: every suitable interface, or the
+/// usable ones an advertisement names.
+pub(crate) fn l2_share(plan: &L2Plan, links: &[Link], node: &str) -> L2Share {
+    let mut share = L2Share::default();
+    for (ip, owner) in plan.iter().filter(|(_, o)| o.node == node) {
+        let on = links.iter().filter(|l| match &owner.interfaces {
+            Interfaces::All => l.is_suitable_by_default(),
+            Interfaces::Named(names) => l.is_usable() && names.contains(&l.name),
+        });
+        for link in on {
+            let (_, ips) = share
+                .interfaces
+                .entry(link.name.clone())
+                .or_insert_with(|| (link.clone(), BTreeSet::new()));
+            ips.insert(*ip);
+        }
+        share.services.insert(*ip, owner.services.clone());
+    }
+    share
+}
+
 /// This node's layer-2 announcer.
 pub(crate) struct Announcer {
-    node: String,
     responder: Arc<Mutex<Responder>>,
     attached: BTreeMap<String, Attached>,
     /// The Services of each address owned after the last apply (what is owned on which
@@ -86,9 +120,8 @@ fn lock(responder: &Mutex<Responder>) -> std::sync::MutexGuard<'_, Responder> {
 }
 
 impl Announcer {
-    pub(crate) fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Announcer {
-            node: node.to_owned(),
             responder: Arc::default(),
             attached: BTreeMap::new(),
             services: BTreeMap::new(),
@@ -96,16 +129,15 @@ impl Announcer {
         }
     }
 
-    /// Makes this node answer for what `plan` gives it, on the interfaces in `links` that the
-    /// plan allows. Returns what this node started announcing with this call.
-    pub(crate) async fn apply(&mut self, plan: &L2Plan, links: &[Link]) -> Vec<Takeover> {
-        let wanted = self.wanted(plan, links);
+    /// Makes this node answer for `share`; says what it started and stopped announcing.
+    pub(crate) async fn apply(&mut self, share: &L2Share) -> Vec<Told> {
+        let mut told = Vec::new();
         // 1. Interfaces gone, changed or no longer needed: stop answering there, then close.
         let stale: Vec<String> = self
             .attached
             .iter()
             .filter(|(name, attached)| {
-                !wanted.contains_key(*name) || !links.contains(&attached.link)
+                share.interfaces.get(*name).map(|(link, _)| link) != Some(&attached.link)
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -123,74 +155,74 @@ impl Announcer {
             }
         }
         // 2. New interfaces: open their sockets and start answering there.
-        for name in wanted.keys() {
+        for (name, (link, _)) in &share.interfaces {
             if self.attached.contains_key(name) {
                 continue;
             }
-            let Some(link) = links.iter().find(|l| &l.name == name) else {
-                continue;
-            };
             match self.attach(link) {
                 Ok(attached) => {
                     lock(&self.responder).set_interface(name, link.mac);
                     self.attached.insert(name.clone(), attached);
                 }
-                Err(e) => warn!(interface = %name, error = %e, "cannot answer on this interface"),
+                Err(e) => told.push(Told::InterfaceUnusable {
+                    interface: name.clone(),
+                    error: e.to_string(),
+                }),
             }
         }
         // 3. What is owned where, on the interfaces that could be opened.
-        let mut ownership = wanted;
-        ownership.retain(|name, _| self.attached.contains_key(name));
+        let ownership: Ownership = share
+            .interfaces
+            .iter()
+            .filter(|(name, _)| self.attached.contains_key(*name))
+            .map(|(name, (_, ips))| (name.clone(), ips.clone()))
+            .collect();
         let (announced, actions) = {
             let mut responder = lock(&self.responder);
-            (
-                responder.gained(&ownership),
-                responder.set_owned(ownership.clone()),
-            )
+            (responder.gained(&ownership), responder.set_owned(ownership))
         };
         self.perform(actions).await;
         for (interface, ip) in announced {
             self.repeat_announcements(interface, ip);
         }
-        // 4. What changed, for Events.
+        // 4. What changed, for the reporter.
         let now = self.owned();
         let services: BTreeMap<IpAddr, BTreeSet<ServiceKey>> = now
             .keys()
             .map(|ip| {
-                let keys = plan.get(ip).map(|o| o.services.clone()).unwrap_or_default();
+                let keys = share.services.get(ip).cloned().unwrap_or_default();
                 (*ip, keys.into_iter().collect())
             })
             .collect();
-        let takeovers: Vec<Takeover> = now
-            .iter()
-            .filter_map(|(ip, interfaces)| {
-                let before = self.services.get(ip);
-                let started: Vec<ServiceKey> = services[ip]
-                    .iter()
-                    .filter(|key| !before.is_some_and(|b| b.contains(*key)))
-                    .cloned()
-                    .collect();
-                (!started.is_empty()).then(|| Takeover {
+        told.extend(
+            self.services
+                .keys()
+                .filter(|ip| !now.contains_key(ip))
+                .map(|ip| Told::Withdrawn(*ip)),
+        );
+        let mut taken = 0;
+        for (ip, interfaces) in &now {
+            let before = self.services.get(ip);
+            let started: Vec<ServiceKey> = services[ip]
+                .iter()
+                .filter(|key| !before.is_some_and(|b| b.contains(*key)))
+                .cloned()
+                .collect();
+            if !started.is_empty() {
+                taken += u64::from(before.is_none());
+                told.push(Told::Announcing(Takeover {
                     ip: *ip,
                     services: started,
                     interfaces: interfaces.clone(),
-                })
-            })
-            .collect();
-        for ip in self.services.keys().filter(|ip| !now.contains_key(ip)) {
-            info!(%ip, "no longer announcing");
-        }
-        let mut taken = 0;
-        for takeover in &takeovers {
-            info!(ip = %takeover.ip, services = ?takeover.services, interfaces = ?takeover.interfaces, "announcing");
-            taken += u64::from(!self.services.contains_key(&takeover.ip));
+                }));
+            }
         }
         self.metrics.ownership_changes.inc_by(taken);
         self.metrics
             .owned_addresses
             .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
         self.services = services;
-        takeovers
+        told
     }
 
     /// The addresses owned now, with the interfaces they are answered on.
@@ -205,34 +237,12 @@ impl Announcer {
     }
 
     /// Stops answering for everything (on shutdown).
-    pub(crate) async fn withdraw_all(&mut self) {
+    pub(crate) async fn stop(&mut self) -> Vec<Told> {
         let actions = lock(&self.responder).set_owned(Ownership::new());
         self.perform(actions).await;
-        self.services.clear();
         self.metrics.owned_addresses.set(0);
-    }
-
-    /// The addresses the plan gives this node, per interface.
-    fn wanted(&self, plan: &L2Plan, links: &[Link]) -> Ownership {
-        let mut ownership = Ownership::new();
-        for (ip, owner) in plan.iter().filter(|(_, o)| o.node == self.node) {
-            let names: Vec<&str> = match &owner.interfaces {
-                Interfaces::All => links
-                    .iter()
-                    .filter(|l| l.is_suitable_by_default())
-                    .map(|l| l.name.as_str())
-                    .collect(),
-                Interfaces::Named(names) => links
-                    .iter()
-                    .filter(|l| l.is_usable() && names.contains(&l.name))
-                    .map(|l| l.name.as_str())
-                    .collect(),
-            };
-            for name in names {
-                ownership.entry(name.to_owned()).or_default().insert(*ip);
-            }
-        }
-        ownership
+        let addresses = std::mem::take(&mut self.services).len();
+        vec![Told::Silenced { addresses }]
     }
 
     fn attach(&self, link: &Link) -> std::io::Result<Attached> {
@@ -421,5 +431,78 @@ async fn answer_ndp(
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_l2::MacAddr;
+    use herald_plan::Owner;
+
+    use super::*;
+
+    fn link(name: &str, index: u32, up: bool, enslaved: bool) -> Link {
+        Link {
+            name: name.into(),
+            index,
+            mac: MacAddr::new(0x02, 0, 0, 0, 0, index as u8),
+            flags: u32::from(up),
+            kind: 1,
+            enslaved,
+        }
+    }
+
+    fn owner(node: &str, interfaces: Interfaces, service: &str) -> Owner {
+        Owner {
+            node: node.into(),
+            interfaces,
+            services: vec![ServiceKey::new("ns", service)],
+        }
+    }
+
+    #[test]
+    fn this_nodes_share_is_its_addresses_on_the_interfaces_their_advertisements_allow() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let plan: L2Plan = [
+            (ip("192.0.2.10"), owner("n1", Interfaces::All, "web")),
+            (
+                ip("2001:db8::10"),
+                owner("n1", Interfaces::Named(["eth1".into()].into()), "api"),
+            ),
+            (ip("192.0.2.11"), owner("n2", Interfaces::All, "db")),
+        ]
+        .into();
+        let links = [
+            link("eth0", 2, true, false),
+            link("eth1", 3, true, true),
+            link("eth2", 4, false, false),
+        ];
+        let share = l2_share(&plan, &links, "n1");
+        let on: Vec<(&str, Vec<IpAddr>)> = share
+            .interfaces
+            .iter()
+            .map(|(name, (_, ips))| (name.as_str(), ips.iter().copied().collect()))
+            .collect();
+        assert_eq!(
+            on,
+            [
+                ("eth0", vec![ip("192.0.2.10")]),
+                ("eth1", vec![ip("2001:db8::10")]),
+            ],
+            "every suitable interface (not the bond slave, not the down one), or the named one \
+             even when enslaved; another node's address nowhere"
+        );
+        assert_eq!(
+            share.services[&ip("2001:db8::10")],
+            [ServiceKey::new("ns", "api")]
+        );
+        assert!(!share.services.contains_key(&ip("192.0.2.11")));
+        let mut moved = links.clone();
+        moved[0].index = 7;
+        assert_ne!(
+            l2_share(&plan, &moved, "n1"),
+            share,
+            "an interface that changed changes the share, so its sockets are opened again"
+        );
     }
 }

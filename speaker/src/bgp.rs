@@ -2,19 +2,17 @@
 //! planning gave it.
 //!
 //! ```text
-//!   BgpPlan (this node: peer -> routes) + Peers (translated BGPPeers) + this Node
-//!     │ session settings per peer (Peer::settings: ASNs, router ID, timers, address, TTL)
+//!   BgpPlan (this node: peer -> routes) + Peers (translated BGPPeers) + this Node + passwords
+//!     │ bgp_share (pure): per peer, its session settings (Peer::settings) and routes
 //!     ▼
-//!   Sessions: start new, set routes on unchanged, restart changed, stop removed
+//!   BgpShare ──► Sessions::apply: start new, set routes on unchanged, restart changed,
+//!                stop removed ──► Vec<Told> (for the reporter)
 //! ```
 //!
-//! What people are told (each session's BGPSessionStatus, an Event per change of what the node
-//! advertises for a Service) is the reporter's job ([`crate::report`]); this module gives it
-//! [`Sessions::sessions`].
-//!
 //! A peer that cannot be used (an address that does not parse, no router ID, a password that
-//! cannot be read) is reported once, naming the object and field ([`PeerError`]), and left as
-//! it was: a running session keeps running with its last good settings.
+//! cannot be read) is left as it was: a running session keeps running with its last good
+//! settings. Why it cannot be used ([`PeerError`], naming the object and field) is the
+//! reporter's to tell, once.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,87 +22,90 @@ use std::{
 
 use herald_bgp::{
     RouteAttributes,
-    driver::{self, Handle, Password},
-    session::{BandwidthBits, Event, State},
+    driver::{self, Handle},
+    session::BandwidthBits,
 };
 use herald_domain::Prefix;
 use herald_plan::{BgpPlan, BgpRoute};
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
-use tracing::{info, warn};
 
 use crate::{
     cluster::NodeView,
-    metrics::{Metrics, NotificationLabels, PeerLabels},
-    peer::{PasswordError, Passwords, Peer, PeerError, Settings},
+    metrics::Metrics,
+    peer::{Peer, PeerError, Settings},
+    report::Told,
+    secrets::Passwords,
 };
 
-/// The key of the password in a BGPPeer's Secret (`kubernetes.io/basic-auth`).
-const PASSWORD_KEY: &str = "password";
 /// The link bandwidth per ready local endpoint: 1 Mbit/s, so routers show the endpoint count
 /// as megabits.
 const BANDWIDTH_PER_ENDPOINT: f32 = 125_000.0;
 
-struct Running {
-    settings: Settings,
-    handle: Handle,
+/// The routes of one session, by prefix.
+pub(crate) type Routes = BTreeMap<Prefix, RouteAttributes>;
+
+/// One session as this node should run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WantedSession {
+    pub(crate) settings: Settings,
+    pub(crate) routes: Routes,
 }
 
-/// The BGP sessions of this node.
-pub(crate) struct Sessions {
-    metrics: Arc<Metrics>,
-    running: BTreeMap<String, Running>,
-    /// The last problem reported per peer, so that each is logged once.
-    problems: BTreeMap<String, PeerError>,
-    /// Password Secrets are read from Herald's namespace only, one `get` each (the speaker
-    /// may not list Secrets).
-    secrets: Api<Secret>,
-    /// Passwords by Secret name, as last read.
-    passwords: Passwords,
-    /// The last inputs, to apply again when a password changes.
-    last: Option<Inputs>,
+/// This node's BGP as it should be: what [`Sessions::apply`] brings the sessions to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BgpShare {
+    /// The sessions to run, by BGPPeer name.
+    pub(crate) sessions: BTreeMap<String, WantedSession>,
+    /// BGPPeers that cannot be used now: a running session keeps its last good settings and
+    /// takes these routes (`None`: the BGPPeer itself does not translate, so it was not
+    /// planned and keeps its routes too).
+    pub(crate) held: BTreeMap<String, Option<Routes>>,
 }
 
-/// What the sessions are made from: this node's plan, the usable peers, the peers that cannot
-/// be used (their sessions are left as they are), and the node.
-#[derive(Debug, Clone)]
-struct Inputs {
-    plan: BgpPlan,
-    peers: Vec<Peer>,
-    unusable: Vec<PeerError>,
-    node: NodeView,
+/// The Secrets whose passwords the sessions of `plan` need.
+pub(crate) fn wanted_secrets(plan: &BgpPlan, peers: &[Peer]) -> Vec<String> {
+    peers
+        .iter()
+        .filter(|p| plan.contains_key(&p.name))
+        .filter_map(|p| p.password_secret.clone())
+        .collect()
 }
 
-/// Reads the password of Secret `name`.
-async fn read_password(secrets: &Api<Secret>, name: &str) -> Result<Password, PasswordError> {
-    let secret = secrets
-        .get(name)
-        .await
-        .map_err(|e| PasswordError::Unreadable {
-            namespace: secrets.namespace().unwrap_or_default().to_owned(),
-            name: name.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let password = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(PASSWORD_KEY))
-        .map(|bytes| bytes.0.clone())
-        .ok_or_else(|| PasswordError::NoKey {
-            name: name.to_owned(),
-            key: PASSWORD_KEY,
-        })?;
-    if password.is_empty() || password.len() > herald_bgp::md5::MAX_PASSWORD {
-        return Err(PasswordError::Length {
-            name: name.to_owned(),
-            max: herald_bgp::md5::MAX_PASSWORD,
-        });
+/// What this node's sessions should be, from its plan, the usable `peers`, the `unusable`
+/// ones, the node and the passwords read; with why planned peers cannot be used.
+pub(crate) fn bgp_share(
+    plan: &BgpPlan,
+    peers: &[Peer],
+    unusable: &[PeerError],
+    node: &NodeView,
+    passwords: &Passwords,
+) -> (BgpShare, Vec<PeerError>) {
+    let mut share = BgpShare::default();
+    let mut problems = Vec::new();
+    for (name, planned) in plan {
+        let Some(peer) = peers.iter().find(|p| p.name == *name) else {
+            continue;
+        };
+        let routes = routes(planned);
+        match peer.settings(node, passwords) {
+            Ok(settings) => {
+                share
+                    .sessions
+                    .insert(name.clone(), WantedSession { settings, routes });
+            }
+            Err(problem) => {
+                problems.push(problem);
+                share.held.insert(name.clone(), Some(routes));
+            }
+        }
     }
-    Ok(Password(password))
+    for problem in unusable {
+        share.held.entry(problem.peer().to_owned()).or_insert(None);
+    }
+    (share, problems)
 }
 
 /// The session's routes from the plan's.
-fn routes(planned: &BTreeMap<Prefix, BgpRoute>) -> BTreeMap<Prefix, RouteAttributes> {
+fn routes(planned: &BTreeMap<Prefix, BgpRoute>) -> Routes {
     planned
         .iter()
         .map(|(&prefix, route)| {
@@ -123,48 +124,9 @@ fn routes(planned: &BTreeMap<Prefix, BgpRoute>) -> BTreeMap<Prefix, RouteAttribu
         .collect()
 }
 
-/// Keeps the session metrics from the session's events.
-fn metrics_sink(metrics: Arc<Metrics>, peer: String) -> driver::EventSink {
-    Arc::new(move |event: &Event| {
-        let labels = PeerLabels { peer: peer.clone() };
-        match event {
-            Event::StateChanged { to, .. } => {
-                metrics
-                    .bgp_session_up
-                    .get_or_create(&labels)
-                    .set(i64::from(*to == State::Established));
-            }
-            Event::UpdatesSent {
-                messages,
-                advertised,
-            } => {
-                metrics
-                    .bgp_updates_sent
-                    .get_or_create(&labels)
-                    .inc_by(*messages as u64);
-                metrics
-                    .bgp_prefixes_advertised
-                    .get_or_create(&labels)
-                    .set(i64::try_from(*advertised).unwrap_or(i64::MAX));
-            }
-            Event::NotificationSent(n) | Event::NotificationReceived(n) => {
-                let direction = if matches!(event, Event::NotificationSent(_)) {
-                    "sent"
-                } else {
-                    "received"
-                };
-                metrics
-                    .bgp_notifications
-                    .get_or_create(&NotificationLabels {
-                        peer: peer.clone(),
-                        direction,
-                        code: n.code_name(),
-                    })
-                    .inc();
-            }
-            Event::Negotiated { .. } => {}
-        }
-    })
+struct Running {
+    settings: Settings,
+    handle: Handle,
 }
 
 /// One session as the reporter shows it.
@@ -175,32 +137,18 @@ pub(crate) struct SessionReport {
     pub(crate) status: driver::Status,
 }
 
+/// The BGP sessions of this node.
+pub(crate) struct Sessions {
+    metrics: Arc<Metrics>,
+    running: BTreeMap<String, Running>,
+}
+
 impl Sessions {
-    /// No sessions yet; password Secrets are read from Herald's `namespace`.
-    pub(crate) fn new(metrics: Arc<Metrics>, client: Client, namespace: &str) -> Sessions {
+    /// No sessions yet.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
         Sessions {
             metrics,
             running: BTreeMap::new(),
-            problems: BTreeMap::new(),
-            secrets: Api::namespaced(client, namespace),
-            passwords: BTreeMap::new(),
-            last: None,
-        }
-    }
-
-    /// Reads every password Secret again; applies the last inputs again when one changed.
-    pub(crate) async fn refresh_passwords(&mut self) {
-        let mut changed = false;
-        for name in self.passwords.keys().cloned().collect::<Vec<_>>() {
-            let now = read_password(&self.secrets, &name).await;
-            if self.passwords.get(&name) != Some(&now) {
-                self.passwords.insert(name, now);
-                changed = true;
-            }
-        }
-        if changed && let Some(inputs) = self.last.clone() {
-            // The same plan: sessions restart with the new passwords, no Service changes.
-            self.reconcile(inputs).await;
         }
     }
 
@@ -216,138 +164,164 @@ impl Sessions {
             .collect()
     }
 
-    /// Brings the sessions in line with `plan` when an input changed. `unusable` peers keep
-    /// their sessions as they are.
-    pub(crate) async fn apply(
-        &mut self,
-        plan: &BgpPlan,
-        peers: &[Peer],
-        unusable: &[PeerError],
-        node: &NodeView,
-    ) {
-        // The loop calls this on every input change; most leave this node's BGP as it was,
-        // and then nothing is copied.
-        let unchanged = self.last.as_ref().is_some_and(|last| {
-            last.plan == *plan
-                && last.peers == peers
-                && last.unusable == unusable
-                && last.node == *node
-        });
-        if unchanged {
-            return;
-        }
-        let inputs = Inputs {
-            plan: plan.clone(),
-            peers: peers.to_vec(),
-            unusable: unusable.to_vec(),
-            node: node.clone(),
-        };
-        self.reconcile(inputs).await;
-    }
-
-    /// Brings the sessions in line with the inputs, whether or not they changed.
-    async fn reconcile(&mut self, inputs: Inputs) {
-        let Inputs {
-            plan,
-            peers,
-            unusable,
-            node,
-        } = &inputs;
-        // Secrets not read yet are read now; `refresh_passwords` keeps them current.
-        let wanted_secrets: Vec<String> = peers
-            .iter()
-            .filter(|p| plan.contains_key(&p.name))
-            .filter_map(|p| p.password_secret.clone())
-            .collect();
-        self.passwords
-            .retain(|name, _| wanted_secrets.contains(name));
-        for name in wanted_secrets {
-            if !self.passwords.contains_key(&name) {
-                let password = read_password(&self.secrets, &name).await;
-                self.passwords.insert(name, password);
-            }
-        }
-        let mut problems = BTreeMap::new();
-        for (name, planned) in plan {
-            let Some(peer) = peers.iter().find(|p| p.name == *name) else {
+    /// Brings the sessions in line with `share`; says which started and stopped.
+    pub(crate) async fn apply(&mut self, share: &BgpShare) -> Vec<Told> {
+        let mut told = Vec::new();
+        for (name, wanted) in &share.sessions {
+            let routes = wanted.routes.clone();
+            if let Some(running) = self.running.get(name)
+                && running.settings == wanted.settings
+            {
+                running.handle.set_routes(routes);
                 continue;
-            };
-            let wanted = match peer.settings(node, &self.passwords) {
-                Ok(settings) => settings,
-                Err(problem) => {
-                    if self.problems.get(name) != Some(&problem) {
-                        warn!(%problem, "a BGPPeer cannot be used; its session is left as it was");
-                    }
-                    problems.insert(name.clone(), problem);
-                    if let Some(running) = self.running.get(name) {
-                        running.handle.set_routes(routes(planned));
-                    }
-                    continue;
+            }
+            let restarted = match self.running.remove(name) {
+                Some(old) => {
+                    old.handle.stop(false).await;
+                    true
                 }
+                None => false,
             };
-            let routes = routes(planned);
-            match self.running.get(name) {
-                Some(running) if running.settings == wanted => running.handle.set_routes(routes),
-                _ => {
-                    if let Some(old) = self.running.remove(name) {
-                        info!(peer = %name, "BGPPeer changed; starting its session over");
-                        old.handle.stop(false).await;
-                    }
-                    info!(peer = %name, address = %wanted.transport.peer, "starting BGP session");
-                    if let Some(profile) = &peer.bfd_profile {
-                        warn!(peer = %name, %profile, "BFD is not implemented yet: BGPPeer spec.bfdProfile is ignored; failures are detected by the hold time");
-                    }
-                    let handle = driver::spawn(
-                        name.clone(),
-                        wanted.config.clone(),
-                        wanted.transport.clone(),
-                        routes,
-                        metrics_sink(self.metrics.clone(), name.clone()),
-                    );
-                    self.running.insert(
-                        name.clone(),
-                        Running {
-                            settings: wanted,
-                            handle,
-                        },
-                    );
-                }
+            let handle = driver::spawn(
+                name.clone(),
+                wanted.settings.config.clone(),
+                wanted.settings.transport.clone(),
+                routes,
+                self.metrics.session_events(name),
+            );
+            told.push(Told::SessionStarted {
+                peer: name.clone(),
+                address: wanted.settings.transport.peer,
+                restarted,
+            });
+            self.running.insert(
+                name.clone(),
+                Running {
+                    settings: wanted.settings.clone(),
+                    handle,
+                },
+            );
+        }
+        for (name, routes) in &share.held {
+            if let (Some(running), Some(routes)) = (self.running.get(name), routes) {
+                running.handle.set_routes(routes.clone());
             }
         }
-        let unusable: BTreeSet<&str> = unusable.iter().map(PeerError::peer).collect();
-        self.problems = problems;
+        let kept: BTreeSet<&String> = share.sessions.keys().chain(share.held.keys()).collect();
         let gone: Vec<String> = self
             .running
             .keys()
-            .filter(|name| !plan.contains_key(*name) && !unusable.contains(name.as_str()))
+            .filter(|name| !kept.contains(name))
             .cloned()
             .collect();
         for name in gone {
             if let Some(old) = self.running.remove(&name) {
-                info!(peer = %name, "BGPPeer no longer applies to this node; stopping its session");
                 old.handle.stop(false).await;
-                self.forget(&name);
+                self.metrics.forget_session(&name);
+                told.push(Told::SessionStopped {
+                    peer: name,
+                    graceful: false,
+                });
             }
         }
-        self.last = Some(inputs);
-    }
-
-    fn forget(&self, peer: &str) {
-        let labels = PeerLabels {
-            peer: peer.to_owned(),
-        };
-        self.metrics.bgp_session_up.remove(&labels);
-        self.metrics.bgp_prefixes_advertised.remove(&labels);
+        told
     }
 
     /// Ends every session as the speaker stops: peers with graceful restart keep the routes
     /// (the node keeps forwarding while its speaker restarts); the others are told to
     /// withdraw them at once.
-    pub(crate) async fn stop_all(&mut self) {
+    pub(crate) async fn stop(&mut self) -> Vec<Told> {
+        let mut told = Vec::new();
         for (name, running) in std::mem::take(&mut self.running) {
             let graceful = running.settings.config.graceful_restart.is_some();
             running.handle.stop(graceful).await;
-            info!(peer = %name, graceful, "BGP session stopped");
+            told.push(Told::SessionStopped {
+                peer: name,
+                graceful,
+            });
         }
+        told
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_bgp::driver::Password;
+    use serde_json::json;
+
+    use super::*;
+    use crate::peer::tests::{named_peer, node, password_missing};
+
+    fn peer(name: &str, spec: serde_json::Value) -> Peer {
+        named_peer(name, spec).expect("usable")
+    }
+
+    #[test]
+    fn each_planned_peer_gets_its_settings_and_weighted_routes_or_is_held_with_its_problem() {
+        let peers = [
+            peer(
+                "tor",
+                json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254"}),
+            ),
+            peer(
+                "signed",
+                json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.253",
+                "passwordSecret": {"name": "md5"}}),
+            ),
+            peer(
+                "elsewhere",
+                json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.252"}),
+            ),
+        ];
+        let prefix = Prefix::host("203.0.113.10".parse().expect("ip"));
+        let route = BgpRoute {
+            local_pref: Some(200),
+            weight: Some(3),
+            ..BgpRoute::default()
+        };
+        let plan: BgpPlan = [
+            ("tor".to_owned(), [(prefix, route.clone())].into()),
+            ("signed".to_owned(), [(prefix, route)].into()),
+        ]
+        .into();
+        assert_eq!(wanted_secrets(&plan, &peers), ["md5"]);
+        let unusable = [PeerError::Field {
+            peer: "broken".into(),
+            field: "spec.peerAddress",
+            problem: "invalid IP address syntax".into(),
+        }];
+        let n1 = node(Some("192.0.2.1"));
+        let (share, problems) = bgp_share(&plan, &peers, &unusable, &n1, &password_missing("md5"));
+        let tor = &share.sessions["tor"];
+        assert_eq!(
+            tor.settings.transport.peer,
+            "192.0.2.254:179".parse().expect("address")
+        );
+        let attributes = &tor.routes[&prefix];
+        assert_eq!(attributes.local_pref, Some(200));
+        assert_eq!(
+            attributes.link_bandwidth,
+            Some(BandwidthBits::new(3.0 * BANDWIDTH_PER_ENDPOINT)),
+            "three ready local endpoints weigh three megabits"
+        );
+        assert_eq!(share.sessions.len(), 1, "{:?}", share.sessions.keys());
+        assert_eq!(share.held["signed"], Some(tor.routes.clone()));
+        assert_eq!(share.held["broken"], None);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("BGPPeer signed: spec.passwordSecret:"),
+            "{}",
+            problems[0]
+        );
+        let read = [("md5".to_owned(), Ok(Password(b"secret".to_vec())))].into();
+        let (share, problems) = bgp_share(&plan, &peers, &[], &n1, &read);
+        assert!(problems.is_empty());
+        assert_eq!(
+            share.sessions.keys().collect::<Vec<_>>(),
+            ["signed", "tor"],
+            "once the password is read the session runs"
+        );
     }
 }

@@ -6,9 +6,12 @@
 //!   every second: the node's interfaces ───────────────────────────────────┘     │
 //!                        ┌──────────────────────────────────────────────┬────────┘
 //!                        ▼ plan_l2 (whole cluster)                       ▼ plan_bgp (this node)
-//!   Announcer::apply ◄── this node's share               Sessions::apply: one per peer
-//!   Reporter ─► Events `nodeAssigned`, `bgpAdvertisement`; ServiceL2Status and
-//!               BGPSessionStatus records
+//!   l2_share: this node's addresses per interface       bgp_share: settings + routes per peer
+//!        ▼                                                    ▼ (passwords from PasswordSecrets)
+//!   Announcer::apply(&L2Share) -> Vec<Told>           Sessions::apply(&BgpShare) -> Vec<Told>
+//!        └───────────────────────┬────────────────────────────┘
+//!   Reporter ◄── Told, problems, plans: log; Events `nodeAssigned`, `bgpAdvertisement`;
+//!               ServiceL2Status and BGPSessionStatus records
 //! ```
 //!
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
@@ -41,12 +44,13 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{
-    announce::Announcer,
-    bgp::Sessions,
+    announce::{Announcer, L2Share, l2_share},
+    bgp::{self, BgpShare, Sessions},
     cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
     metrics::Metrics,
-    peer,
+    peer::{self, Peer},
     report::Reporter,
+    secrets::PasswordSecrets,
 };
 
 /// How often the node's interfaces are read again.
@@ -178,7 +182,8 @@ pub(crate) async fn run(
                 inputs_changed = true;
             }
             _ = scan.tick() => speaker.report_sessions(),
-            _ = password_refresh.tick() => speaker.sessions.refresh_passwords().await,
+            // A rotated password starts its sessions over.
+            _ = password_refresh.tick() => inputs_changed = speaker.secrets.refresh().await,
         }
     }
     speaker.stop().await;
@@ -193,21 +198,20 @@ struct Speaker<'a> {
     membership: &'a Handle,
     announcer: Announcer,
     sessions: Sessions,
+    secrets: PasswordSecrets,
     reporter: Reporter,
     /// The other speakers' gossip addresses, as last given to gossip.
     seeds: BTreeMap<String, SocketAddr>,
-    /// The advertisements and peers that cannot be used, as last logged.
-    problems: Vec<String>,
     /// Until every other node's speaker was heard from (or `join_deadline`), announce nothing.
     joined: bool,
     join_deadline: tokio::time::Instant,
     /// The inputs and result of the last plan.
     plan: L2Plan,
     services: Vec<Arc<AnnouncedService>>,
-    alive: BTreeSet<String>,
     this_node: Option<NodeView>,
-    /// The node's interfaces as last applied.
-    links: Vec<herald_l2::link::Link>,
+    /// What the drivers were last given.
+    l2_applied: L2Share,
+    bgp_applied: Option<BgpShare>,
 }
 
 impl<'a> Speaker<'a> {
@@ -227,22 +231,18 @@ impl<'a> Speaker<'a> {
             settings,
             stores,
             membership,
-            announcer: Announcer::new(&settings.node, settings.metrics.clone()),
-            sessions: Sessions::new(
-                settings.metrics.clone(),
-                client.clone(),
-                &settings.namespace,
-            ),
+            announcer: Announcer::new(settings.metrics.clone()),
+            sessions: Sessions::new(settings.metrics.clone()),
+            secrets: PasswordSecrets::new(client.clone(), &settings.namespace),
             reporter: Reporter::start(client, publisher, &settings.node, &settings.namespace),
             seeds: BTreeMap::new(),
-            problems: Vec::new(),
             joined: false,
             join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
             plan: L2Plan::new(),
             services: Vec::new(),
-            alive: BTreeSet::new(),
             this_node: None,
-            links: Vec::new(),
+            l2_applied: L2Share::default(),
+            bgp_applied: None,
         }
     }
 
@@ -266,17 +266,21 @@ impl<'a> Speaker<'a> {
             self.membership.set_seeds(wanted_seeds.clone());
             self.seeds = wanted_seeds;
         }
-        self.alive = alive;
         settings
             .metrics
             .members
-            .set(i64::try_from(self.alive.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
         if !self.joined {
-            self.joined = self.seeds.keys().all(|node| self.alive.contains(node))
+            self.joined = self.seeds.keys().all(|node| alive.contains(node))
                 || tokio::time::Instant::now() >= self.join_deadline;
             if self.joined {
-                info!(live = ?self.alive, "joined the speakers; announcing");
+                info!(live = ?alive, "joined the speakers; announcing");
             }
+        }
+        if self.joined {
+            // Not before: a speaker that has not heard from the others yet would take their
+            // nodes for dead and delete their records.
+            self.reporter.speakers_alive(&alive);
         }
         let objects = Objects {
             services: &self.services,
@@ -287,14 +291,9 @@ impl<'a> Speaker<'a> {
             bgp_advertisements: &bgp_advertisements,
             bgp_peers: &bgp_peers,
         };
-        let (snapshot, mut problems) = cluster::snapshot(objects, &self.alive);
+        let (snapshot, mut problems) = cluster::snapshot(objects, &alive);
         problems.extend(unusable_peers.iter().map(ToString::to_string));
-        if problems != self.problems {
-            for problem in &problems {
-                warn!(%problem, "an advertisement or peer is not used");
-            }
-            self.problems = problems;
-        }
+        problems.extend(bgp_peers.iter().filter_map(Peer::ignored));
         self.plan = plan_l2(&snapshot);
         self.this_node = nodes
             .iter()
@@ -302,33 +301,48 @@ impl<'a> Speaker<'a> {
             .map(|n| (**n).clone());
         if let Some(node) = &self.this_node {
             let bgp_plan = plan_bgp(&snapshot, &settings.node);
-            self.sessions
-                .apply(&bgp_plan, &bgp_peers, &unusable_peers, node)
+            self.secrets
+                .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers))
                 .await;
+            let (share, unusable_settings) = bgp::bgp_share(
+                &bgp_plan,
+                &bgp_peers,
+                &unusable_peers,
+                node,
+                self.secrets.passwords(),
+            );
+            problems.extend(unusable_settings.iter().map(ToString::to_string));
+            if self.bgp_applied.as_ref() != Some(&share) {
+                let told = self.sessions.apply(&share).await;
+                self.reporter.told(told, &self.services);
+                self.bgp_applied = Some(share);
+            }
             self.reporter.bgp_advertisements(&self.services, &bgp_plan);
             self.reporter.bgp_sessions(node, &self.sessions.sessions());
         }
+        self.reporter.problems(problems);
     }
 
-    /// Once joined, applies the layer-2 plan when it (`plan_changed`) or the node's
-    /// interfaces changed, and reports what this node announces.
+    /// Once joined, applies this node's share of the layer-2 plan when the plan
+    /// (`plan_changed`) or the share (the node's interfaces) changed, and reports what this
+    /// node announces.
     async fn announce(&mut self, plan_changed: bool) {
+        if !self.joined {
+            return;
+        }
         let links = read_links().unwrap_or_else(|e| {
             warn!(error = %e, "reading the node's interfaces");
             Vec::new()
         });
-        if !self.joined || (!plan_changed && links == self.links) {
+        let share = l2_share(&self.plan, &links, &self.settings.node);
+        if !plan_changed && share == self.l2_applied {
             return;
         }
-        self.links = links;
-        let takeovers = self.announcer.apply(&self.plan, &self.links).await;
-        self.reporter.report(
-            &self.services,
-            &self.plan,
-            &self.announcer.owned(),
-            takeovers,
-            &self.alive,
-        );
+        let told = self.announcer.apply(&share).await;
+        self.reporter.told(told, &self.services);
+        self.reporter
+            .l2_records(&self.services, &share, &self.announcer.owned());
+        self.l2_applied = share;
     }
 
     /// Writes each BGP session's state into its record.
@@ -340,8 +354,8 @@ impl<'a> Speaker<'a> {
 
     /// Stops answering and ends every session.
     async fn stop(mut self) {
-        self.announcer.withdraw_all().await;
-        info!("stopped answering for every address");
-        self.sessions.stop_all().await;
+        let mut told = self.announcer.stop().await;
+        told.extend(self.sessions.stop().await);
+        self.reporter.told(told, &self.services);
     }
 }

@@ -6,9 +6,11 @@
 //!
 //! This binary is the thin shell around the pure planner (`crates/plan`) and the protocol
 //! crates (`crates/l2`, `crates/membership`, `crates/bgp`): flags, wiring, `/metrics`,
-//! `/healthz`, `/readyz`. The loop is in [`control`], the translation of objects in
-//! [`cluster`], the layer-2 driver in [`announce`], the BGP sessions in [`bgp`], Events and
-//! records in [`report`].
+//! `/healthz`, `/readyz`. The loop is in [`control`]; the translation of objects in
+//! [`cluster`] (Services, EndpointSlices, Nodes, advertisements) and [`peer`] (BGPPeers);
+//! BGP passwords in [`secrets`]. Two drivers of one shape, `apply(&share) -> Vec<Told>` and
+//! `stop()`: layer 2 in [`announce`], the BGP sessions in [`bgp`]. Everything told (logs,
+//! Events, records) in [`report`]; metrics in [`metrics`].
 
 /// The field manager of everything the speaker writes with server-side apply.
 const FIELD_MANAGER: &str = "herald-speaker";
@@ -20,6 +22,7 @@ mod control;
 mod metrics;
 mod peer;
 mod report;
+mod secrets;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -77,10 +80,8 @@ struct Flags {
 }
 
 /// `250ms`, `2s`, `1m30s`: durations are written as in Herald's objects.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    herald_api::values::Duration(text.to_owned())
-        .parse()
-        .map_err(|e| e.to_string())
+fn parse_duration(text: &str) -> Result<Duration, herald_api::values::ValueError> {
+    herald_api::values::Duration(text.to_owned()).parse()
 }
 
 /// One thread: the speaker's work is small and mostly waiting, and every extra thread brings

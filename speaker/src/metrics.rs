@@ -3,6 +3,10 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use herald_bgp::{
+    driver::EventSink,
+    session::{Event, State},
+};
 use herald_membership::driver::Counters;
 use herald_shell::probes::Probes;
 use prometheus_client::{
@@ -157,5 +161,59 @@ impl Metrics {
         );
         registry.register_collector(Box::new(GossipCollector(gossip)));
         (Arc::new(metrics), Probes::new(registry))
+    }
+
+    /// A sink that keeps the metrics of the session with `peer` from its events.
+    pub(crate) fn session_events(self: &Arc<Self>, peer: &str) -> EventSink {
+        let (metrics, peer) = (self.clone(), peer.to_owned());
+        Arc::new(move |event: &Event| {
+            let labels = PeerLabels { peer: peer.clone() };
+            match event {
+                Event::StateChanged { to, .. } => {
+                    metrics
+                        .bgp_session_up
+                        .get_or_create(&labels)
+                        .set(i64::from(*to == State::Established));
+                }
+                Event::UpdatesSent {
+                    messages,
+                    advertised,
+                } => {
+                    metrics
+                        .bgp_updates_sent
+                        .get_or_create(&labels)
+                        .inc_by(*messages as u64);
+                    metrics
+                        .bgp_prefixes_advertised
+                        .get_or_create(&labels)
+                        .set(i64::try_from(*advertised).unwrap_or(i64::MAX));
+                }
+                Event::NotificationSent(n) | Event::NotificationReceived(n) => {
+                    let direction = if matches!(event, Event::NotificationSent(_)) {
+                        "sent"
+                    } else {
+                        "received"
+                    };
+                    metrics
+                        .bgp_notifications
+                        .get_or_create(&NotificationLabels {
+                            peer: peer.clone(),
+                            direction,
+                            code: n.code_name(),
+                        })
+                        .inc();
+                }
+                Event::Negotiated { .. } => {}
+            }
+        })
+    }
+
+    /// Drops the gauges of the session with `peer` (it ended; its counters stay).
+    pub(crate) fn forget_session(&self, peer: &str) {
+        let labels = PeerLabels {
+            peer: peer.to_owned(),
+        };
+        self.bgp_session_up.remove(&labels);
+        self.bgp_prefixes_advertised.remove(&labels);
     }
 }

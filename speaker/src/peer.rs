@@ -10,7 +10,6 @@
 //! ```
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -20,15 +19,12 @@ use herald_api::{
     BGPPeer,
     selector::{SelectorError, convert_all},
 };
-use herald_bgp::{
-    Config,
-    driver::{Password, Transport},
-};
+use herald_bgp::{Config, driver::Transport};
 use herald_domain::{Family, LabelSelector};
 use herald_plan::BgpPeer as PlannedBgpPeer;
 use kube::ResourceExt;
 
-use crate::cluster::NodeView;
+use crate::{cluster::NodeView, secrets::Passwords};
 
 /// The BGP port.
 const BGP_PORT: u16 = 179;
@@ -56,7 +52,7 @@ pub(crate) struct Peer {
     multihop: bool,
     graceful_restart: bool,
     /// `spec.bfdProfile`: accepted, not acted on (BFD is not built yet).
-    pub(crate) bfd_profile: Option<String>,
+    bfd_profile: Option<String>,
 }
 
 /// Why a BGPPeer cannot be used: the object, the field, and what is wrong with it.
@@ -86,30 +82,12 @@ impl PeerError {
     }
 }
 
-/// Why a password Secret cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PasswordError {
-    #[error("reading Secret {namespace}/{name}: {reason}")]
-    Unreadable {
-        namespace: String,
-        name: String,
-        reason: String,
-    },
-    #[error("Secret {name} has no key {key:?}")]
-    NoKey { name: String, key: &'static str },
-    #[error("the password in Secret {name} must have 1 to {max} octets")]
-    Length { name: String, max: usize },
-}
-
 /// Everything that fixes a session; when it changes, the session starts over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) transport: Transport,
 }
-
-/// Passwords by Secret name, as last read.
-pub(crate) type Passwords = BTreeMap<String, Result<Password, PasswordError>>;
 
 /// Every BGPPeer translated: the usable ones, sorted by name, and why the others are not.
 pub(crate) fn translate_all(
@@ -208,6 +186,16 @@ impl Peer {
         })
     }
 
+    /// What of the spec is accepted but not acted on, for the reporter to tell once.
+    pub(crate) fn ignored(&self) -> Option<String> {
+        self.bfd_profile.as_ref().map(|profile| {
+            format!(
+                "BGPPeer {}: spec.bfdProfile: {profile:?} is ignored, BFD is not implemented yet; failures are detected by the hold time",
+                self.name
+            )
+        })
+    }
+
     /// What planning needs of the peer. A session carries the routes of its transport's
     /// family only.
     pub(crate) fn planned(&self) -> PlannedBgpPeer {
@@ -274,13 +262,17 @@ impl Peer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use herald_plan::NodeState;
     use serde_json::json;
 
     use super::*;
+    use herald_bgp::driver::Password;
 
-    fn node(internal_ip: Option<&str>) -> NodeView {
+    use crate::secrets::PasswordError;
+
+    /// Node `n1` with this InternalIP.
+    pub(crate) fn node(internal_ip: Option<&str>) -> NodeView {
         NodeView {
             state: NodeState {
                 name: "n1".into(),
@@ -293,13 +285,30 @@ mod tests {
         }
     }
 
-    fn peer(spec: serde_json::Value) -> Result<Peer, PeerError> {
+    /// BGPPeer `name` with this spec, translated.
+    pub(crate) fn named_peer(name: &str, spec: serde_json::Value) -> Result<Peer, PeerError> {
         let object: BGPPeer = serde_json::from_value(
             json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BGPPeer",
-            "metadata": {"name": "tor"}, "spec": spec}),
+            "metadata": {"name": name}, "spec": spec}),
         )
         .expect("a valid BGPPeer");
         Peer::translate(&object, "herald-system")
+    }
+
+    fn peer(spec: serde_json::Value) -> Result<Peer, PeerError> {
+        named_peer("tor", spec)
+    }
+
+    /// Secret `name` read, without a password in it.
+    pub(crate) fn password_missing(name: &str) -> Passwords {
+        [(
+            name.to_owned(),
+            Err(PasswordError::NoKey {
+                name: name.into(),
+                key: "password",
+            }),
+        )]
+        .into()
     }
 
     #[test]
@@ -405,16 +414,8 @@ mod tests {
             "passwordSecret": {"name": "md5"}}),
         )
         .expect("usable");
-        let passwords = [(
-            "md5".to_owned(),
-            Err(PasswordError::NoKey {
-                name: "md5".into(),
-                key: "password",
-            }),
-        )]
-        .into();
         let error = unreadable
-            .settings(&node(Some("192.0.2.1")), &passwords)
+            .settings(&node(Some("192.0.2.1")), &password_missing("md5"))
             .expect_err("a Secret without the key");
         assert_eq!(
             error.to_string(),

@@ -1,7 +1,10 @@
 //! Everything the speaker tells people, in one place:
 //!
-//! - layer 2: an Event `nodeAssigned` on a Service when this node takes over one of its
-//!   addresses, and one [`ServiceL2Status`] per Service this node announces
+//! - what its drivers did ([`Told`]: an address taken over or given up, a session started or
+//!   stopped), in the log; a takeover also as an Event `nodeAssigned` on each of its Services;
+//! - configuration it cannot use (an advertisement, a BGPPeer, a password), in the log once
+//!   per problem;
+//! - layer 2: one [`ServiceL2Status`] per Service this node announces
 //!   (`kubectl get servicel2statuses`);
 //! - BGP: an Event `bgpAdvertisement` on a Service when what this node advertises for it
 //!   changes, and one [`BGPSessionStatus`] per session of this node, in Herald's namespace
@@ -11,7 +14,8 @@
 //! bounded queue, so that announcing never waits for the API server.
 //!
 //! ```text
-//!   loop ── takeovers, BGP plan changes ──► Events (background)
+//!   drivers ── Vec<Told> ──► log; takeovers ──► Events (background)
+//!   loop ── BGP plan changes ──► Events (background)
 //!        ── desired records (latest wins) ──► records writers: apply / delete the difference
 //!        ── speakers alive ──► L2 records of nodes whose speaker is dead are deleted by
 //!                              whoever is alive
@@ -19,7 +23,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
@@ -29,7 +33,7 @@ use herald_api::{
 };
 use herald_bgp::session::State;
 use herald_domain::ServiceKey;
-use herald_plan::{BgpPlan, L2Plan};
+use herald_plan::BgpPlan;
 use herald_shell::{
     events::{Note, Publisher, Queue, Severity},
     records::{self, Desired},
@@ -40,11 +44,11 @@ use kube::{
     api::{DeleteParams, ListParams},
 };
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::{
     FIELD_MANAGER,
-    announce::Takeover,
+    announce::{L2Share, Takeover},
     bgp::SessionReport,
     cluster::{AnnouncedService, NodeView},
 };
@@ -52,6 +56,28 @@ use crate::{
 /// How many Events may wait, and how many are sent at once.
 const EVENT_QUEUE: usize = 4_096;
 const EVENT_CONCURRENCY: usize = 4;
+
+/// What a driver did, for the reporter to tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Told {
+    /// Layer 2: this node started announcing an address for these Services.
+    Announcing(Takeover),
+    /// Layer 2: this node no longer announces the address.
+    Withdrawn(IpAddr),
+    /// Layer 2: the speaker stops; it no longer answers for any of its addresses.
+    Silenced { addresses: usize },
+    /// Layer 2: an interface's sockets could not be opened; nothing is answered there.
+    InterfaceUnusable { interface: String, error: String },
+    /// BGP: a session started, or started over because its BGPPeer changed.
+    SessionStarted {
+        peer: String,
+        address: SocketAddr,
+        restarted: bool,
+    },
+    /// BGP: a session ended, because its BGPPeer no longer applies to this node or the
+    /// speaker stops (`graceful`: the peer keeps the routes while the speaker restarts).
+    SessionStopped { peer: String, graceful: bool },
+}
 
 /// Reports for one node.
 pub(crate) struct Reporter {
@@ -64,6 +90,8 @@ pub(crate) struct Reporter {
     /// What this node advertised as last told, to tell only changes.
     advertised: BgpPlan,
     alive: watch::Sender<BTreeSet<String>>,
+    /// The configuration problems as last logged.
+    problems: Vec<String>,
 }
 
 impl Reporter {
@@ -91,6 +119,7 @@ impl Reporter {
             session_records,
             advertised: BgpPlan::new(),
             alive,
+            problems: Vec::new(),
         }
     }
 
@@ -110,43 +139,89 @@ impl Reporter {
         }
     }
 
-    /// Reports the state after an apply: `owned` (address -> interfaces) from this node,
-    /// `takeovers` among them, with the Services of each address from `plan`.
-    pub(crate) fn report(
-        &self,
-        services: &[Arc<AnnouncedService>],
-        plan: &L2Plan,
-        owned: &BTreeMap<IpAddr, BTreeSet<String>>,
-        takeovers: Vec<Takeover>,
-        alive: &BTreeSet<String>,
-    ) {
-        let uids: BTreeMap<&ServiceKey, &str> = services
-            .iter()
-            .filter_map(|s| Some((&s.state.key, s.uid.as_deref()?)))
-            .collect();
-        for takeover in takeovers {
-            let interfaces: Vec<&str> = takeover.interfaces.iter().map(String::as_str).collect();
-            let note = Note {
-                severity: Severity::Normal,
-                reason: "nodeAssigned".into(),
-                message: format!(
-                    "announcing {} from node {} on {} (layer 2)",
-                    takeover.ip,
-                    self.node,
-                    interfaces.join(", ")
-                ),
-            };
-            for key in &takeover.services {
-                if let Some(uid) = uids.get(key) {
-                    self.tell(key, uid, note.clone());
+    /// Tells what a driver did: in the log, and takeovers as Events on their Services (of
+    /// `services`).
+    pub(crate) fn told(&self, told: Vec<Told>, services: &[Arc<AnnouncedService>]) {
+        let uids = if told.iter().any(|t| matches!(t, Told::Announcing(_))) {
+            uids(services)
+        } else {
+            BTreeMap::new()
+        };
+        for told in told {
+            match told {
+                Told::Announcing(takeover) => {
+                    info!(ip = %takeover.ip, services = ?takeover.services, interfaces = ?takeover.interfaces, "announcing");
+                    self.tell_takeover(&takeover, &uids);
+                }
+                Told::Withdrawn(ip) => info!(%ip, "no longer announcing"),
+                Told::Silenced { addresses } => {
+                    info!(addresses, "stopped answering for every address");
+                }
+                Told::InterfaceUnusable { interface, error } => {
+                    warn!(%interface, %error, "cannot answer on this interface");
+                }
+                Told::SessionStarted {
+                    peer,
+                    address,
+                    restarted,
+                } => {
+                    if restarted {
+                        info!(%peer, "BGPPeer changed; starting its session over");
+                    }
+                    info!(%peer, %address, "starting BGP session");
+                }
+                Told::SessionStopped { peer, graceful } => {
+                    info!(%peer, graceful, "BGP session stopped");
                 }
             }
         }
+    }
+
+    /// An Event `nodeAssigned` on each Service of `takeover`.
+    fn tell_takeover(&self, takeover: &Takeover, uids: &BTreeMap<&ServiceKey, &str>) {
+        let interfaces: Vec<&str> = takeover.interfaces.iter().map(String::as_str).collect();
+        let note = Note {
+            severity: Severity::Normal,
+            reason: "nodeAssigned".into(),
+            message: format!(
+                "announcing {} from node {} on {} (layer 2)",
+                takeover.ip,
+                self.node,
+                interfaces.join(", ")
+            ),
+        };
+        for key in &takeover.services {
+            if let Some(uid) = uids.get(key) {
+                self.tell(key, uid, note.clone());
+            }
+        }
+    }
+
+    /// Logs each configuration problem once, when the set of them changes.
+    pub(crate) fn problems(&mut self, problems: Vec<String>) {
+        if problems != self.problems {
+            for problem in &problems {
+                warn!(%problem, "configuration not used");
+            }
+            self.problems = problems;
+        }
+    }
+
+    /// Writes one ServiceL2Status per Service (of `services`) this node announces: `owned`
+    /// (address -> interfaces) from this node, with the Services of each address from `share`.
+    pub(crate) fn l2_records(
+        &self,
+        services: &[Arc<AnnouncedService>],
+        share: &L2Share,
+        owned: &BTreeMap<IpAddr, BTreeSet<String>>,
+    ) {
+        let uids = uids(services);
         let mut specs: BTreeMap<&ServiceKey, (ServiceL2StatusSpec, &str)> = BTreeMap::new();
         for (ip, interfaces) in owned {
-            for key in plan
+            for key in share
+                .services
                 .get(ip)
-                .map(|o| o.services.as_slice())
+                .map(Vec::as_slice)
                 .unwrap_or_default()
             {
                 let Some(uid) = uids.get(key) else {
@@ -177,6 +252,10 @@ impl Reporter {
             })
             .collect();
         self.records.set(desired);
+    }
+
+    /// The speakers alive: the records of the others' nodes are deleted.
+    pub(crate) fn speakers_alive(&self, alive: &BTreeSet<String>) {
         self.alive.send_if_modified(|current| {
             let changed = current != alive;
             if changed {
@@ -185,9 +264,7 @@ impl Reporter {
             changed
         });
     }
-}
 
-impl Reporter {
     /// Tells each Service (of `services`) whose BGP routes from this node changed since the
     /// last call what this node now advertises for it.
     pub(crate) fn bgp_advertisements(
@@ -202,9 +279,9 @@ impl Reporter {
         }
         let changes = changes(&self.node, &self.advertised, plan);
         self.advertised.clone_from(plan);
+        let uids = uids(services);
         for change in changes {
-            let uid = services.iter().find(|s| s.state.key == change.service);
-            if let Some(uid) = uid.and_then(|s| s.uid.as_deref()) {
+            if let Some(uid) = uids.get(&change.service) {
                 let note = Note {
                     severity: Severity::Normal,
                     reason: "bgpAdvertisement".into(),
@@ -240,6 +317,14 @@ impl Reporter {
             .collect();
         self.session_records.set(desired);
     }
+}
+
+/// The uid of each Service (that has one), for its Events and records' owners.
+fn uids(services: &[Arc<AnnouncedService>]) -> BTreeMap<&ServiceKey, &str> {
+    services
+        .iter()
+        .filter_map(|s| Some((&s.state.key, s.uid.as_deref()?)))
+        .collect()
 }
 
 /// A change in what this node advertises for a Service, for its Event.

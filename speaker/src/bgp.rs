@@ -61,6 +61,17 @@ pub(crate) struct BgpShare {
     pub(crate) held: BTreeMap<String, Option<Routes>>,
 }
 
+/// What this node's share is made from: its plan, the usable peers, the peers that cannot be
+/// used, the node, and which reading of the passwords ([`crate::secrets::PasswordSecrets::version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BgpInputs {
+    pub(crate) plan: BgpPlan,
+    pub(crate) peers: Vec<Peer>,
+    pub(crate) unusable: Vec<PeerError>,
+    pub(crate) node: NodeView,
+    pub(crate) passwords: u64,
+}
+
 /// The Secrets whose passwords the sessions of `plan` need.
 pub(crate) fn wanted_secrets(plan: &BgpPlan, peers: &[Peer]) -> Vec<String> {
     peers
@@ -70,15 +81,16 @@ pub(crate) fn wanted_secrets(plan: &BgpPlan, peers: &[Peer]) -> Vec<String> {
         .collect()
 }
 
-/// What this node's sessions should be, from its plan, the usable `peers`, the `unusable`
-/// ones, the node and the passwords read; with why planned peers cannot be used.
-pub(crate) fn bgp_share(
-    plan: &BgpPlan,
-    peers: &[Peer],
-    unusable: &[PeerError],
-    node: &NodeView,
-    passwords: &Passwords,
-) -> (BgpShare, Vec<PeerError>) {
+/// What this node's sessions should be, from `inputs` and the passwords read; with why
+/// planned peers cannot be used.
+pub(crate) fn bgp_share(inputs: &BgpInputs, passwords: &Passwords) -> (BgpShare, Vec<PeerError>) {
+    let BgpInputs {
+        plan,
+        peers,
+        unusable,
+        node,
+        ..
+    } = inputs;
     let mut share = BgpShare::default();
     let mut problems = Vec::new();
     for (name, planned) in plan {
@@ -290,8 +302,14 @@ mod tests {
             field: "spec.peerAddress",
             problem: "invalid IP address syntax".into(),
         }];
-        let n1 = node(Some("192.0.2.1"));
-        let (share, problems) = bgp_share(&plan, &peers, &unusable, &n1, &password_missing("md5"));
+        let mut inputs = BgpInputs {
+            plan,
+            peers: peers.to_vec(),
+            unusable: unusable.to_vec(),
+            node: node(Some("192.0.2.1")),
+            passwords: 0,
+        };
+        let (share, problems) = bgp_share(&inputs, &password_missing("md5"));
         let tor = &share.sessions["tor"];
         assert_eq!(
             tor.settings.transport.peer,
@@ -316,7 +334,8 @@ mod tests {
             problems[0]
         );
         let read = [("md5".to_owned(), Ok(Password(b"secret".to_vec())))].into();
-        let (share, problems) = bgp_share(&plan, &peers, &[], &n1, &read);
+        inputs.unusable.clear();
+        let (share, problems) = bgp_share(&inputs, &read);
         assert!(problems.is_empty());
         assert_eq!(
             share.sessions.keys().collect::<Vec<_>>(),

@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use crate::{
     announce::{Announcer, L2Share, l2_share},
-    bgp::{self, BgpShare, Sessions},
+    bgp::{self, BgpInputs, Sessions},
     cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
     metrics::Metrics,
     peer::{self, Peer},
@@ -211,7 +211,9 @@ struct Speaker<'a> {
     this_node: Option<NodeView>,
     /// What the drivers were last given.
     l2_applied: L2Share,
-    bgp_applied: Option<BgpShare>,
+    /// What this node's BGP share was last made from, and why planned peers could not be
+    /// used then.
+    bgp_last: Option<(BgpInputs, Vec<String>)>,
 }
 
 impl<'a> Speaker<'a> {
@@ -242,7 +244,7 @@ impl<'a> Speaker<'a> {
             services: Vec::new(),
             this_node: None,
             l2_applied: L2Share::default(),
-            bgp_applied: None,
+            bgp_last: None,
         }
     }
 
@@ -304,20 +306,25 @@ impl<'a> Speaker<'a> {
             self.secrets
                 .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers))
                 .await;
-            let (share, unusable_settings) = bgp::bgp_share(
-                &bgp_plan,
-                &bgp_peers,
-                &unusable_peers,
-                node,
-                self.secrets.passwords(),
-            );
-            problems.extend(unusable_settings.iter().map(ToString::to_string));
-            if self.bgp_applied.as_ref() != Some(&share) {
+            self.reporter.bgp_advertisements(&self.services, &bgp_plan);
+            let inputs = BgpInputs {
+                plan: bgp_plan,
+                peers: bgp_peers,
+                unusable: unusable_peers,
+                node: node.clone(),
+                passwords: self.secrets.version(),
+            };
+            // Most input changes (other nodes, layer 2) leave this node's BGP as it was.
+            if self.bgp_last.as_ref().map(|(last, _)| last) != Some(&inputs) {
+                let (share, unusable_settings) = bgp::bgp_share(&inputs, self.secrets.passwords());
                 let told = self.sessions.apply(&share).await;
                 self.reporter.told(told, &self.services);
-                self.bgp_applied = Some(share);
+                let unusable = unusable_settings.iter().map(ToString::to_string).collect();
+                self.bgp_last = Some((inputs, unusable));
             }
-            self.reporter.bgp_advertisements(&self.services, &bgp_plan);
+            if let Some((_, unusable)) = &self.bgp_last {
+                problems.extend(unusable.iter().cloned());
+            }
             self.reporter.bgp_sessions(node, &self.sessions.sessions());
         }
         self.reporter.problems(problems);

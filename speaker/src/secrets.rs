@@ -38,6 +38,8 @@ pub(crate) type Passwords = BTreeMap<String, Result<Password, PasswordError>>;
 pub(crate) struct PasswordSecrets {
     api: Api<Secret>,
     read: Passwords,
+    /// Counts the changes of `read`.
+    version: u64,
 }
 
 impl PasswordSecrets {
@@ -46,6 +48,7 @@ impl PasswordSecrets {
         PasswordSecrets {
             api: Api::namespaced(client, namespace),
             read: Passwords::new(),
+            version: 0,
         }
     }
 
@@ -54,15 +57,24 @@ impl PasswordSecrets {
         &self.read
     }
 
+    /// Which reading of the passwords this is: it changes whenever one does.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Keeps the Secrets in `wanted` only, reading those not read yet.
     pub(crate) async fn keep(&mut self, wanted: &[String]) {
+        let before = self.read.len();
         self.read.retain(|name, _| wanted.contains(name));
+        let mut changed = self.read.len() != before;
         for name in wanted {
             if !self.read.contains_key(name) {
                 let password = self.get(name).await;
                 self.read.insert(name.clone(), password);
+                changed = true;
             }
         }
+        self.version += u64::from(changed);
     }
 
     /// Reads every kept Secret again; true when a password (or why it cannot be used) changed.
@@ -75,6 +87,7 @@ impl PasswordSecrets {
                 changed = true;
             }
         }
+        self.version += u64::from(changed);
         changed
     }
 

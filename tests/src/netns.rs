@@ -281,6 +281,19 @@ impl Host {
     }
 
     /// The kernel's neighbour entry (ARP or NDP) for `ip`, if any.
+    /// Runs `f` on a new thread inside the host's namespace: sockets it opens stay there, as
+    /// for a program started in the host.
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<io::Result<T>> {
+        let netns = self.netns.clone();
+        std::thread::spawn(move || {
+            enter(&netns)?;
+            Ok(f())
+        })
+    }
+
     pub fn neighbour(&self, ip: IpAddr) -> Result<Option<Neighbour>> {
         let out = self.run("ip", &["-j", "neigh", "show", "to", &ip.to_string()])?;
         let entries: serde_json::Value =
@@ -567,18 +580,22 @@ fn relay(a: TcpStream, b: TcpStream) {
     }
 }
 
+/// Moves the calling thread into `netns`.
+fn enter(netns: &str) -> io::Result<()> {
+    let ns = File::open(Path::new(NETNS_DIR).join(netns))?;
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
 /// Runs `f` on a short-lived thread that has entered `netns`; sockets it creates stay in that
 /// namespace. The calling thread never changes namespace.
 pub(crate) fn in_netns<T: Send>(
     netns: &str,
     f: impl FnOnce() -> io::Result<T> + Send,
 ) -> io::Result<T> {
-    let path = Path::new(NETNS_DIR).join(netns);
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                let ns = File::open(&path)?;
-                nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                enter(netns)?;
                 f()
             })
             .join()

@@ -22,6 +22,7 @@
 //! Not built: authentication (a packet with the A bit is dropped, as RFC 5880 §6.8.6 asks of
 //! a session without it), the echo function, demand mode on our side.
 
+pub mod driver;
 pub mod packet;
 pub mod session;
 

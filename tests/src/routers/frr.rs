@@ -2,7 +2,9 @@
 
 use std::{fmt::Write as _, net::IpAddr, process::Command};
 
-use super::{BgpConfig, BgpRoute, PathAttributes, json, parse_as_path, parse_ip, real_next_hop};
+use super::{
+    BfdPeer, BgpConfig, BgpRoute, PathAttributes, json, parse_as_path, parse_ip, real_next_hop,
+};
 use crate::{Host, Result};
 
 pub(super) fn cli(host: &Host, dir: &std::path::Path) -> Command {
@@ -45,6 +47,42 @@ pub(super) fn config(hostname: &str, config: &BgpConfig) -> String {
         text.push_str(" exit-address-family\n");
     }
     text
+}
+
+/// bfdd's configuration: one static peer per neighbor with BFD, so that the session runs
+/// whatever BGP does; `None` when no neighbor has BFD.
+pub(super) fn bfdd_config(hostname: &str, config: &BgpConfig) -> Option<String> {
+    let mut text = format!("hostname {hostname}\nbfd\n");
+    let mut any = false;
+    for n in &config.neighbors {
+        let Some(timers) = n.bfd else { continue };
+        any = true;
+        let milliseconds = timers.interval.as_millis();
+        let multihop = if n.multihop { " multihop" } else { "" };
+        let _ = write!(
+            text,
+            " peer {}{multihop}\n  receive-interval {milliseconds}\n  transmit-interval \
+             {milliseconds}\n  detect-multiplier {}\n  no shutdown\n !\n",
+            n.address, timers.multiplier
+        );
+    }
+    any.then_some(text)
+}
+
+/// `show bfd peers json`.
+pub(super) fn bfd_peers(out: &str) -> Result<Vec<BfdPeer>> {
+    let value = json("cli show bfd peers json", out)?;
+    let mut peers = Vec::new();
+    for peer in value.as_array().into_iter().flatten() {
+        let text = |field: &str| peer[field].as_str().unwrap_or_default().to_owned();
+        peers.push(BfdPeer {
+            address: parse_ip("an FRR BFD peer", &text("peer"))?,
+            up: peer["status"].as_str() == Some("up"),
+            diagnostic: text("diagnostic"),
+            remote_diagnostic: text("remote-diagnostic"),
+        });
+    }
+    Ok(peers)
 }
 
 pub(super) fn established(out: &str) -> Result<Vec<IpAddr>> {

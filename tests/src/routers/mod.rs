@@ -76,6 +76,8 @@ pub struct BgpNeighbor {
     pub password: Option<String>,
     /// The neighbor is not on a shared link (eBGP multihop).
     pub multihop: bool,
+    /// A BFD session with the neighbor (FRR only, for now: bfdd runs beside bgpd).
+    pub bfd: Option<BfdTimers>,
 }
 
 impl BgpNeighbor {
@@ -85,8 +87,29 @@ impl BgpNeighbor {
             asn,
             password: None,
             multihop: false,
+            bfd: None,
         }
     }
+}
+
+/// The router's side of a BFD session: the interval it sends at and wants to receive at, and
+/// how many packets may be missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdTimers {
+    pub interval: Duration,
+    pub multiplier: u8,
+}
+
+/// One BFD session as the router reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BfdPeer {
+    pub address: IpAddr,
+    pub up: bool,
+    /// Why the router last changed the session's state, lower case as FRR prints it
+    /// (`control detection time expired`, `neighbor signaled session down`, ...).
+    pub diagnostic: String,
+    /// The diagnostic in the neighbor's packets.
+    pub remote_diagnostic: String,
 }
 
 /// One path to a prefix in a router's RIB.
@@ -169,6 +192,8 @@ pub struct BgpRouter {
     process: Process,
     /// FRR's zebra, which runs beside its bgpd; held so that it stops with the router.
     _zebra: Option<Process>,
+    /// FRR's bfdd, when a neighbor has BFD.
+    bfdd: Option<Process>,
 }
 
 impl BgpRouter {
@@ -185,6 +210,7 @@ impl BgpRouter {
             Ok::<_, Error>(path)
         };
         let mut zebra = None;
+        let mut bfdd = None;
         let process = match daemon {
             BgpDaemon::Gobgp => {
                 let config_path = write("gobgp.toml", gobgp::config(config))?;
@@ -213,6 +239,10 @@ impl BgpRouter {
                 // installs the best routes into the host's kernel.
                 write("zebra.conf", format!("hostname {}\n", host.name()))?;
                 write("bgpd.conf", frr::config(host.name(), config))?;
+                let bfd = frr::bfdd_config(host.name(), config);
+                if let Some(text) = &bfd {
+                    write("bfdd.conf", text.clone())?;
+                }
                 // The daemons drop to the frr user: it must own their files and sockets.
                 run(Command::new("chown").args(["-R", "frr:frr"]).arg(&dir))?;
                 let zserv = dir.join("zserv.api");
@@ -238,6 +268,9 @@ impl BgpRouter {
                     }
                 })?;
                 zebra = Some(zebra_process);
+                if bfd.is_some() {
+                    bfdd = Some(host.spawn("bfdd", frr_daemon("bfdd"))?);
+                }
                 host.spawn(daemon.name(), frr_daemon("bgpd"))?
             }
         };
@@ -247,6 +280,7 @@ impl BgpRouter {
             dir,
             process,
             _zebra: zebra,
+            bfdd,
         };
         router.wait_until_ready()?;
         router.originate(config)?;
@@ -400,6 +434,23 @@ impl BgpRouter {
             }
         });
         Ok(RibMonitor { child, changes })
+    }
+
+    /// The router's BFD sessions (FRR's bfdd).
+    pub fn bfd_peers(&self) -> Result<Vec<BfdPeer>> {
+        if self.bfdd.is_none() {
+            return Err(Error::Command {
+                what: "reading BFD sessions".into(),
+                detail: format!("no BFD daemon runs beside {}", self.daemon.name()),
+            });
+        }
+        let out = run(frr::cli(&self.host, &self.dir).args(["-c", "show bfd peers json"]))?;
+        frr::bfd_peers(&out)
+    }
+
+    /// The process that runs BFD, to freeze it (SIGSTOP) as a failed router would be.
+    pub fn bfd_daemon(&self) -> Option<&Process> {
+        self.bfdd.as_ref()
     }
 
     /// The daemon's log so far.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use herald_api::{IPAddressPool, service::ServiceView};
 use herald_shell::{
-    events::Publisher,
+    events::{Publisher, Queue},
     watch::{Views, Watches},
 };
 use k8s_openapi::{
@@ -30,7 +30,7 @@ use tracing::info;
 use crate::{
     decide::{Decider, Snapshot},
     metrics::Metrics,
-    write::{Fence, Writer},
+    write::{self, Fence, Writer},
 };
 
 /// What the loop is told at start.
@@ -67,11 +67,15 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
             .map_err(|e| anyhow::anyhow!("the watch of {what} ended before its first list: {e}"))?;
     }
     let writer = Writer {
-        publisher: Publisher::new(
-            client.clone(),
-            "herald-controller",
-            &settings.instance,
-            "Allocate",
+        events: Queue::start(
+            Publisher::new(
+                client.clone(),
+                "herald-controller",
+                &settings.instance,
+                "Allocate",
+            ),
+            write::EVENT_QUEUE,
+            write::EVENT_CONCURRENCY,
         ),
         client,
         metrics: settings.metrics.clone(),

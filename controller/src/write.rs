@@ -3,8 +3,10 @@
 //!
 //! Order within a pass: Events about pools and rebuilt state first, then the Services (side by
 //! side, [`WRITE_CONCURRENCY`] at once; for each, metadata, then status, then its Events, each
-//! step only if the one before landed), then pool status. Each write reports whether it
-//! landed, so the decider retries exactly what did not.
+//! step only if the one before landed), then pool status. Events are queued and sent in the
+//! background ([`Queue`]): a pass never waits for them, so neither does the next Service's
+//! address. Each write reports whether it landed (an Event: whether it was queued), so the
+//! decider retries exactly what did not.
 //!
 //! Services are written with JSON merge patches, not server-side apply: a finalizer, an
 //! annotation or a status entry that an earlier Herald wrote by update is owned by that update,
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use herald_api::{IPAddressPool, IPAddressPoolStatus, annotations::CLEANUP_FINALIZER};
-use herald_shell::events::Publisher;
+use herald_shell::events::Queue;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::{
     Api, Client,
@@ -34,6 +36,9 @@ use crate::{
 
 /// How many Services are written at once.
 const WRITE_CONCURRENCY: usize = 32;
+/// How many Events may wait to be sent, and how many are sent at once.
+pub(crate) const EVENT_QUEUE: usize = 4_096;
+pub(crate) const EVENT_CONCURRENCY: usize = 4;
 
 /// Whether this replica may write: always without leader election, otherwise only while the
 /// Lease manager says it leads (checked before every write, so a pass that was deciding when
@@ -61,7 +66,9 @@ impl Fence {
 #[derive(Clone)]
 pub(crate) struct Writer {
     pub(crate) client: Client,
-    pub(crate) publisher: Publisher,
+    /// Events go out in the background: a pass never waits for them, so the next pass (and the
+    /// next Service's address) does not either.
+    pub(crate) events: Queue,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) fence: Fence,
 }
@@ -74,10 +81,7 @@ impl Writer {
         for write in writes {
             match write {
                 Write::Event { object, event } => {
-                    let landed = self.fence.holds();
-                    if landed {
-                        self.send(&object, &event).await;
-                    }
+                    let landed = self.fence.holds() && self.send(&object, &event);
                     done.push((Write::Event { object, event }, landed));
                 }
                 Write::Service(service) => services.push(service),
@@ -101,12 +105,18 @@ impl Writer {
         done
     }
 
-    /// Sends one Event and counts it.
-    async fn send(&self, object: &ObjectReference, event: &Event) {
-        event.reason.count(&self.metrics);
-        self.publisher
-            .publish(object, &event.reason.note(event.message.clone()))
-            .await;
+    /// Queues one Event and counts it; false when the queue is full (the write did not land,
+    /// so the decider tells it again).
+    fn send(&self, object: &ObjectReference, event: &Event) -> bool {
+        let queued = self
+            .events
+            .send(object.clone(), event.reason.note(event.message.clone()));
+        if queued {
+            event.reason.count(&self.metrics);
+        } else {
+            debug!(object = ?object.name, "the Event queue is full; the next pass tells it again");
+        }
+        queued
     }
 
     /// One Service's metadata, status and Events, each only if the step before landed.
@@ -162,10 +172,11 @@ impl Writer {
                 return (writes, false);
             }
         }
-        for event in &writes.events {
-            self.send(&writes.object, event).await;
-        }
-        (writes, true)
+        let queued = writes
+            .events
+            .iter()
+            .all(|event| self.send(&writes.object, event));
+        (writes, queued)
     }
 
     /// One pool's status.

@@ -10,9 +10,14 @@
 //! ```
 //!
 //! A peer that cannot be used (an address that does not parse, no router ID, a password that
-//! cannot be read) is left as it was: a running session keeps running with its last good
-//! settings. Why it cannot be used ([`PeerError`], naming the object and field) is the
-//! reporter's to tell, once.
+//! cannot be read, a BFDProfile that does not exist) is left as it was: a running session keeps
+//! running with its last good settings. Why it cannot be used ([`PeerError`], naming the object
+//! and field) is the reporter's to tell, once.
+//!
+//! A BGPPeer with a BFDProfile gets a BFD session beside its BGP session (one
+//! [`herald_bfd::driver::Endpoint`] for all of them). Once BFD has been Up, BFD Down stops the
+//! BGP session at once and BFD Up starts it again ([`Sessions::follow_bfd`], called when any BFD
+//! session changes state); new BFD timers are renegotiated without touching BGP.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,8 +25,9 @@ use std::{
     sync::Arc,
 };
 
+use herald_bfd::driver::{Endpoint, SessionHandle};
 use herald_bgp::{
-    RouteAttributes,
+    RouteAttributes, State,
     driver::{self, Handle},
     session::BandwidthBits,
 };
@@ -31,7 +37,7 @@ use herald_plan::{BgpPlan, BgpRoute};
 use crate::{
     cluster::NodeView,
     metrics::Metrics,
-    peer::{Peer, PeerError, Settings},
+    peer::{BfdProfiles, BfdSettings, Peer, PeerError, Settings},
     report::Told,
     secrets::Passwords,
 };
@@ -70,6 +76,7 @@ pub(crate) struct BgpInputs {
     pub(crate) unusable: Vec<PeerError>,
     pub(crate) node: NodeView,
     pub(crate) passwords: u64,
+    pub(crate) profiles: BfdProfiles,
 }
 
 /// The Secrets whose passwords the sessions of `plan` need.
@@ -89,6 +96,7 @@ pub(crate) fn bgp_share(inputs: &BgpInputs, passwords: &Passwords) -> (BgpShare,
         peers,
         unusable,
         node,
+        profiles,
         ..
     } = inputs;
     let mut share = BgpShare::default();
@@ -98,7 +106,7 @@ pub(crate) fn bgp_share(inputs: &BgpInputs, passwords: &Passwords) -> (BgpShare,
             continue;
         };
         let routes = routes(planned);
-        match peer.settings(node, passwords) {
+        match peer.settings(node, passwords, profiles) {
             Ok(settings) => {
                 share
                     .sessions
@@ -138,7 +146,18 @@ fn routes(planned: &BTreeMap<Prefix, BgpRoute>) -> Routes {
 
 struct Running {
     settings: Settings,
-    handle: Handle,
+    routes: Routes,
+    /// `None` while BFD holds the session down.
+    bgp: Option<Handle>,
+    bfd: Option<Bfd>,
+}
+
+/// The BFD session beside a BGP session.
+struct Bfd {
+    handle: SessionHandle,
+    /// BFD has been Up: from then on, BFD Down takes the BGP session down (before, BGP runs
+    /// on its own, as with a router that has no BFD configured yet).
+    was_up: bool,
 }
 
 /// One session as the reporter shows it.
@@ -149,19 +168,26 @@ pub(crate) struct SessionReport {
     pub(crate) status: driver::Status,
 }
 
-/// The BGP sessions of this node.
+/// The BGP sessions of this node, and the BFD sessions beside them.
 pub(crate) struct Sessions {
     metrics: Arc<Metrics>,
     running: BTreeMap<String, Running>,
+    endpoint: Endpoint,
 }
 
 impl Sessions {
-    /// No sessions yet.
+    /// No sessions yet (BFD's sockets open with the first session that asks for BFD).
     pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
         Sessions {
             metrics,
             running: BTreeMap::new(),
+            endpoint: Endpoint::spawn(),
         }
+    }
+
+    /// Changes whenever a BFD session changes state: then [`Sessions::follow_bfd`].
+    pub(crate) fn bfd_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.endpoint.changes()
     }
 
     /// Every running session, its address and its last status.
@@ -171,7 +197,21 @@ impl Sessions {
             .map(|(peer, running)| SessionReport {
                 peer: peer.clone(),
                 address: running.settings.transport.peer,
-                status: running.handle.status.borrow().clone(),
+                status: match &running.bgp {
+                    Some(handle) => handle.status.borrow().clone(),
+                    None => driver::Status {
+                        state: State::Idle,
+                        advertised: 0,
+                        last_error: running.bfd.as_ref().map(|bfd| {
+                            let status = bfd.handle.status.borrow();
+                            format!(
+                                "BFD {}: {}",
+                                status.state.name(),
+                                status.local_diagnostic.name()
+                            )
+                        }),
+                    },
+                },
             })
             .collect()
     }
@@ -180,27 +220,35 @@ impl Sessions {
     pub(crate) async fn apply(&mut self, share: &BgpShare) -> Vec<Told> {
         let mut told = Vec::new();
         for (name, wanted) in &share.sessions {
-            let routes = wanted.routes.clone();
-            if let Some(running) = self.running.get(name)
-                && running.settings == wanted.settings
+            if let Some(running) = self.running.get_mut(name)
+                && running.settings.config == wanted.settings.config
+                && running.settings.transport == wanted.settings.transport
             {
-                running.handle.set_routes(routes);
+                running.routes.clone_from(&wanted.routes);
+                if let Some(bgp) = &running.bgp {
+                    bgp.set_routes(wanted.routes.clone());
+                }
+                if running.settings.bfd != wanted.settings.bfd {
+                    let bfd = wanted.settings.bfd;
+                    Self::change_bfd(&self.endpoint, name, running, bfd, &mut told).await;
+                }
+                running.settings = wanted.settings.clone();
                 continue;
             }
             let restarted = match self.running.remove(name) {
                 Some(old) => {
-                    old.handle.stop(false).await;
+                    if let Some(bgp) = old.bgp {
+                        bgp.stop(false).await;
+                    }
                     true
                 }
                 None => false,
             };
-            let handle = driver::spawn(
-                name.clone(),
-                wanted.settings.config.clone(),
-                wanted.settings.transport.clone(),
-                routes,
-                self.metrics.session_events(name),
-            );
+            let bfd = match wanted.settings.bfd {
+                Some(settings) => Self::start_bfd(&self.endpoint, name, settings, &mut told).await,
+                None => None,
+            };
+            let bgp = self.spawn_bgp(name, &wanted.settings, wanted.routes.clone());
             told.push(Told::SessionStarted {
                 peer: name.clone(),
                 address: wanted.settings.transport.peer,
@@ -210,13 +258,18 @@ impl Sessions {
                 name.clone(),
                 Running {
                     settings: wanted.settings.clone(),
-                    handle,
+                    routes: wanted.routes.clone(),
+                    bgp: Some(bgp),
+                    bfd,
                 },
             );
         }
         for (name, routes) in &share.held {
-            if let (Some(running), Some(routes)) = (self.running.get(name), routes) {
-                running.handle.set_routes(routes.clone());
+            if let (Some(running), Some(routes)) = (self.running.get_mut(name), routes) {
+                running.routes.clone_from(routes);
+                if let Some(bgp) = &running.bgp {
+                    bgp.set_routes(routes.clone());
+                }
             }
         }
         let kept: BTreeSet<&String> = share.sessions.keys().chain(share.held.keys()).collect();
@@ -228,7 +281,9 @@ impl Sessions {
             .collect();
         for name in gone {
             if let Some(old) = self.running.remove(&name) {
-                old.handle.stop(false).await;
+                if let Some(bgp) = old.bgp {
+                    bgp.stop(false).await;
+                }
                 self.metrics.forget_session(&name);
                 told.push(Told::SessionStopped {
                     peer: name,
@@ -239,14 +294,113 @@ impl Sessions {
         told
     }
 
+    /// BFD drives BGP: a session whose BFD went down after being Up is taken down at once
+    /// (the routes withdrawn on this side; the router drops them through its own BFD), and
+    /// started again when BFD is Up.
+    pub(crate) async fn follow_bfd(&mut self) -> Vec<Told> {
+        let mut told = Vec::new();
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        for name in names {
+            let Some(running) = self.running.get_mut(&name) else {
+                continue;
+            };
+            let Some(bfd) = &mut running.bfd else {
+                continue;
+            };
+            let (state, diagnostic, remote) = {
+                let status = bfd.handle.status.borrow();
+                (status.state, status.local_diagnostic, status.remote_state)
+            };
+            if state == herald_bfd::State::Up {
+                bfd.was_up = true;
+                if running.bgp.is_none() {
+                    let (settings, routes) = (running.settings.clone(), running.routes.clone());
+                    let bgp = self.spawn_bgp(&name, &settings, routes);
+                    if let Some(running) = self.running.get_mut(&name) {
+                        running.bgp = Some(bgp);
+                    }
+                    told.push(Told::BfdUp { peer: name });
+                }
+            } else if bfd.was_up
+                // A router that takes BFD down on purpose (AdminDown) is not a failed path:
+                // BGP stays (RFC 5882 §3.2).
+                && remote != herald_bfd::State::AdminDown
+                && let Some(bgp) = running.bgp.take()
+            {
+                bgp.stop(false).await;
+                self.metrics.forget_session(&name);
+                told.push(Told::BfdDown {
+                    peer: name,
+                    state: state.name(),
+                    diagnostic: diagnostic.name(),
+                });
+            }
+        }
+        told
+    }
+
+    fn spawn_bgp(&self, name: &str, settings: &Settings, routes: Routes) -> Handle {
+        driver::spawn(
+            name.to_owned(),
+            settings.config.clone(),
+            settings.transport.clone(),
+            routes,
+            self.metrics.session_events(name),
+        )
+    }
+
+    async fn start_bfd(
+        endpoint: &Endpoint,
+        name: &str,
+        settings: BfdSettings,
+        told: &mut Vec<Told>,
+    ) -> Option<Bfd> {
+        match endpoint.add(settings.peer, settings.config).await {
+            Ok(handle) => Some(Bfd {
+                handle,
+                was_up: false,
+            }),
+            Err(e) => {
+                told.push(Told::BfdUnusable {
+                    peer: name.to_owned(),
+                    error: e.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// A BGPPeer's BFD changed: new timers are renegotiated by the running BFD session (no
+    /// flap); another address or role is a new BFD session; none ends it.
+    async fn change_bfd(
+        endpoint: &Endpoint,
+        name: &str,
+        running: &mut Running,
+        wanted: Option<BfdSettings>,
+        told: &mut Vec<Told>,
+    ) {
+        match (&running.bfd, running.settings.bfd, wanted) {
+            (Some(bfd), Some(before), Some(after)) if before.peer == after.peer => {
+                bfd.handle.configure(after.config);
+            }
+            (_, _, Some(after)) => {
+                running.bfd = Self::start_bfd(endpoint, name, after, told).await;
+            }
+            (_, _, None) => running.bfd = None,
+        }
+    }
+
     /// Ends every session as the speaker stops: peers with graceful restart keep the routes
     /// (the node keeps forwarding while its speaker restarts); the others are told to
-    /// withdraw them at once.
+    /// withdraw them at once. BFD sessions end AdminDown, which routers do not take for a
+    /// failure (RFC 5882 §3.2).
     pub(crate) async fn stop(&mut self) -> Vec<Told> {
         let mut told = Vec::new();
         for (name, running) in std::mem::take(&mut self.running) {
             let graceful = running.settings.config.graceful_restart.is_some();
-            running.handle.stop(graceful).await;
+            if let Some(bgp) = running.bgp {
+                bgp.stop(graceful).await;
+            }
             told.push(Told::SessionStopped {
                 peer: name,
                 graceful,
@@ -308,6 +462,7 @@ mod tests {
             unusable: unusable.to_vec(),
             node: node(Some("192.0.2.1")),
             passwords: 0,
+            profiles: BfdProfiles::new(),
         };
         let (share, problems) = bgp_share(&inputs, &password_missing("md5"));
         let tor = &share.sessions["tor"];

@@ -1,7 +1,7 @@
 //! The speaker's loop: watch the cluster, learn who is alive, plan, announce, report.
 //!
 //! ```text
-//!   watch Services, EndpointSlices, Nodes, pools, advertisements, BGPPeers ─┐
+//!   watch Services, EndpointSlices, Nodes, pools, advertisements, BGPPeers, BFDProfiles ─┐
 //!   gossip: live speakers ─────────────────────────────────────────────────┼─► snapshot
 //!   every second: the node's interfaces ───────────────────────────────────┘     │
 //!                        ┌──────────────────────────────────────────────┬────────┘
@@ -24,7 +24,7 @@ use std::{
     time::Duration,
 };
 
-use herald_api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
+use herald_api::{BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use herald_l2::link::read_links;
 use herald_membership::driver::Handle;
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
@@ -48,7 +48,7 @@ use crate::{
     bgp::{self, BgpInputs, Sessions},
     cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
     metrics::Metrics,
-    peer::{self, Peer},
+    peer,
     report::Reporter,
     secrets::PasswordSecrets,
 };
@@ -84,6 +84,7 @@ pub(crate) struct Stores {
     advertisements: Store<L2Advertisement>,
     bgp_advertisements: Store<BGPAdvertisement>,
     bgp_peers: Store<BGPPeer>,
+    bfd_profiles: Store<BFDProfile>,
 }
 
 impl Stores {
@@ -110,6 +111,7 @@ impl Stores {
             advertisements: watches.store(Api::all(client.clone()), config()),
             bgp_advertisements: watches.store(Api::all(client.clone()), config()),
             bgp_peers: watches.store(Api::all(client.clone()), config()),
+            bfd_profiles: watches.store(Api::all(client.clone()), config()),
         };
         stores.services.wait_until_ready().await;
         stores.slices.wait_until_ready().await;
@@ -125,6 +127,7 @@ impl Stores {
                 stores.bgp_advertisements.wait_until_ready().await,
             ),
             ("BGPPeers", stores.bgp_peers.wait_until_ready().await),
+            ("BFDProfiles", stores.bfd_profiles.wait_until_ready().await),
         ] {
             ready.map_err(|e| {
                 anyhow::anyhow!("the watch of {what} ended before its first list: {e}")
@@ -159,6 +162,7 @@ pub(crate) async fn run(
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut speaker = Speaker::new(client, &settings, &stores, &membership);
+    let mut bfd_changes = speaker.sessions.bfd_changes();
     // The plans are made again only when an input changed; the interfaces are read every
     // second and applied only when they changed.
     let mut inputs_changed = true;
@@ -180,6 +184,10 @@ pub(crate) async fn run(
             changed = live.changed() => {
                 changed?;
                 inputs_changed = true;
+            }
+            changed = bfd_changes.changed() => {
+                changed?;
+                speaker.follow_bfd().await;
             }
             _ = scan.tick() => speaker.report_sessions(),
             // A rotated password starts its sessions over.
@@ -295,7 +303,8 @@ impl<'a> Speaker<'a> {
         };
         let (snapshot, mut problems) = cluster::snapshot(objects, &alive);
         problems.extend(unusable_peers.iter().map(ToString::to_string));
-        problems.extend(bgp_peers.iter().filter_map(Peer::ignored));
+        let (profiles, unusable_profiles) = peer::translate_profiles(&stores.bfd_profiles.state());
+        problems.extend(unusable_profiles);
         self.plan = plan_l2(&snapshot);
         self.this_node = nodes
             .iter()
@@ -313,6 +322,7 @@ impl<'a> Speaker<'a> {
                 unusable: unusable_peers,
                 node: node.clone(),
                 passwords: self.secrets.version(),
+                profiles,
             };
             // Most input changes (other nodes, layer 2) leave this node's BGP as it was.
             if self.bgp_last.as_ref().map(|(last, _)| last) != Some(&inputs) {
@@ -350,6 +360,15 @@ impl<'a> Speaker<'a> {
         self.reporter
             .l2_records(&self.services, &share, &self.announcer.owned());
         self.l2_applied = share;
+    }
+
+    /// A BFD session changed state: BGP sessions follow, and their records say so.
+    async fn follow_bfd(&mut self) {
+        let told = self.sessions.follow_bfd().await;
+        if !told.is_empty() {
+            self.reporter.told(told, &self.services);
+            self.report_sessions();
+        }
     }
 
     /// Writes each BGP session's state into its record.

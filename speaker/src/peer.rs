@@ -1,7 +1,8 @@
 //! A BGPPeer, translated once: its spec parsed and checked into a [`Peer`], or a
-//! [`PeerError`] naming the object and the field. Planning takes a peer's name, node selectors
-//! and family ([`Peer::planned`]); the sessions take [`Peer::settings`], which adds what depends
-//! on the node (the default router ID) and on Secrets (the TCP MD5 password).
+//! [`PeerError`] naming the object and the field; BFDProfiles likewise into [`BfdProfile`]s.
+//! Planning takes a peer's name, node selectors and family ([`Peer::planned`]); the sessions
+//! take [`Peer::settings`], which adds what depends on the node (the default router ID), on
+//! Secrets (the TCP MD5 password) and on the BFDProfile it names.
 //!
 //! ```text
 //!   BGPPeer objects ──► translate ──► Peer ──► planned()  (plan_bgp: who advertises what)
@@ -10,13 +11,14 @@
 //! ```
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
 
 use herald_api::{
-    BGPPeer,
+    BFDProfile, BGPPeer,
     selector::{SelectorError, convert_all},
 };
 use herald_bgp::{Config, driver::Transport};
@@ -51,7 +53,7 @@ pub(crate) struct Peer {
     pub(crate) password_secret: Option<String>,
     multihop: bool,
     graceful_restart: bool,
-    /// `spec.bfdProfile`: accepted, not acted on (BFD is not built yet).
+    /// `spec.bfdProfile`: the BFDProfile of the session's BFD.
     bfd_profile: Option<String>,
 }
 
@@ -82,11 +84,98 @@ impl PeerError {
     }
 }
 
-/// Everything that fixes a session; when it changes, the session starts over.
+/// Everything that fixes a session; when `config` or `transport` change, the session starts
+/// over (a change of `bfd` alone is renegotiated by BFD, without a flap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) transport: Transport,
+    pub(crate) bfd: Option<BfdSettings>,
+}
+
+/// The BFD session beside a BGP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BfdSettings {
+    pub(crate) peer: herald_bfd::driver::Peer,
+    pub(crate) config: herald_bfd::Config,
+}
+
+/// A BFDProfile, translated: the timers it gives a session and the lowest TTL a multihop
+/// peer's packets may arrive with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BfdProfile {
+    pub(crate) config: herald_bfd::Config,
+    pub(crate) minimum_ttl: u8,
+}
+
+/// The usable BFDProfiles, by name.
+pub(crate) type BfdProfiles = BTreeMap<String, BfdProfile>;
+
+/// MetalLB's (and FRR's) defaults.
+const DEFAULT_BFD_INTERVAL_MS: i32 = 300;
+const DEFAULT_BFD_MULTIPLIER: i32 = 3;
+const DEFAULT_MINIMUM_TTL: i32 = 254;
+
+/// Every BFDProfile translated: the usable ones, and why the others are not (naming the object
+/// and field).
+pub(crate) fn translate_profiles(objects: &[Arc<BFDProfile>]) -> (BfdProfiles, Vec<String>) {
+    let (mut profiles, mut problems) = (BfdProfiles::new(), Vec::new());
+    for object in objects {
+        let name = object.name_any();
+        match translate_profile(&object.spec) {
+            Ok(profile) => {
+                profiles.insert(name, profile);
+            }
+            Err((field, problem)) => {
+                problems.push(format!("BFDProfile {name}: {field}: {problem}"))
+            }
+        }
+    }
+    (profiles, problems)
+}
+
+fn translate_profile(
+    spec: &herald_api::BFDProfileSpec,
+) -> Result<BfdProfile, (&'static str, String)> {
+    if spec.echo_mode {
+        return Err((
+            "spec.echoMode",
+            "the echo function is not implemented; set echoMode to false (control packets \
+             alone detect failures within transmitInterval x detectMultiplier)"
+                .into(),
+        ));
+    }
+    let milliseconds = |value: Option<i32>, field: &'static str| {
+        let value = value.unwrap_or(DEFAULT_BFD_INTERVAL_MS);
+        u64::try_from(value)
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Duration::from_millis)
+            .ok_or((
+                field,
+                format!("{value} is not a positive number of milliseconds"),
+            ))
+    };
+    let small = |value: Option<i32>, default: i32, field: &'static str| {
+        let value = value.unwrap_or(default);
+        u8::try_from(value)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or((field, format!("{value} is not between 1 and 255")))
+    };
+    Ok(BfdProfile {
+        config: herald_bfd::Config {
+            desired_min_tx: milliseconds(spec.transmit_interval, "spec.transmitInterval")?,
+            required_min_rx: milliseconds(spec.receive_interval, "spec.receiveInterval")?,
+            detect_mult: small(
+                spec.detect_multiplier,
+                DEFAULT_BFD_MULTIPLIER,
+                "spec.detectMultiplier",
+            )?,
+            passive: spec.passive_mode,
+        },
+        minimum_ttl: small(spec.minimum_ttl, DEFAULT_MINIMUM_TTL, "spec.minimumTtl")?,
+    })
 }
 
 /// Every BGPPeer translated: the usable ones, sorted by name, and why the others are not.
@@ -186,16 +275,6 @@ impl Peer {
         })
     }
 
-    /// What of the spec is accepted but not acted on, for the reporter to tell once.
-    pub(crate) fn ignored(&self) -> Option<String> {
-        self.bfd_profile.as_ref().map(|profile| {
-            format!(
-                "BGPPeer {}: spec.bfdProfile: {profile:?} is ignored, BFD is not implemented yet; failures are detected by the hold time",
-                self.name
-            )
-        })
-    }
-
     /// What planning needs of the peer. A session carries the routes of its transport's
     /// family only.
     pub(crate) fn planned(&self) -> PlannedBgpPeer {
@@ -206,11 +285,13 @@ impl Peer {
         }
     }
 
-    /// The session settings on `node`, with the password from `passwords` (read before).
+    /// The session settings on `node`, with the password from `passwords` (read before) and
+    /// the BFDProfile from `profiles`.
     pub(crate) fn settings(
         &self,
         node: &NodeView,
         passwords: &Passwords,
+        profiles: &BfdProfiles,
     ) -> Result<Settings, PeerError> {
         let error = |field: &'static str, problem: String| PeerError::Field {
             peer: self.name.clone(),
@@ -238,8 +319,29 @@ impl Peer {
                 None => return Err(error("spec.passwordSecret", "not read yet".into())),
             },
         };
+        let bfd = match &self.bfd_profile {
+            None => None,
+            Some(name) => {
+                let profile = profiles.get(name).ok_or_else(|| {
+                    error(
+                        "spec.bfdProfile",
+                        format!("BFDProfile {name} does not exist or cannot be used"),
+                    )
+                })?;
+                Some(BfdSettings {
+                    peer: herald_bfd::driver::Peer {
+                        address: self.address.ip(),
+                        source: self.source,
+                        multihop: self.multihop,
+                        minimum_ttl: profile.minimum_ttl,
+                    },
+                    config: profile.config,
+                })
+            }
+        };
         let ebgp = self.local_asn != self.peer_asn;
         Ok(Settings {
+            bfd,
             config: Config {
                 local_asn: self.local_asn,
                 peer_asn: self.peer_asn,
@@ -327,7 +429,7 @@ pub(crate) mod tests {
         assert_eq!(planned.node_selectors.len(), 1);
         let passwords = [("md5".to_owned(), Ok(Password(b"secret".to_vec())))].into();
         let settings = peer
-            .settings(&node(Some("192.0.2.1")), &passwords)
+            .settings(&node(Some("192.0.2.1")), &passwords, &BfdProfiles::new())
             .expect("usable");
         assert_eq!(
             settings.transport.peer,
@@ -358,7 +460,11 @@ pub(crate) mod tests {
         let peer = peer(json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "2001:db8::fe"}))
             .expect("usable");
         let settings = peer
-            .settings(&node(Some("192.0.2.1")), &Passwords::new())
+            .settings(
+                &node(Some("192.0.2.1")),
+                &Passwords::new(),
+                &BfdProfiles::new(),
+            )
             .expect("usable");
         assert_eq!(settings.transport.peer.port(), 179);
         assert_eq!(settings.transport.ttl, 1, "a directly connected eBGP peer");
@@ -403,7 +509,11 @@ pub(crate) mod tests {
         let no_id = peer(json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "2001:db8::fe"}))
             .expect("usable until a node has no IPv4 address");
         let error = no_id
-            .settings(&node(Some("2001:db8::1")), &Passwords::new())
+            .settings(
+                &node(Some("2001:db8::1")),
+                &Passwords::new(),
+                &BfdProfiles::new(),
+            )
             .expect_err("no IPv4 address for a router ID");
         assert!(
             error.to_string().starts_with("BGPPeer tor: spec.routerID:"),
@@ -415,11 +525,91 @@ pub(crate) mod tests {
         )
         .expect("usable");
         let error = unreadable
-            .settings(&node(Some("192.0.2.1")), &password_missing("md5"))
+            .settings(
+                &node(Some("192.0.2.1")),
+                &password_missing("md5"),
+                &BfdProfiles::new(),
+            )
             .expect_err("a Secret without the key");
         assert_eq!(
             error.to_string(),
             "BGPPeer tor: spec.passwordSecret: Secret md5 has no key \"password\""
         );
+    }
+
+    fn profile(name: &str, spec: serde_json::Value) -> Arc<BFDProfile> {
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "herald.dev/v1alpha1",
+                "kind": "BFDProfile", "metadata": {"name": name}, "spec": spec}))
+            .expect("a valid BFDProfile"),
+        )
+    }
+
+    #[test]
+    fn a_bfd_profile_reaches_the_session_and_a_missing_or_echo_profile_is_refused() {
+        let (profiles, problems) = translate_profiles(&[
+            profile(
+                "fast",
+                json!({"receiveInterval": 100, "transmitInterval": 50,
+                "detectMultiplier": 4, "passiveMode": true, "minimumTtl": 250}),
+            ),
+            profile("defaults", json!({})),
+            profile("echo", json!({"echoMode": true})),
+        ]);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with(
+                "BFDProfile echo: spec.echoMode: the echo function is not implemented"
+            ),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            profiles["defaults"].config,
+            herald_bfd::Config {
+                desired_min_tx: Duration::from_millis(300),
+                required_min_rx: Duration::from_millis(300),
+                detect_mult: 3,
+                passive: false,
+            },
+            "MetalLB's defaults"
+        );
+        let peer = peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "ebgpMultiHop": true, "bfdProfile": "fast"}),
+        )
+        .expect("usable");
+        let n1 = node(Some("192.0.2.1"));
+        let bfd = peer
+            .settings(&n1, &Passwords::new(), &profiles)
+            .expect("usable")
+            .bfd
+            .expect("BFD");
+        assert_eq!(
+            bfd.peer.address,
+            "192.0.2.254".parse::<IpAddr>().expect("ip")
+        );
+        assert!(bfd.peer.multihop);
+        assert_eq!(bfd.peer.minimum_ttl, 250);
+        assert_eq!(bfd.config.desired_min_tx, Duration::from_millis(50));
+        assert_eq!(bfd.config.required_min_rx, Duration::from_millis(100));
+        assert_eq!(bfd.config.detect_mult, 4);
+        assert!(bfd.config.passive);
+        let naming_echo = peer_named_profile("echo");
+        let error = naming_echo
+            .settings(&n1, &Passwords::new(), &profiles)
+            .expect_err("the profile is not usable");
+        assert_eq!(
+            error.to_string(),
+            "BGPPeer tor: spec.bfdProfile: BFDProfile echo does not exist or cannot be used"
+        );
+    }
+
+    fn peer_named_profile(profile: &str) -> Peer {
+        peer(
+            json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "192.0.2.254",
+            "bfdProfile": profile}),
+        )
+        .expect("usable")
     }
 }

@@ -74,6 +74,16 @@ pub(crate) enum Told {
         address: SocketAddr,
         restarted: bool,
     },
+    /// BFD went down after being Up: the BGP session is taken down until BFD is Up again.
+    BfdDown {
+        peer: String,
+        state: &'static str,
+        diagnostic: &'static str,
+    },
+    /// BFD is Up again: the BGP session starts again.
+    BfdUp { peer: String },
+    /// The BFD session could not be started (its sockets); BGP runs without it.
+    BfdUnusable { peer: String, error: String },
     /// BGP: a session ended, because its BGPPeer no longer applies to this node or the
     /// speaker stops (`graceful`: the peer keeps the routes while the speaker restarts).
     SessionStopped { peer: String, graceful: bool },
@@ -169,6 +179,17 @@ impl Reporter {
                         info!(%peer, "BGPPeer changed; starting its session over");
                     }
                     info!(%peer, %address, "starting BGP session");
+                }
+                Told::BfdDown {
+                    peer,
+                    state,
+                    diagnostic,
+                } => {
+                    warn!(%peer, bfd = state, %diagnostic, "BFD is down: the BGP session is down until BFD is Up");
+                }
+                Told::BfdUp { peer } => info!(%peer, "BFD is Up: starting the BGP session again"),
+                Told::BfdUnusable { peer, error } => {
+                    warn!(%peer, %error, "BFD cannot run for this peer; BGP runs without it");
                 }
                 Told::SessionStopped { peer, graceful } => {
                     info!(%peer, graceful, "BGP session stopped");

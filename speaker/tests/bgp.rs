@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use herald_domain::{Family, Prefix};
 use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, RouterOptions, TIMEOUT};
 use herald_tests::{
-    routers::{BgpDaemon, BgpRouter},
+    routers::{BfdTimers, BgpDaemon, BgpRouter},
     wait_for,
 };
 use serde_json::json;
@@ -244,6 +244,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
     let options = RouterOptions {
         password: Some(password.into()),
         graceful_restart: true,
+        ..RouterOptions::default()
     };
     let (router, router_link) = world.router(daemon, NODE_ASN, options)?;
     world.apply(
@@ -519,4 +520,110 @@ async fn bird_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()
 #[tokio::test]
 async fn frr_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()> {
     a_peer_two_hops_away_needs_ebgp_multihop(BgpDaemon::Frr).await
+}
+
+/// BFD drives BGP. With a BFDProfile of 100 ms x 3 and a BGP hold time of 90 s: FRR drops a
+/// frozen speaker's routes within about the BFD detection time, not the hold time, and takes
+/// them back once it is thawed; with the router's bfdd frozen, the speakers take their BGP
+/// sessions down themselves and their BGPSessionStatus says why.
+#[tokio::test]
+async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> anyhow::Result<()> {
+    use nix::sys::signal::Signal;
+    use std::time::{Duration, Instant};
+
+    let mut world = Lan::with_pool("bgp-bfd", 2, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let options = RouterOptions {
+        bfd: Some(BfdTimers {
+            interval: Duration::from_millis(100),
+            multiplier: 3,
+        }),
+        ..RouterOptions::default()
+    };
+    let (router, router_link) = world.router(BgpDaemon::Frr, NODE_ASN, options)?;
+    let profile = format!("{}-fast", world.ns.name());
+    world.apply_owned(
+        &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BFDProfile",
+        "metadata": {"name": profile},
+        "spec": {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}}),
+    )?;
+    world.bgp_peers(
+        &router_link,
+        NODE_ASN,
+        json!({"bfdProfile": profile, "holdTime": "90s"}),
+    )?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    wait_for("FRR's four BFD sessions Up", TIMEOUT, || async {
+        let peers = router.bfd_peers().map_err(|e| e.to_string())?;
+        if peers.len() == 4 && peers.iter().all(|p| p.up) {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    })
+    .await?;
+    let ips = world.web_on_every_node(true).await?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+
+    // n1's speaker frozen: its BGP session would last 90 s; BFD ends it in a fraction of one.
+    let frozen_at = Instant::now();
+    world.nodes[0]
+        .speaker
+        .as_ref()
+        .expect("running")
+        .signal(Signal::SIGSTOP)?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[1]), &[NODE_ASN]).await?;
+    }
+    let gone = frozen_at.elapsed();
+    eprintln!("n1 frozen -> its paths gone from FRR (polled with vtysh): {gone:?}");
+    assert!(
+        gone < Duration::from_secs(5),
+        "the routes went with the hold time, not BFD: {gone:?}"
+    );
+    world.nodes[0]
+        .speaker
+        .as_ref()
+        .expect("running")
+        .signal(Signal::SIGCONT)?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+
+    // The router's bfdd frozen: the speakers take their BGP sessions down and say why.
+    let bfdd = router.bfd_daemon().expect("bfdd runs");
+    bfdd.signal(Signal::SIGSTOP)?;
+    let wanted = "Idle BFD Down: Control Detection Time Expired";
+    wait_for(
+        "every BGPSessionStatus to show BFD down",
+        TIMEOUT,
+        || async {
+            let table = world
+                .kubectl(&[
+                    "get",
+                    "bgpsessionstatuses",
+                    "-o",
+                    r#"jsonpath={range .items[*]}{.spec.state} {.spec.lastError}{"\n"}{end}"#,
+                ])
+                .map_err(|e| e.to_string())?;
+            let lines: Vec<&str> = table.lines().collect();
+            if lines.len() == 4 && lines.iter().all(|l| *l == wanted) {
+                Ok(())
+            } else {
+                Err(table)
+            }
+        },
+    )
+    .await?;
+    bfdd.signal(Signal::SIGCONT)?;
+    wait_sessions(&world, &router, &[0, 1]).await?;
+    for ip in &ips {
+        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+    Ok(())
 }

@@ -77,6 +77,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     let options = RouterOptions {
         password: Some(password.into()),
         graceful_restart: false,
+        ..RouterOptions::default()
     };
     let (_router, router_link) = lan.router(BgpDaemon::Gobgp, 64513, options)?;
     lan.apply(

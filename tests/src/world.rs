@@ -29,7 +29,7 @@ use crate::{
     ControlPlane, Error, Host, Link, Process, Result, Segment, TestNamespace, Topology,
     datapath::{self, KubeProxy, NodeNetwork, Reply, ServingPod},
     herald::{Controller, binary},
-    routers::{BgpConfig, BgpDaemon, BgpNeighbor, BgpRouter},
+    routers::{BfdTimers, BgpConfig, BgpDaemon, BgpNeighbor, BgpRouter},
     wait_for,
 };
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -51,6 +51,8 @@ pub struct RouterOptions {
     pub password: Option<String>,
     /// Keep a restarting speaker's routes (RFC 4724).
     pub graceful_restart: bool,
+    /// Run BFD with every node, and drop a node's BGP session when its BFD goes down (FRR).
+    pub bfd: Option<BfdTimers>,
 }
 
 /// The AS of the test routers.
@@ -293,6 +295,7 @@ impl Lan {
                 neighbors.push(BgpNeighbor {
                     password: options.password.clone(),
                     multihop,
+                    bfd: options.bfd,
                     ..BgpNeighbor::new(address, node_asn)
                 });
             }

@@ -122,7 +122,8 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<i32>,
-    /// Send echo packets.
+    /// Send echo packets. Not built: a profile with `echoMode: true` is refused, with the
+    /// field named, and BGPPeers naming it are left as they were.
     #[serde(default)]
     pub echo_mode: bool,
     /// Wait for the peer to start the session.

@@ -133,6 +133,8 @@ enum Command {
 pub struct Endpoint {
     commands: mpsc::UnboundedSender<Command>,
     pub counters: Arc<Counters>,
+    /// Bumped whenever a session changes state.
+    changes: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -183,7 +185,9 @@ impl Endpoint {
         let (commands, receive) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let (datagrams, incoming) = mpsc::channel(DATAGRAM_QUEUE);
+        let (changed, changes) = watch::channel(0);
         let task = Task {
+            changed,
             sessions: BTreeMap::new(),
             readers: BTreeMap::new(),
             datagrams,
@@ -193,8 +197,14 @@ impl Endpoint {
         Endpoint {
             commands,
             counters,
+            changes,
             task: tokio::spawn(task.run(receive, incoming)),
         }
+    }
+
+    /// Changes whenever any session changes state: a cue to look at the sessions' status.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// Starts a session with `peer`. Fails when its sockets cannot be opened (the port taken
@@ -237,6 +247,7 @@ struct Running {
 }
 
 struct Task {
+    changed: watch::Sender<u64>,
     sessions: BTreeMap<u32, Running>,
     /// Readers by (multihop, IPv6).
     readers: BTreeMap<(bool, bool), JoinHandle<()>>,
@@ -339,8 +350,12 @@ impl Task {
         let Some(running) = self.sessions.get_mut(&discriminator) else {
             return;
         };
+        let before = running.session.state();
         let actions = running.session.handle(input);
         running.apply(actions, &self.counters);
+        if running.session.state() != before {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     fn expire(&mut self, now: Instant) {

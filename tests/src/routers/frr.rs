@@ -32,6 +32,11 @@ pub(super) fn config(hostname: &str, config: &BgpConfig) -> String {
             let _ = writeln!(text, " neighbor {} ebgp-multihop 255", n.address);
         }
     }
+    for (i, n) in config.neighbors.iter().enumerate() {
+        if n.bfd.is_some() {
+            let _ = writeln!(text, " neighbor {} bfd profile herald-{i}", n.address);
+        }
+    }
     for (afi, v6) in [("ipv4", false), ("ipv6", true)] {
         let _ = writeln!(text, " address-family {afi} unicast");
         for n in config
@@ -49,21 +54,21 @@ pub(super) fn config(hostname: &str, config: &BgpConfig) -> String {
     text
 }
 
-/// bfdd's configuration: one static peer per neighbor with BFD, so that the session runs
-/// whatever BGP does; `None` when no neighbor has BFD.
+/// bfdd's configuration: one profile per neighbor with BFD (`herald-N`, its timers); bgpd
+/// registers each neighbor's session with bfdd and drops the BGP session when BFD goes down.
+/// `None` when no neighbor has BFD.
 pub(super) fn bfdd_config(hostname: &str, config: &BgpConfig) -> Option<String> {
     let mut text = format!("hostname {hostname}\nbfd\n");
     let mut any = false;
-    for n in &config.neighbors {
+    for (i, n) in config.neighbors.iter().enumerate() {
         let Some(timers) = n.bfd else { continue };
         any = true;
         let milliseconds = timers.interval.as_millis();
-        let multihop = if n.multihop { " multihop" } else { "" };
         let _ = write!(
             text,
-            " peer {}{multihop}\n  receive-interval {milliseconds}\n  transmit-interval \
-             {milliseconds}\n  detect-multiplier {}\n  no shutdown\n !\n",
-            n.address, timers.multiplier
+            " profile herald-{i}\n  receive-interval {milliseconds}\n  transmit-interval \
+             {milliseconds}\n  detect-multiplier {}\n !\n",
+            timers.multiplier
         );
     }
     any.then_some(text)

@@ -166,6 +166,8 @@ pub(crate) struct SessionReport {
     pub(crate) peer: String,
     pub(crate) address: SocketAddr,
     pub(crate) status: driver::Status,
+    /// The BFD session beside it, if any.
+    pub(crate) bfd: Option<herald_bfd::driver::Status>,
 }
 
 /// The BGP sessions of this node, and the BFD sessions beside them.
@@ -178,10 +180,11 @@ pub(crate) struct Sessions {
 impl Sessions {
     /// No sessions yet (BFD's sockets open with the first session that asks for BFD).
     pub(crate) fn new(metrics: Arc<Metrics>) -> Sessions {
+        let endpoint = Endpoint::counting_into(metrics.bfd.clone());
         Sessions {
             metrics,
             running: BTreeMap::new(),
-            endpoint: Endpoint::spawn(),
+            endpoint,
         }
     }
 
@@ -197,6 +200,10 @@ impl Sessions {
             .map(|(peer, running)| SessionReport {
                 peer: peer.clone(),
                 address: running.settings.transport.peer,
+                bfd: running
+                    .bfd
+                    .as_ref()
+                    .map(|bfd| bfd.handle.status.borrow().clone()),
                 status: match &running.bgp {
                     Some(handle) => handle.status.borrow().clone(),
                     None => driver::Status {
@@ -298,6 +305,12 @@ impl Sessions {
     /// (the routes withdrawn on this side; the router drops them through its own BFD), and
     /// started again when BFD is Up.
     pub(crate) async fn follow_bfd(&mut self) -> Vec<Told> {
+        for (name, running) in &self.running {
+            if let Some(bfd) = &running.bfd {
+                let up = bfd.handle.status.borrow().state == herald_bfd::State::Up;
+                self.metrics.set_bfd_up(name, up);
+            }
+        }
         let mut told = Vec::new();
         let names: Vec<String> = self.running.keys().cloned().collect();
         for name in names {

@@ -61,6 +61,64 @@ pub(crate) struct Metrics {
     /// UPDATE messages sent.
     pub(crate) bgp_updates_sent: Family<PeerLabels, Counter>,
     pub(crate) bgp_notifications: Family<NotificationLabels, Counter>,
+    /// 1 while the BFD session beside the BGP session is Up.
+    pub(crate) bfd_session_up: Family<PeerLabels, Gauge>,
+    /// The BFD endpoint's packet counters, read at scrape time.
+    pub(crate) bfd: Arc<herald_bfd::driver::Counters>,
+}
+
+/// BFD packet counters kept by the BFD endpoint, read at scrape time.
+#[derive(Debug)]
+struct BfdCollector(Arc<herald_bfd::driver::Counters>);
+
+impl prometheus_client::collector::Collector for BfdCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter},
+        };
+        for (name, help, value) in [
+            (
+                "bfd_packets_received",
+                "BFD control packets accepted",
+                &self.0.packets_received,
+            ),
+            (
+                "bfd_packets_sent",
+                "BFD control packets sent",
+                &self.0.packets_sent,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "bfd_packets_dropped",
+            "BFD datagrams dropped, by reason (malformed, ttl, unknown_session, ...)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in self.0.dropped() {
+            let labels = [("reason", reason)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(count).encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "bfd_transitions",
+            "BFD session state changes, by the state entered and the diagnostic given",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((state, diagnostic), count) in self.0.transitions() {
+            let labels = [("state", state), ("diagnostic", diagnostic)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(count).encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 /// Gossip counters kept by the membership driver, read at scrape time.
@@ -159,7 +217,13 @@ impl Metrics {
             "BGP NOTIFICATIONs sent and received, by peer, direction and error code",
             metrics.bgp_notifications.clone(),
         );
+        registry.register(
+            "bfd_session_up",
+            "1 while the BFD session beside the BGP session with the peer is Up",
+            metrics.bfd_session_up.clone(),
+        );
         registry.register_collector(Box::new(GossipCollector(gossip)));
+        registry.register_collector(Box::new(BfdCollector(metrics.bfd.clone())));
         (Arc::new(metrics), Probes::new(registry))
     }
 
@@ -206,6 +270,16 @@ impl Metrics {
                 Event::Negotiated { .. } => {}
             }
         })
+    }
+
+    /// Whether the BFD session beside `peer`'s BGP session is Up.
+    pub(crate) fn set_bfd_up(&self, peer: &str, up: bool) {
+        let labels = PeerLabels {
+            peer: peer.to_owned(),
+        };
+        self.bfd_session_up
+            .get_or_create(&labels)
+            .set(i64::from(up));
     }
 
     /// Drops the gauges of the session with `peer` (it ended; its counters stay).

@@ -28,7 +28,7 @@ use std::{
 };
 
 use herald_api::{
-    BGPSessionStatus, BGPSessionStatusSpec, ServiceL2Status, ServiceL2StatusSpec,
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceL2Status, ServiceL2StatusSpec,
     status::{NODE_LABEL, Owner, PEER_LABEL, SERVICE_LABEL, record_metadata},
 };
 use herald_bgp::session::State;
@@ -331,12 +331,27 @@ impl Reporter {
                     } else {
                         status.last_error.clone()
                     },
+                    bfd: session.bfd.as_ref().map(bfd_status),
                 };
                 let record = session_record(node, &self.namespace, spec);
                 (records::key(&record), record)
             })
             .collect();
         self.session_records.set(desired);
+    }
+}
+
+/// A BFD session as its record shows it.
+fn bfd_status(status: &herald_bfd::driver::Status) -> BfdSessionStatus {
+    let milliseconds = |d: Option<std::time::Duration>| {
+        d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    BfdSessionStatus {
+        state: status.state.name().to_owned(),
+        diagnostic: status.local_diagnostic.name().to_owned(),
+        remote_diagnostic: status.remote_diagnostic.name().to_owned(),
+        transmit_interval_ms: milliseconds(status.transmit_interval),
+        detection_time_ms: milliseconds(status.detection_time),
     }
 }
 

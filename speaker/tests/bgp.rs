@@ -568,6 +568,29 @@ async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> a
     for ip in &ips {
         wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
     }
+    // Each record shows its BFD session Up with the agreed timers; the metrics count it.
+    let up = "Up No Diagnostic 100 300";
+    wait_for("every BGPSessionStatus to show BFD Up", TIMEOUT, || async {
+        let lines = bfd_records(&world).map_err(|e| e.to_string())?;
+        if lines.len() == 4 && lines.iter().all(|l| l == up) {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    })
+    .await?;
+    for node in 0..2 {
+        for family in ["v4", "v6"] {
+            let peer = format!("{}-{family}", world.ns.name());
+            let gauge = format!("herald_speaker_bfd_session_up{{peer=\"{peer}\"}}");
+            assert_eq!(world.metric(node, &gauge)?, 1.0, "{gauge} on n{}", node + 1);
+        }
+        let entered_up =
+            "herald_speaker_bfd_transitions_total{state=\"Up\",diagnostic=\"No Diagnostic\"}";
+        assert!(world.metric(node, entered_up)? >= 2.0);
+        assert!(world.metric(node, "herald_speaker_bfd_packets_received_total")? >= 10.0);
+        assert!(world.metric(node, "herald_speaker_bfd_packets_sent_total")? >= 10.0);
+    }
 
     // n1's speaker frozen: its BGP session would last 90 s; BFD ends it in a fraction of one.
     let frozen_at = Instant::now();
@@ -620,10 +643,34 @@ async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> a
         },
     )
     .await?;
+    let down = bfd_records(&world)?;
+    assert!(
+        down.iter()
+            .all(|l| l.starts_with("Down Control Detection Time Expired")),
+        "{down:?}"
+    );
+    assert!(
+        world.metric(
+            0,
+            "herald_speaker_bfd_transitions_total{state=\"Down\",diagnostic=\"Control Detection Time Expired\"}"
+        )? >= 2.0
+    );
     bfdd.signal(Signal::SIGCONT)?;
     wait_sessions(&world, &router, &[0, 1]).await?;
     for ip in &ips {
         wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
     }
     Ok(())
+}
+
+/// The BFD part of the test's BGPSessionStatus records, one `state diagnostic transmit
+/// detection` line per record.
+fn bfd_records(world: &Lan) -> anyhow::Result<Vec<String>> {
+    let table = world.kubectl(&[
+        "get",
+        "bgpsessionstatuses",
+        "-o",
+        r#"jsonpath={range .items[*]}{.spec.bfd.state} {.spec.bfd.diagnostic} {.spec.bfd.transmitIntervalMs} {.spec.bfd.detectionTimeMs}{"\n"}{end}"#,
+    ])?;
+    Ok(table.lines().map(|l| l.trim().to_owned()).collect())
 }

@@ -34,7 +34,9 @@ pub use advertisement::{
 };
 pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference};
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
-pub use status::{BGPSessionStatus, BGPSessionStatusSpec, ServiceL2Status, ServiceL2StatusSpec};
+pub use status::{
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceL2Status, ServiceL2StatusSpec,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -58,8 +58,8 @@ pub struct ServiceL2StatusSpec {
 ///
 /// ```text
 ///   kubectl get bgpsessionstatuses -n herald-system
-///   NAME         NODE     PEER   ADDRESS         STATE         PREFIXES   LAST ERROR
-///   tor-node-1   node-1   tor    192.0.2.254     Established   12
+///   NAME         NODE     PEER   ADDRESS         STATE         PREFIXES   BFD   LAST ERROR
+///   tor-node-1   node-1   tor    192.0.2.254     Established   12         Up
 /// ```
 ///
 /// One object per node and BGPPeer, in Herald's namespace, owned by the Node.
@@ -79,6 +79,7 @@ pub struct ServiceL2StatusSpec {
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".spec.state"}"#,
     printcolumn = r#"{"name":"Prefixes","type":"integer","jsonPath":".spec.prefixesAdvertised"}"#,
+    printcolumn = r#"{"name":"BFD","type":"string","jsonPath":".spec.bfd.state"}"#,
     printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".spec.lastError"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +98,28 @@ pub struct BGPSessionStatusSpec {
     /// Why the session last failed, while it is not established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The BFD session beside it, when the BGPPeer names a BFDProfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSessionStatus>,
+}
+
+/// A BFD session's state (RFC 5880) as one node's speaker sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSessionStatus {
+    /// AdminDown, Down, Init or Up.
+    pub state: String,
+    /// Why this side last changed state, as RFC 5880 words it (e.g. `Control Detection Time
+    /// Expired`).
+    pub diagnostic: String,
+    /// The diagnostic in the router's last packet.
+    pub remote_diagnostic: String,
+    /// The agreed interval between this node's packets, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmit_interval_ms: Option<i64>,
+    /// How long the router may be silent before it is declared down, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_time_ms: Option<i64>,
 }
 
 /// What a record is about, as its owner: the record goes when its owner goes (garbage

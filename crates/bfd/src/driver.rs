@@ -101,6 +101,8 @@ pub struct Counters {
     /// Datagrams dropped, by reason: a [`packet::DecodeError::reason`], `ttl`,
     /// `unknown_session`, `send_failed` or `queue_full`.
     dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// State changes, by the state entered and the diagnostic given.
+    transitions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Counters {
@@ -112,6 +114,21 @@ impl Counters {
     /// Datagrams dropped so far, by reason.
     pub fn dropped(&self) -> BTreeMap<&'static str, u64> {
         self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn transition(&self, to: State, diagnostic: Diagnostic) {
+        let mut transitions = self.transitions.lock().unwrap_or_else(|e| e.into_inner());
+        *transitions
+            .entry((to.name(), diagnostic.name()))
+            .or_default() += 1;
+    }
+
+    /// State changes of every session so far, by (state entered, diagnostic).
+    pub fn transitions(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.transitions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -182,8 +199,12 @@ impl Drop for SessionHandle {
 impl Endpoint {
     /// Starts the task; sockets are opened as sessions need them.
     pub fn spawn() -> Endpoint {
+        Endpoint::counting_into(Arc::default())
+    }
+
+    /// [`Endpoint::spawn`], counting into `counters` (shared with whoever exports them).
+    pub fn counting_into(counters: Arc<Counters>) -> Endpoint {
         let (commands, receive) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
         let (datagrams, incoming) = mpsc::channel(DATAGRAM_QUEUE);
         let (changed, changes) = watch::channel(0);
         let task = Task {
@@ -453,6 +474,7 @@ impl Running {
                 }) => {
                     info!(peer = %self.peer.address, from = from.name(), to = to.name(),
                         diagnostic = diagnostic.name(), "BFD session state changed");
+                    counters.transition(to, diagnostic);
                 }
                 Action::Report(Event::Ignored { .. }) => counters.drop_one("unknown_session"),
             }

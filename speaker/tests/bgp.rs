@@ -2,14 +2,20 @@
 //! FRR) and the router's RIB shows what a user relies on: every node's path for a Cluster
 //! Service (ECMP), only endpoint nodes for Local, and withdrawals when that changes.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use herald_domain::{Family, Prefix};
 use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, RouterOptions, TIMEOUT};
 use herald_tests::{
+    Link,
     routers::{BfdTimers, BgpDaemon, BgpRouter},
     wait_for,
 };
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 fn host_prefix(ip: IpAddr) -> String {
@@ -267,14 +273,14 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
 
     // n1's speaker stops (as in a rolling upgrade): its sessions go down, its paths stay.
     let speaker = world.nodes[0].speaker.as_mut().expect("running");
-    speaker.signal(nix::sys::signal::Signal::SIGTERM)?;
-    let stopping = std::time::Instant::now();
+    speaker.signal(Signal::SIGTERM)?;
+    let stopping = Instant::now();
     while speaker.is_running() {
         anyhow::ensure!(
             stopping.elapsed() < TIMEOUT,
             "n1's speaker did not exit on SIGTERM"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_sessions(&world, &router, &[1]).await?;
     for ip in &ips {
@@ -468,7 +474,8 @@ async fn routes_are_withdrawn_when_the_advertisement_or_the_service_changes() ->
 async fn a_peer_two_hops_away_needs_ebgp_multihop(daemon: BgpDaemon) -> anyhow::Result<()> {
     let mut world = Lan::with_pool(&format!("bgp-mh-{}", daemon.name()), 1, &BGP_POOL).await?;
     world.stop_layer2()?;
-    let (router, router_link) = world.router_behind_a_hop(daemon, NODE_ASN)?;
+    let (router, router_link) =
+        world.router_behind_a_hop(daemon, NODE_ASN, RouterOptions::default())?;
     world.bgp_peers(&router_link, NODE_ASN, json!({}))?;
     world.bgp_advertise(json!({}))?;
     world.start_speakers()?;
@@ -522,63 +529,15 @@ async fn frr_two_hops_away_peers_only_with_ebgp_multihop() -> anyhow::Result<()>
     a_peer_two_hops_away_needs_ebgp_multihop(BgpDaemon::Frr).await
 }
 
-/// BFD drives BGP. With a BFDProfile of 100 ms x 3 and a BGP hold time of 90 s: FRR drops a
-/// frozen speaker's routes within about the BFD detection time, not the hold time, and takes
-/// them back once it is thawed; with the router's bfdd frozen, the speakers take their BGP
+/// BFD drives BGP. With a BFDProfile of 100 ms x 3 and a BGP hold time of 90 s: the router
+/// drops a frozen speaker's routes within about the BFD detection time, not the hold time, and
+/// takes them back once it is thawed; with the router's BFD frozen, the speakers take their BGP
 /// sessions down themselves and their BGPSessionStatus says why.
-#[tokio::test]
-async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> anyhow::Result<()> {
-    use nix::sys::signal::Signal;
-    use std::time::{Duration, Instant};
-
-    let mut world = Lan::with_pool("bgp-bfd", 2, &BGP_POOL).await?;
+async fn bfd_takes_a_frozen_speakers_routes_away(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let mut world = Lan::with_pool(&format!("bgp-bfd-{}", daemon.name()), 2, &BGP_POOL).await?;
     world.stop_layer2()?;
-    let options = RouterOptions {
-        bfd: Some(BfdTimers {
-            interval: Duration::from_millis(100),
-            multiplier: 3,
-        }),
-        ..RouterOptions::default()
-    };
-    let (router, router_link) = world.router(BgpDaemon::Frr, NODE_ASN, options)?;
-    let profile = format!("{}-fast", world.ns.name());
-    world.apply_owned(
-        &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BFDProfile",
-        "metadata": {"name": profile},
-        "spec": {"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3}}),
-    )?;
-    world.bgp_peers(
-        &router_link,
-        NODE_ASN,
-        json!({"bfdProfile": profile, "holdTime": "90s"}),
-    )?;
-    world.bgp_advertise(json!({}))?;
-    world.start_speakers()?;
-    wait_sessions(&world, &router, &[0, 1]).await?;
-    wait_for("FRR's four BFD sessions Up", TIMEOUT, || async {
-        let peers = router.bfd_peers().map_err(|e| e.to_string())?;
-        if peers.len() == 4 && peers.iter().all(|p| p.up) {
-            Ok(())
-        } else {
-            Err(format!("{peers:?}"))
-        }
-    })
-    .await?;
-    let ips = world.web_on_every_node(true).await?;
-    for ip in &ips {
-        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
-    }
-    // Each record shows its BFD session Up with the agreed timers; the metrics count it.
-    let up = "Up No Diagnostic 100 300";
-    wait_for("every BGPSessionStatus to show BFD Up", TIMEOUT, || async {
-        let lines = bfd_records(&world).map_err(|e| e.to_string())?;
-        if lines.len() == 4 && lines.iter().all(|l| l == up) {
-            Ok(())
-        } else {
-            Err(format!("{lines:?}"))
-        }
-    })
-    .await?;
+    let (router, router_link) = world.router(daemon, NODE_ASN, bfd_router())?;
+    let ips = bfd_sessions_up(&mut world, &router, &router_link, json!({}), json!({})).await?;
     for node in 0..2 {
         for family in ["v4", "v6"] {
             let peer = format!("{}-{family}", world.ns.name());
@@ -592,34 +551,10 @@ async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> a
         assert!(world.metric(node, "herald_speaker_bfd_packets_sent_total")? >= 10.0);
     }
 
-    // n1's speaker frozen: its BGP session would last 90 s; BFD ends it in a fraction of one.
-    let frozen_at = Instant::now();
-    world.nodes[0]
-        .speaker
-        .as_ref()
-        .expect("running")
-        .signal(Signal::SIGSTOP)?;
-    for ip in &ips {
-        wait_paths(&router, *ip, &world.next_hops(*ip, &[1]), &[NODE_ASN]).await?;
-    }
-    let gone = frozen_at.elapsed();
-    eprintln!("n1 frozen -> its paths gone from FRR (polled with vtysh): {gone:?}");
-    assert!(
-        gone < Duration::from_secs(5),
-        "the routes went with the hold time, not BFD: {gone:?}"
-    );
-    world.nodes[0]
-        .speaker
-        .as_ref()
-        .expect("running")
-        .signal(Signal::SIGCONT)?;
-    wait_sessions(&world, &router, &[0, 1]).await?;
-    for ip in &ips {
-        wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
-    }
+    freeze_a_speaker(&world, &router, &ips).await?;
 
-    // The router's bfdd frozen: the speakers take their BGP sessions down and say why.
-    let bfdd = router.bfd_daemon().expect("bfdd runs");
+    // The router's BFD frozen: the speakers take their BGP sessions down and say why.
+    let bfdd = router.bfd_daemon().expect("BFD runs");
     bfdd.signal(Signal::SIGSTOP)?;
     let wanted = "Idle BFD Down: Control Detection Time Expired";
     wait_for(
@@ -659,6 +594,141 @@ async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> a
     wait_sessions(&world, &router, &[0, 1]).await?;
     for ip in &ips {
         wait_paths(&router, *ip, &world.next_hops(*ip, &[0, 1]), &[NODE_ASN]).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn frr_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> anyhow::Result<()> {
+    bfd_takes_a_frozen_speakers_routes_away(BgpDaemon::Frr).await
+}
+
+#[tokio::test]
+async fn bird_drops_a_frozen_speakers_routes_within_the_bfd_detection_time() -> anyhow::Result<()> {
+    bfd_takes_a_frozen_speakers_routes_away(BgpDaemon::Bird).await
+}
+
+/// Multihop BFD (RFC 5883) with a router two hops away, beside an `ebgpMultiHop` session: Up,
+/// and a frozen speaker's routes gone within the detection time.
+async fn multihop_bfd_reaches_a_router_two_hops_away(daemon: BgpDaemon) -> anyhow::Result<()> {
+    let mut world = Lan::with_pool(&format!("bgp-mhbfd-{}", daemon.name()), 2, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) = world.router_behind_a_hop(daemon, NODE_ASN, bfd_router())?;
+    let peer = json!({"ebgpMultiHop": true});
+    // FRR sends multihop BFD with TTL 255, so the default minimumTtl of 254 holds; BIRD sends
+    // it with the system's default TTL (64), one hop leaves 63.
+    let profile = match daemon {
+        BgpDaemon::Bird => json!({"minimumTtl": 60}),
+        _ => json!({}),
+    };
+    let ips = bfd_sessions_up(&mut world, &router, &router_link, peer, profile).await?;
+    freeze_a_speaker(&world, &router, &ips).await
+}
+
+#[tokio::test]
+async fn frr_runs_multihop_bfd_two_hops_away() -> anyhow::Result<()> {
+    multihop_bfd_reaches_a_router_two_hops_away(BgpDaemon::Frr).await
+}
+
+#[tokio::test]
+async fn bird_runs_multihop_bfd_two_hops_away() -> anyhow::Result<()> {
+    multihop_bfd_reaches_a_router_two_hops_away(BgpDaemon::Bird).await
+}
+
+/// `base` with every field of the object `extra` set over it.
+fn merged(mut base: serde_json::Value, extra: &serde_json::Value) -> serde_json::Value {
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        base[key] = value.clone();
+    }
+    base
+}
+
+/// A router that runs BFD at 100 ms x 3 with every node.
+fn bfd_router() -> RouterOptions {
+    RouterOptions {
+        bfd: Some(BfdTimers {
+            interval: Duration::from_millis(100),
+            multiplier: 3,
+        }),
+        ..RouterOptions::default()
+    }
+}
+
+/// BGPPeers toward `router_link` (with `peer_extra` in their spec) naming a BFDProfile of
+/// 100 ms x 3 (with `profile_extra`), a hold time of 90 s, one web Service per node: every BGP and BFD session Up on both sides,
+/// every record showing BFD Up with the agreed timers. The Services' addresses.
+async fn bfd_sessions_up(
+    world: &mut Lan,
+    router: &BgpRouter,
+    router_link: &Link,
+    peer_extra: serde_json::Value,
+    profile_extra: serde_json::Value,
+) -> anyhow::Result<Vec<IpAddr>> {
+    let profile = format!("{}-fast", world.ns.name());
+    let timers = json!({"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3});
+    world.apply_owned(
+        &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BFDProfile",
+        "metadata": {"name": profile}, "spec": merged(timers, &profile_extra)}),
+    )?;
+    let spec = merged(
+        json!({"bfdProfile": profile, "holdTime": "90s"}),
+        &peer_extra,
+    );
+    world.bgp_peers(router_link, NODE_ASN, spec)?;
+    world.bgp_advertise(json!({}))?;
+    world.start_speakers()?;
+    let nodes: Vec<usize> = (0..world.nodes.len()).collect();
+    let sessions = 2 * nodes.len();
+    wait_sessions(world, router, &nodes).await?;
+    wait_for("the router's BFD sessions Up", TIMEOUT, || async {
+        let peers = router.bfd_peers().map_err(|e| e.to_string())?;
+        if peers.len() == sessions && peers.iter().all(|p| p.up) {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    })
+    .await?;
+    let ips = world.web_on_every_node(true).await?;
+    for ip in &ips {
+        wait_paths(router, *ip, &world.next_hops(*ip, &nodes), &[NODE_ASN]).await?;
+    }
+    // Each record shows its BFD session Up with the agreed timers.
+    let up = "Up No Diagnostic 100 300";
+    wait_for("every BGPSessionStatus to show BFD Up", TIMEOUT, || async {
+        let lines = bfd_records(world).map_err(|e| e.to_string())?;
+        if lines.len() == sessions && lines.iter().all(|l| l == up) {
+            Ok(())
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    })
+    .await?;
+    Ok(ips)
+}
+
+/// n1's speaker frozen: its BGP sessions would last the 90 s hold time; BFD ends them in a
+/// fraction of a second and the router keeps only the other nodes' paths. Thawed: back.
+async fn freeze_a_speaker(world: &Lan, router: &BgpRouter, ips: &[IpAddr]) -> anyhow::Result<()> {
+    let nodes = world.nodes.len();
+    let speaker = world.nodes[0].speaker.as_ref().expect("running");
+    let frozen_at = Instant::now();
+    speaker.signal(Signal::SIGSTOP)?;
+    let others: Vec<usize> = (1..nodes).collect();
+    for ip in ips {
+        wait_paths(router, *ip, &world.next_hops(*ip, &others), &[NODE_ASN]).await?;
+    }
+    let gone = frozen_at.elapsed();
+    eprintln!("n1 frozen -> its paths gone from the router (polled): {gone:?}");
+    assert!(
+        gone < Duration::from_secs(5),
+        "the routes went with the hold time, not BFD: {gone:?}"
+    );
+    speaker.signal(Signal::SIGCONT)?;
+    let all: Vec<usize> = (0..nodes).collect();
+    wait_sessions(world, router, &all).await?;
+    for ip in ips {
+        wait_paths(router, *ip, &world.next_hops(*ip, &all), &[NODE_ASN]).await?;
     }
     Ok(())
 }

@@ -51,7 +51,8 @@ pub struct RouterOptions {
     pub password: Option<String>,
     /// Keep a restarting speaker's routes (RFC 4724).
     pub graceful_restart: bool,
-    /// Run BFD with every node, and drop a node's BGP session when its BFD goes down (FRR).
+    /// Run BFD with every node, and drop a node's BGP session when its BFD goes down (FRR,
+    /// BIRD).
     pub bfd: Option<BfdTimers>,
 }
 
@@ -249,6 +250,7 @@ impl Lan {
         &self,
         daemon: BgpDaemon,
         node_asn: u32,
+        options: RouterOptions,
     ) -> Result<(BgpRouter, Link)> {
         let far = self.topology.segment(
             "far",
@@ -269,14 +271,7 @@ impl Lan {
             node.host
                 .add_route("2001:db8:5::/64", IpAddr::V6(hop_lan.ipv6))?;
         }
-        let router = self.start_router(
-            &host,
-            &link,
-            daemon,
-            node_asn,
-            &RouterOptions::default(),
-            true,
-        )?;
+        let router = self.start_router(&host, &link, daemon, node_asn, &options, true)?;
         Ok((router, link))
     }
 
@@ -291,10 +286,14 @@ impl Lan {
     ) -> Result<BgpRouter> {
         let mut neighbors = Vec::new();
         for node in &self.nodes {
-            for address in [IpAddr::V4(node.link.ipv4), IpAddr::V6(node.link.ipv6)] {
+            for (address, source) in [
+                (IpAddr::V4(node.link.ipv4), IpAddr::V4(link.ipv4)),
+                (IpAddr::V6(node.link.ipv6), IpAddr::V6(link.ipv6)),
+            ] {
                 neighbors.push(BgpNeighbor {
                     password: options.password.clone(),
                     multihop,
+                    source: Some(source),
                     bfd: options.bfd,
                     ..BgpNeighbor::new(address, node_asn)
                 });

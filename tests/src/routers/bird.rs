@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, net::IpAddr, process::Command};
 
-use super::{BgpConfig, BgpRoute, PathAttributes, family_of, parse_as_path};
+use super::{BfdPeer, BgpConfig, BgpRoute, PathAttributes, family_of, parse_as_path};
 
 /// birdc, which talks to BIRD over a Unix socket, so it needs no namespace.
 pub(super) fn cli(dir: &std::path::Path) -> Command {
@@ -28,7 +28,27 @@ pub(super) fn config(config: &BgpConfig) -> String {
             text.push_str(" }\n");
         }
     }
+    // BIRD's BFD timers are per interface (and one set for multihop sessions), not per
+    // neighbor: the first neighbor with BFD gives them.
+    if let Some(timers) = config.neighbors.iter().find_map(|n| n.bfd) {
+        let timers = format!(
+            "interval {} ms; multiplier {};",
+            timers.interval.as_millis(),
+            timers.multiplier
+        );
+        let _ = writeln!(
+            text,
+            "protocol bfd {{ interface \"*\" {{ {timers} }}; multihop {{ {timers} }}; }}"
+        );
+    }
     for (i, n) in config.neighbors.iter().enumerate() {
+        // BIRD waits `error wait time` (60 s at first by default) after BFD has taken a
+        // session down before it accepts a connection again; a router tuned for BFD waits less.
+        let bfd = if n.bfd.is_some() {
+            " bfd on; error wait time 1, 5;"
+        } else {
+            ""
+        };
         let password = n
             .password
             .as_ref()
@@ -42,9 +62,13 @@ pub(super) fn config(config: &BgpConfig) -> String {
         // An iBGP neighbor's next hop is on the shared link: take it as it is, with no IGP.
         let direct = if n.asn == config.asn { " direct;" } else { "" };
         let multihop = if n.multihop { " multihop;" } else { "" };
+        let source = n
+            .source
+            .map(|a| format!(" source address {a};"))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful}{direct}{multihop} {} {{ import all; export all; }}; }}",
+            "protocol bgp peer{i} {{ local as {}; neighbor {} as {};{password}{graceful}{direct}{multihop}{source}{bfd} {} {{ import all; export all; }}; }}",
             config.asn,
             n.address,
             n.asn,
@@ -52,6 +76,28 @@ pub(super) fn config(config: &BgpConfig) -> String {
         );
     }
     text
+}
+
+/// `show bfd sessions`: under a header line `IP address  Interface  State  Since ...`, one line
+/// per session (the interface column is empty for multihop sessions). BIRD does not print
+/// diagnostics there.
+pub(super) fn bfd_peers(out: &str) -> Vec<BfdPeer> {
+    const STATES: [&str; 4] = ["AdminDown", "Down", "Init", "Up"];
+    out.lines()
+        .skip_while(|line| !line.trim_start().starts_with("IP address"))
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address = fields.first()?.parse().ok()?;
+            let state = fields.iter().skip(1).take(2).find(|f| STATES.contains(f))?;
+            Some(BfdPeer {
+                address,
+                up: *state == "Up",
+                diagnostic: String::new(),
+                remote_diagnostic: String::new(),
+            })
+        })
+        .collect()
 }
 
 /// `show protocols all`: a protocol line `peer0 BGP --- up 12:00:00 Established` per session.

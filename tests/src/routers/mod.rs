@@ -76,7 +76,9 @@ pub struct BgpNeighbor {
     pub password: Option<String>,
     /// The neighbor is not on a shared link (eBGP multihop).
     pub multihop: bool,
-    /// A BFD session with the neighbor (FRR only, for now: bfdd runs beside bgpd).
+    /// The router's own address for the session (BIRD needs one for multihop BFD).
+    pub source: Option<IpAddr>,
+    /// A BFD session with the neighbor (FRR: bfdd beside bgpd; BIRD: its bfd protocol).
     pub bfd: Option<BfdTimers>,
 }
 
@@ -87,6 +89,7 @@ impl BgpNeighbor {
             asn,
             password: None,
             multihop: false,
+            source: None,
             bfd: None,
         }
     }
@@ -436,21 +439,31 @@ impl BgpRouter {
         Ok(RibMonitor { child, changes })
     }
 
-    /// The router's BFD sessions (FRR's bfdd).
+    /// The router's BFD sessions (FRR's bfdd, BIRD's bfd protocol).
     pub fn bfd_peers(&self) -> Result<Vec<BfdPeer>> {
-        if self.bfdd.is_none() {
-            return Err(Error::Command {
+        match self.daemon {
+            BgpDaemon::Frr if self.bfdd.is_some() => {
+                let out = run(frr::cli(&self.host, &self.dir).args(["-c", "show bfd peers json"]))?;
+                frr::bfd_peers(&out)
+            }
+            BgpDaemon::Bird => {
+                let out = run(bird::cli(&self.dir).args(["show", "bfd", "sessions"]))?;
+                Ok(bird::bfd_peers(&out))
+            }
+            _ => Err(Error::Command {
                 what: "reading BFD sessions".into(),
-                detail: format!("no BFD daemon runs beside {}", self.daemon.name()),
-            });
+                detail: format!("no BFD runs beside {}", self.daemon.name()),
+            }),
         }
-        let out = run(frr::cli(&self.host, &self.dir).args(["-c", "show bfd peers json"]))?;
-        frr::bfd_peers(&out)
     }
 
-    /// The process that runs BFD, to freeze it (SIGSTOP) as a failed router would be.
+    /// The process that runs BFD, to freeze it (SIGSTOP) as a failed router would be: FRR's
+    /// bfdd, or BIRD itself (BGP and BFD in one process).
     pub fn bfd_daemon(&self) -> Option<&Process> {
-        self.bfdd.as_ref()
+        match self.daemon {
+            BgpDaemon::Bird => Some(&self.process),
+            _ => self.bfdd.as_ref(),
+        }
     }
 
     /// The daemon's log so far.

@@ -21,12 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use herald_domain::Prefix;
 use herald_tests::{
     bench,
     datapath::kernel_next_hops,
     netns::Host,
     routers::{BfdTimers, BgpDaemon},
-    wait_for,
     world::{BGP_POOL, Lan, NODE_ASN, RouterOptions},
 };
 use nix::sys::signal::Signal;
@@ -102,10 +102,7 @@ async fn frozen_until_gone(setup: Setup, runs: usize) -> anyhow::Result<Vec<f64>
     lan.bgp_advertise(json!({}))?;
     lan.start_speakers()?;
     let ip = lan.web_on_every_node(false).await?[0];
-    let prefix = match ip {
-        IpAddr::V4(_) => format!("{ip}/32"),
-        IpAddr::V6(_) => format!("{ip}/128"),
-    };
+    let prefix = Prefix::host(ip).to_string();
     let both = lan.next_hops(ip, &[0, 1]);
     let without_n1 = lan.next_hops(ip, &[1]);
     let speaker = lan.nodes[0].speaker.as_ref().expect("started above");
@@ -114,15 +111,7 @@ async fn frozen_until_gone(setup: Setup, runs: usize) -> anyhow::Result<Vec<f64>
         kernel_route_via(router.host(), &prefix, &both).await?;
         if bfd {
             // The router acts on BFD Down only for a session that has been Up.
-            wait_for("the router's 4 BFD sessions Up", WAIT, || async {
-                let peers = router.bfd_peers().map_err(|e| e.to_string())?;
-                if peers.len() == 4 && peers.iter().all(|p| p.up) {
-                    Ok(())
-                } else {
-                    Err(format!("{peers:?}"))
-                }
-            })
-            .await?;
+            router.wait_bfd_up(4, WAIT).await?;
         }
         // A node dies at any moment, not just after its last message: spread the freezes
         // over a second, past the 1 s between keepalives of a 3 s hold time.

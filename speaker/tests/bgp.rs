@@ -680,15 +680,7 @@ async fn bfd_sessions_up(
     let nodes: Vec<usize> = (0..world.nodes.len()).collect();
     let sessions = 2 * nodes.len();
     wait_sessions(world, router, &nodes).await?;
-    wait_for("the router's BFD sessions Up", TIMEOUT, || async {
-        let peers = router.bfd_peers().map_err(|e| e.to_string())?;
-        if peers.len() == sessions && peers.iter().all(|p| p.up) {
-            Ok(())
-        } else {
-            Err(format!("{peers:?}"))
-        }
-    })
-    .await?;
+    router.wait_bfd_up(sessions, TIMEOUT).await?;
     let ips = world.web_on_every_node(true).await?;
     for ip in &ips {
         wait_paths(router, *ip, &world.next_hops(*ip, &nodes), &[NODE_ASN]).await?;

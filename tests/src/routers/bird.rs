@@ -228,4 +228,26 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn bird_bfd_sessions_are_read_single_hop_and_multihop_with_their_state() {
+        let out = "BIRD 2.0.12 ready.\nbfd1:\n\
+            IP address                Interface  State      Since         Interval  Timeout\n\
+            192.0.2.1                 eth0       Up         10:00:01.000    0.100    0.300\n\
+            2001:db8:1::1             eth0       Init       10:00:01.000    1.000    0.000\n\
+            198.51.100.5                         Down       10:00:02.000    1.000    0.000\n";
+        let peers: Vec<(String, bool)> = bfd_peers(out)
+            .into_iter()
+            .map(|p| (p.address.to_string(), p.up))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                ("192.0.2.1".to_owned(), true),
+                ("2001:db8:1::1".to_owned(), false),
+                ("198.51.100.5".to_owned(), false),
+            ]
+        );
+        assert!(bfd_peers("BIRD 2.0.12 ready.\nbfd1:\n").is_empty());
+    }
 }

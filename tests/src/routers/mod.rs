@@ -457,6 +457,23 @@ impl BgpRouter {
         }
     }
 
+    /// Waits (up to `timeout`) until the router has exactly `sessions` BFD sessions, all Up.
+    pub async fn wait_bfd_up(&self, sessions: usize, timeout: Duration) -> Result<()> {
+        crate::wait_for(
+            &format!("the router's {sessions} BFD sessions Up"),
+            timeout,
+            || async {
+                let peers = self.bfd_peers().map_err(|e| e.to_string())?;
+                if peers.len() == sessions && peers.iter().all(|p| p.up) {
+                    Ok(())
+                } else {
+                    Err(format!("{peers:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     /// The process that runs BFD, to freeze it (SIGSTOP) as a failed router would be: FRR's
     /// bfdd, or BIRD itself (BGP and BFD in one process).
     pub fn bfd_daemon(&self) -> Option<&Process> {

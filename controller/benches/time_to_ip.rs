@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     let mut controller = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
-        .args(["--lease-namespace", "default", "--lease-name", ns.name()])
+        .args(["--namespace", "default", "--lease-name", ns.name()])
         .env("KUBECONFIG", &cp.kubeconfig)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

@@ -1,9 +1,12 @@
-//! The control loop: watch Services, pools and namespaces; decide; write what was decided.
+//! The control loop: watch Services, pools, namespaces and the configuration kinds; decide;
+//! write what was decided.
 //!
 //! ```text
 //!   watch Services ─┐
-//!   watch pools ────┼─► stores ──notify──► Snapshot ─► Decider::pass ─► Vec<Write>
-//!   watch Namespaces┘                                                     │
+//!   watch pools ────┤
+//!   watch Namespaces┼─► stores ──notify──► Snapshot ─► Decider::pass ─► Vec<Write>
+//!   watch BGPPeers, BFDProfiles, advertisements, Nodes (labels),          │
+//!     Secrets in Herald's namespace (names, keys) ┘                       │
 //!                          Decider::record ◄── landed or not ◄── Writer::apply (while leading)
 //! ```
 //!
@@ -12,13 +15,16 @@
 
 use std::sync::Arc;
 
-use herald_api::{IPAddressPool, service::ServiceView};
+use herald_api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement, bgp::PASSWORD_KEY,
+    service::ServiceView,
+};
 use herald_shell::{
     events::{Publisher, Queue},
     watch::{Views, Watches},
 };
 use k8s_openapi::{
-    api::core::v1::{Namespace, Service},
+    api::core::v1::{Namespace, Node, Secret, Service},
     jiff::Timestamp,
 };
 use kube::{
@@ -29,6 +35,7 @@ use tracing::info;
 
 use crate::{
     decide::{Decider, Snapshot},
+    judge::{Configuration, NodeLabels, SecretKeys},
     metrics::Metrics,
     write::{self, Fence, Writer},
 };
@@ -40,6 +47,8 @@ pub(crate) struct Settings {
     pub(crate) class: Option<String>,
     /// The instance name Events are reported under.
     pub(crate) instance: String,
+    /// Herald's namespace, where BGPPeers' password Secrets are.
+    pub(crate) namespace: String,
     pub(crate) metrics: Arc<Metrics>,
     /// Whether this replica may write.
     pub(crate) fence: Fence,
@@ -58,10 +67,56 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         watches.store::<IPAddressPool>(Api::all(client.clone()), watcher::Config::default());
     let namespaces =
         watches.store::<Namespace>(Api::all(client.clone()), watcher::Config::default());
+    let configuration = ConfigurationWatches {
+        namespace: settings.namespace.clone(),
+        peers: watches.store(Api::all(client.clone()), watcher::Config::default()),
+        profiles: watches.store(Api::all(client.clone()), watcher::Config::default()),
+        l2_advertisements: watches.store(Api::all(client.clone()), watcher::Config::default()),
+        bgp_advertisements: watches.store(Api::all(client.clone()), watcher::Config::default()),
+        nodes: watches.views(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            |node| {
+                Some(NodeLabels {
+                    name: node.name_any(),
+                    labels: node.labels().clone(),
+                })
+            },
+        ),
+        // Only which keys a Secret has is kept, never its data.
+        secrets: watches.views(
+            Api::<Secret>::namespaced(client.clone(), &settings.namespace),
+            watcher::Config::default(),
+            |secret| {
+                Some(SecretKeys {
+                    name: secret.name_any(),
+                    has_password: secret
+                        .data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(PASSWORD_KEY)),
+                })
+            },
+        ),
+    };
     services.wait_until_ready().await;
+    configuration.nodes.wait_until_ready().await;
+    configuration.secrets.wait_until_ready().await;
     for (what, ready) in [
         ("IPAddressPools", pools.wait_until_ready().await),
         ("Namespaces", namespaces.wait_until_ready().await),
+        ("BGPPeers", configuration.peers.wait_until_ready().await),
+        (
+            "BFDProfiles",
+            configuration.profiles.wait_until_ready().await,
+        ),
+        (
+            "L2Advertisements",
+            configuration.l2_advertisements.wait_until_ready().await,
+        ),
+        (
+            "BGPAdvertisements",
+            configuration.bgp_advertisements.wait_until_ready().await,
+        ),
     ] {
         ready
             .map_err(|e| anyhow::anyhow!("the watch of {what} ended before its first list: {e}"))?;
@@ -82,7 +137,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         fence: settings.fence,
     };
     let mut decider = Decider::new(settings.class);
-    let snapshot = take_snapshot(&services, &pools, &namespaces);
+    let snapshot = take_snapshot(&services, &pools, &namespaces, &configuration);
     let told = decider.restore(&snapshot);
     decider.record(writer.apply(told).await);
     info!(
@@ -90,7 +145,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         "state rebuilt from Service status; serving"
     );
     loop {
-        let snapshot = take_snapshot(&services, &pools, &namespaces);
+        let snapshot = take_snapshot(&services, &pools, &namespaces, &configuration);
         let writes = decider.pass(&snapshot, Timestamp::now());
         for (pool, usage) in decider.pool_usage(&snapshot) {
             settings.metrics.set_pool_usage(&pool, &usage);
@@ -100,16 +155,42 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
     }
 }
 
+/// Objects sorted by name, so that verdicts come in a stable order.
+fn by_name<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    objects.sort_by_key(|o| o.name_any());
+    objects
+}
+
+/// The watched configuration kinds and what they refer to.
+struct ConfigurationWatches {
+    namespace: String,
+    peers: Store<BGPPeer>,
+    profiles: Store<BFDProfile>,
+    l2_advertisements: Store<L2Advertisement>,
+    bgp_advertisements: Store<BGPAdvertisement>,
+    nodes: Views<NodeLabels>,
+    secrets: Views<SecretKeys>,
+}
+
 /// The objects of this moment.
 fn take_snapshot(
     services: &Views<ServiceView>,
     pools: &Store<IPAddressPool>,
     namespaces: &Store<Namespace>,
+    configuration: &ConfigurationWatches,
 ) -> Snapshot {
     let namespaces = namespaces
         .state()
         .iter()
         .map(|ns| (ns.name_any(), ns.labels().clone()))
         .collect();
-    Snapshot::new(services.state(), pools.state(), namespaces)
+    Snapshot::new(services.state(), pools.state(), namespaces).with_configuration(Configuration {
+        namespace: configuration.namespace.clone(),
+        peers: by_name(configuration.peers.state()),
+        profiles: by_name(configuration.profiles.state()),
+        l2_advertisements: by_name(configuration.l2_advertisements.state()),
+        bgp_advertisements: by_name(configuration.bgp_advertisements.state()),
+        nodes: configuration.nodes.state(),
+        secrets: configuration.secrets.state(),
+    })
 }

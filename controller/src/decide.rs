@@ -23,7 +23,7 @@ use std::{
 };
 
 use herald_api::{
-    IPAddressPool, IPAddressPoolStatus,
+    ConfigurationStatus, IPAddressPool, IPAddressPoolStatus,
     annotations::{self, CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL, SERVED},
     service::ServiceView,
 };
@@ -35,8 +35,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::{
+    judge::{Configuration, judge},
     reason::Reason,
-    status::{PoolFacts, pool_status},
+    status::{PoolFacts, configuration_status, pool_status},
     translate::{self, NamespaceLabels},
 };
 
@@ -46,6 +47,8 @@ pub(crate) struct Snapshot {
     services: Vec<Arc<ServiceView>>,
     pools: Vec<Arc<IPAddressPool>>,
     namespaces: NamespaceLabels,
+    /// The configuration objects, judged into their conditions.
+    configuration: Configuration,
 }
 
 impl Snapshot {
@@ -61,7 +64,14 @@ impl Snapshot {
             services,
             pools,
             namespaces,
+            configuration: Configuration::default(),
         }
+    }
+
+    /// The snapshot with the configuration objects of the same moment.
+    pub(crate) fn with_configuration(mut self, configuration: Configuration) -> Self {
+        self.configuration = configuration;
+        self
     }
 
     pub(crate) fn services(&self) -> usize {
@@ -87,6 +97,13 @@ pub(crate) enum Write {
     PoolStatus {
         name: String,
         status: IPAddressPoolStatus,
+    },
+    /// A configuration object's `Ready` condition, when it changed, and the Event telling it
+    /// (sent once the status landed).
+    ConfigurationStatus {
+        object: ObjectReference,
+        status: ConfigurationStatus,
+        event: Option<Event>,
     },
 }
 
@@ -165,6 +182,8 @@ pub(crate) struct Decider {
     last_event: HashMap<ServiceKey, Event>,
     /// The pool status last written.
     pool_status: HashMap<String, IPAddressPoolStatus>,
+    /// The configuration status last written, by kind and name.
+    configuration_status: HashMap<(String, String), ConfigurationStatus>,
     /// Services dealt with: the resourceVersion decided on (or written from) and the
     /// generation of the allocator's inputs then. Until either changes there is nothing new
     /// to decide, so a pass does no work for settled Services. Failures are never settled.
@@ -186,6 +205,7 @@ impl Decider {
             overlaps: Vec::new(),
             last_event: HashMap::new(),
             pool_status: HashMap::new(),
+            configuration_status: HashMap::new(),
             settled: HashMap::new(),
             generation: 0,
             namespaces: NamespaceLabels::new(),
@@ -238,6 +258,7 @@ impl Decider {
             self.allocator.release(&key);
         }
         writes.extend(self.pool_statuses(snapshot, now));
+        writes.extend(self.configuration_statuses(snapshot, now));
         writes
     }
 
@@ -260,6 +281,14 @@ impl Decider {
                 },
                 Write::PoolStatus { name, status } if landed => {
                     self.pool_status.insert(name, status);
+                }
+                Write::ConfigurationStatus { object, status, .. } => {
+                    let key = object_key(&object);
+                    if landed {
+                        self.configuration_status.insert(key, status);
+                    } else {
+                        self.configuration_status.remove(&key);
+                    }
                 }
                 _ => {}
             }
@@ -479,6 +508,62 @@ impl Decider {
     }
 }
 
+impl Decider {
+    /// Each configuration object's `Ready` condition, where it differs from what the object
+    /// has and from what was last written; an Event goes with it when the object stops (or
+    /// goes on not) being in effect for a new reason, or is in effect again.
+    fn configuration_statuses(&mut self, snapshot: &Snapshot, now: Timestamp) -> Vec<Write> {
+        let verdicts = judge(&snapshot.configuration, &snapshot.pools);
+        let present: BTreeSet<(String, String)> =
+            verdicts.iter().map(|v| object_key(&v.object)).collect();
+        self.configuration_status
+            .retain(|key, _| present.contains(key));
+        let mut writes = Vec::new();
+        for verdict in verdicts {
+            let key = object_key(&verdict.object);
+            // What was written may not be back through the watch yet: it, not the object,
+            // says when the condition last changed.
+            let previous = self
+                .configuration_status
+                .get(&key)
+                .unwrap_or(&verdict.current);
+            let status = configuration_status(&verdict, previous, now);
+            if verdict.current == status || self.configuration_status.get(&key) == Some(&status) {
+                continue;
+            }
+            let told = verdict
+                .current_ready()
+                .map(|c| (c.status == "True", c.message.as_str()));
+            let event = match (verdict.in_effect(), told) {
+                (false, told) if told != Some((false, verdict.message.as_str())) => {
+                    warn!(object = ?verdict.object.name, kind = ?verdict.object.kind, "{}", verdict.message);
+                    Some(Reason::NotInEffect)
+                }
+                (true, Some((false, _))) => Some(Reason::InEffect),
+                _ => None,
+            }
+            .map(|reason| Event {
+                reason,
+                message: verdict.message.clone(),
+            });
+            writes.push(Write::ConfigurationStatus {
+                object: verdict.object,
+                status,
+                event,
+            });
+        }
+        writes
+    }
+}
+
+/// A configuration object's kind and name.
+fn object_key(object: &ObjectReference) -> (String, String) {
+    (
+        object.kind.clone().unwrap_or_default(),
+        object.name.clone().unwrap_or_default(),
+    )
+}
+
 fn ips_text(ips: &[IpAddr]) -> String {
     ips.iter()
         .map(IpAddr::to_string)
@@ -488,6 +573,7 @@ fn ips_text(ips: &[IpAddr]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use herald_api::BGPPeer;
     use herald_api::annotations::{CLEANUP_FINALIZER, IP_ALLOCATED_FROM_POOL, SERVED};
     use k8s_openapi::api::core::v1::Service;
     use serde_json::{Value, json};
@@ -706,5 +792,88 @@ mod tests {
         let retried = service_writes(&again);
         assert_eq!(retried.len(), 1, "the failure is retried: {again:?}");
         assert!(retried[0].events.is_empty(), "but not told twice");
+    }
+
+    fn configuration_writes(
+        writes: &[Write],
+    ) -> Vec<(&ObjectReference, &ConfigurationStatus, Option<&Event>)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::ConfigurationStatus {
+                    object,
+                    status,
+                    event,
+                } => Some((object, status, event.as_ref())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `status` as the object would have it after the write came back through the watch.
+    fn with_status(peer: &Arc<BGPPeer>, status: &ConfigurationStatus) -> Arc<BGPPeer> {
+        let mut peer = (**peer).clone();
+        peer.status = Some(status.clone());
+        Arc::new(peer)
+    }
+
+    #[test]
+    fn a_configuration_problem_is_written_and_told_once_and_its_fix_once() {
+        use crate::judge::tests::{configuration, lan, peer};
+        let mut decider = Decider::new(None);
+        let mut config = configuration();
+        let broken = peer("tor", json!({"bfdProfile": "fast"}));
+        config.peers = vec![broken.clone()];
+        let world =
+            |config: &Configuration| snapshot(Vec::new(), lan()).with_configuration(config.clone());
+        let writes = decider.pass(&world(&config), now());
+        let [(object, status, Some(event))] = configuration_writes(&writes)[..] else {
+            panic!("one status with its Event: {writes:?}")
+        };
+        assert_eq!(object.name.as_deref(), Some("tor"));
+        assert_eq!(event.reason, Reason::NotInEffect);
+        let ready = status.ready().expect("a Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "MissingReference")
+        );
+        assert_eq!(ready.observed_generation, Some(1));
+        assert!(
+            event
+                .message
+                .starts_with("spec.bfdProfile: BFDProfile fast")
+        );
+        let written = status.clone();
+        decider.record(landed(writes, true));
+        let a_second_later = now() + std::time::Duration::from_secs(1);
+        assert!(
+            configuration_writes(&decider.pass(&world(&config), a_second_later)).is_empty(),
+            "written and told once, before the watch brings it back"
+        );
+        config.peers = vec![with_status(&broken, &written)];
+        let mut later = now();
+        for _ in 0..3 {
+            later += std::time::Duration::from_secs(60);
+            let steady = decider.pass(&world(&config), later);
+            assert!(configuration_writes(&steady).is_empty(), "{steady:?}");
+        }
+
+        config.profiles = vec![Arc::new(herald_tests::herald::object(
+            "BFDProfile",
+            "fast",
+            json!({}),
+        ))];
+        let fixed = decider.pass(&world(&config), later);
+        let tor = configuration_writes(&fixed)
+            .into_iter()
+            .find(|(o, ..)| o.name.as_deref() == Some("tor"))
+            .expect("tor's status");
+        let ready = tor.1.ready().expect("a Ready condition");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "InEffect")
+        );
+        assert_eq!(ready.last_transition_time.0, later, "a new transition");
+        assert_eq!(tor.2.map(|e| e.reason), Some(Reason::InEffect));
     }
 }

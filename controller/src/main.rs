@@ -7,11 +7,12 @@
 //!
 //! This binary is a thin shell: flags, logging, the Lease and wiring here; the loop in
 //! [`control`]; what to write, decided purely over a snapshot, in [`decide`] (with
-//! [`translate`] between Kubernetes objects and the allocator, [`status`] for pool status and
-//! [`reason`] for why); the one writer, fenced by the Lease, in [`write`].
+//! [`translate`] between Kubernetes objects and the allocator, [`status`] for pool status,
+//! [`judge`] for the configuration objects' conditions and [`reason`] for why); the one writer, fenced by the Lease, in [`write`].
 
 mod control;
 mod decide;
+mod judge;
 mod metrics;
 mod reason;
 mod status;
@@ -39,9 +40,14 @@ struct Flags {
     /// Elect one leader among replicas by a Lease; only the leader allocates.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace of the Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "herald-system")]
-    lease_namespace: String,
+    /// Herald's namespace: where the Lease is held and BGPPeers' password Secrets are.
+    #[arg(
+        long,
+        alias = "lease-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "herald-system"
+    )]
+    namespace: String,
     /// Name of the Lease.
     #[arg(long, default_value = "herald-controller")]
     lease_name: String,
@@ -70,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = |fence| control::Settings {
         class: flags.load_balancer_class.clone(),
         instance: flags.instance.clone(),
+        namespace: flags.namespace.clone(),
         metrics: metrics.clone(),
         fence,
     };
@@ -81,15 +88,13 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
     }
     let lease = LeaseManagerBuilder::new(client.clone(), &flags.lease_name)
-        .with_namespace(&flags.lease_namespace)
+        .with_namespace(&flags.namespace)
         .with_identity(&flags.instance)
         .with_duration(flags.lease_duration_seconds)
         .with_grace(flags.lease_grace_seconds)
         .build()
         .await
-        .map_err(|e| {
-            anyhow::anyhow!("Lease {}/{}: {e}", flags.lease_namespace, flags.lease_name)
-        })?;
+        .map_err(|e| anyhow::anyhow!("Lease {}/{}: {e}", flags.namespace, flags.lease_name))?;
     let (mut leading, _lease_task) = lease.watch().await;
     loop {
         info!(lease = %flags.lease_name, "waiting to lead");

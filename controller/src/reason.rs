@@ -23,6 +23,10 @@ pub(crate) enum Reason {
     IpOutsidePools,
     /// An IPAddressPool's spec cannot be used.
     InvalidPool,
+    /// A BGPPeer, BFDProfile or advertisement is not (wholly) in effect; the message says why.
+    NotInEffect,
+    /// A configuration object that was not in effect is again.
+    InEffect,
 }
 
 impl Reason {
@@ -36,12 +40,14 @@ impl Reason {
             Reason::AllocationConflict => "AllocationConflict",
             Reason::IpOutsidePools => "IPOutsidePools",
             Reason::InvalidPool => "InvalidPool",
+            Reason::NotInEffect => "NotInEffect",
+            Reason::InEffect => "InEffect",
         }
     }
 
     pub(crate) fn severity(self) -> Severity {
         match self {
-            Reason::IpAllocated | Reason::IpReleased => Severity::Normal,
+            Reason::IpAllocated | Reason::IpReleased | Reason::InEffect => Severity::Normal,
             _ => Severity::Warning,
         }
     }
@@ -60,6 +66,7 @@ impl Reason {
         match self {
             Reason::IpAllocated => metrics.allocations.inc(),
             Reason::IpReleased => metrics.releases.inc(),
+            Reason::InEffect => 0,
             failure => metrics
                 .failures
                 .get_or_create(&ReasonLabels {
@@ -75,15 +82,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_allocations_and_releases_are_normal_events() {
+    fn only_allocations_releases_and_configuration_in_effect_are_normal_events() {
         assert_eq!(Reason::IpAllocated.note("x").reason, "IPAllocated");
         assert!(matches!(Reason::IpReleased.severity(), Severity::Normal));
+        assert!(matches!(Reason::InEffect.severity(), Severity::Normal));
         for reason in [
             Reason::InvalidService,
             Reason::AllocationFailed,
             Reason::AllocationConflict,
             Reason::IpOutsidePools,
             Reason::InvalidPool,
+            Reason::NotInEffect,
         ] {
             assert!(matches!(reason.severity(), Severity::Warning), "{reason:?}");
         }

@@ -1,5 +1,6 @@
 //! What the controller says about an IPAddressPool in its status, computed from the allocator's
-//! answers alone (pure: the loop writes it when it differs from what the object has).
+//! answers alone, and about a configuration object, from its [`Verdict`] (pure: the loop
+//! writes either when it differs from what the object has).
 //!
 //! ```text
 //!   usage (assigned / available per family) ─┐
@@ -8,13 +9,18 @@
 //!   the status it has now (transition times)┘
 //! ```
 
-use herald_api::IPAddressPoolStatus;
+use herald_api::{
+    IPAddressPoolStatus,
+    conditions::{ConfigurationStatus, READY},
+};
 use herald_domain::Family;
 use herald_ipam::PoolUsage;
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
+
+use crate::judge::Verdict;
 
 /// What the allocator and the pool check say about one pool.
 #[derive(Debug, Clone, Copy)]
@@ -68,15 +74,7 @@ pub(crate) fn pool_status(
             now,
         )
     });
-    for c in &mut conditions {
-        if let Some(old) = previous
-            .conditions
-            .iter()
-            .find(|o| o.type_ == c.type_ && o.status == c.status)
-        {
-            c.last_transition_time = old.last_transition_time.clone();
-        }
-    }
+    keep_transition_times(&mut conditions, &previous.conditions);
     let usage = facts.usage;
     IPAddressPoolStatus {
         assigned_ipv4: count(usage.assigned(Family::Ipv4)),
@@ -85,6 +83,38 @@ pub(crate) fn pool_status(
         // A string: an IPv6 pool may hold more than 2^63 addresses.
         available_ipv6: usage.available(Family::Ipv6).to_string(),
         conditions,
+    }
+}
+
+/// The status a configuration object should have after `verdict`, at `now` (a `Ready`
+/// condition whose status is what it was in `previous` keeps its transition time).
+pub(crate) fn configuration_status(
+    verdict: &Verdict,
+    previous: &ConfigurationStatus,
+    now: Timestamp,
+) -> ConfigurationStatus {
+    let mut ready = condition(
+        READY,
+        verdict.in_effect(),
+        verdict.reason,
+        &verdict.message,
+        now,
+    );
+    ready.observed_generation = verdict.generation;
+    let mut conditions = vec![ready];
+    keep_transition_times(&mut conditions, &previous.conditions);
+    ConfigurationStatus { conditions }
+}
+
+/// A condition whose status is what it was in `previous` keeps its transition time.
+fn keep_transition_times(conditions: &mut [Condition], previous: &[Condition]) {
+    for c in conditions {
+        if let Some(old) = previous
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Order within a pass: Events about pools and rebuilt state first, then the Services (side by
 //! side, [`WRITE_CONCURRENCY`] at once; for each, metadata, then status, then its Events, each
-//! step only if the one before landed), then pool status. Events are queued and sent in the
+//! step only if the one before landed), then pool status, then the configuration objects'
+//! conditions (each with its Event, if it has one). Events are queued and sent in the
 //! background ([`Queue`]): a pass never waits for them, so neither does the next Service's
 //! address. Each write reports whether it landed (an Event: whether it was queued), so the
 //! decider retries exactly what did not.
@@ -18,7 +19,10 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use herald_api::{IPAddressPool, IPAddressPoolStatus, annotations::CLEANUP_FINALIZER};
+use herald_api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, ConfigurationStatus, IPAddressPool, L2Advertisement,
+    annotations::CLEANUP_FINALIZER,
+};
 use herald_shell::events::Queue;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::{
@@ -77,7 +81,7 @@ impl Writer {
     /// Applies `writes`; each comes back with whether it landed.
     pub(crate) async fn apply(&self, writes: Vec<Write>) -> Vec<(Write, bool)> {
         let mut done = Vec::with_capacity(writes.len());
-        let (mut services, mut pools) = (Vec::new(), Vec::new());
+        let (mut services, mut pools, mut configuration) = (Vec::new(), Vec::new(), Vec::new());
         for write in writes {
             match write {
                 Write::Event { object, event } => {
@@ -86,6 +90,7 @@ impl Writer {
                 }
                 Write::Service(service) => services.push(service),
                 Write::PoolStatus { name, status } => pools.push((name, status)),
+                write @ Write::ConfigurationStatus { .. } => configuration.push(write),
             }
         }
         let written: Vec<(ServiceWrite, bool)> = futures::stream::iter(services)
@@ -99,10 +104,40 @@ impl Writer {
                 .map(|(s, landed)| (Write::Service(s), landed)),
         );
         for (name, status) in pools {
-            let landed = self.pool_status(&name, &status).await;
+            let landed = self.status::<IPAddressPool>(&name, &status).await;
             done.push((Write::PoolStatus { name, status }, landed));
         }
+        for write in configuration {
+            let landed = match &write {
+                Write::ConfigurationStatus {
+                    object,
+                    status,
+                    event,
+                } => {
+                    self.configuration_status(object, status).await
+                        && event.as_ref().is_none_or(|event| self.send(object, event))
+                }
+                _ => false,
+            };
+            done.push((write, landed));
+        }
         done
+    }
+
+    /// The status of a configuration object, by its kind.
+    async fn configuration_status(
+        &self,
+        object: &ObjectReference,
+        status: &ConfigurationStatus,
+    ) -> bool {
+        let name = object.name.as_deref().unwrap_or_default();
+        match object.kind.as_deref() {
+            Some("BGPPeer") => self.status::<BGPPeer>(name, status).await,
+            Some("BFDProfile") => self.status::<BFDProfile>(name, status).await,
+            Some("L2Advertisement") => self.status::<L2Advertisement>(name, status).await,
+            Some("BGPAdvertisement") => self.status::<BGPAdvertisement>(name, status).await,
+            _ => false,
+        }
     }
 
     /// Queues one Event and counts it; false when the queue is full (the write did not land,
@@ -179,12 +214,18 @@ impl Writer {
         (writes, queued)
     }
 
-    /// One pool's status.
-    async fn pool_status(&self, name: &str, status: &IPAddressPoolStatus) -> bool {
+    /// The status of the cluster-scoped object `name` of kind `K`.
+    async fn status<K>(&self, name: &str, status: &impl serde::Serialize) -> bool
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
         if !self.fence.holds() {
             return false;
         }
-        let api: Api<IPAddressPool> = Api::all(self.client.clone());
+        let api: Api<K> = Api::all(self.client.clone());
         let patch = Patch::Merge(json!({"status": status}));
         match api
             .patch_status(name, &PatchParams::default(), &patch)
@@ -192,7 +233,7 @@ impl Writer {
         {
             Ok(_) => true,
             Err(e) => {
-                debug!(pool = %name, error = %e, "writing pool status failed; the next pass retries");
+                debug!(kind = %K::kind(&()), %name, error = %e, "writing status failed; the next pass retries");
                 false
             }
         }

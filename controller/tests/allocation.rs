@@ -440,10 +440,10 @@ async fn only_the_leader_allocates_and_a_standby_takes_over_when_it_dies() -> an
     let holder = || {
         w.cp.kubectl(&[
             "-n",
-            "default",
+            w.ns.name(),
             "get",
             "lease",
-            w.ns.name(),
+            "herald-controller",
             "-o",
             "jsonpath={.spec.holderIdentity}",
         ])

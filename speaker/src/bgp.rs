@@ -31,13 +31,14 @@ use herald_bgp::{
     driver::{self, Handle},
     session::BandwidthBits,
 };
+use herald_config::{BfdProfiles, Peer, PeerError};
 use herald_domain::Prefix;
 use herald_plan::{BgpPlan, BgpRoute};
 
 use crate::{
     cluster::NodeView,
     metrics::Metrics,
-    peer::{BfdProfiles, BfdSettings, Peer, PeerError, Settings},
+    peer::{BfdSettings, Settings, settings},
     report::Told,
     secrets::Passwords,
 };
@@ -106,7 +107,7 @@ pub(crate) fn bgp_share(inputs: &BgpInputs, passwords: &Passwords) -> (BgpShare,
             continue;
         };
         let routes = routes(planned);
-        match peer.settings(node, passwords, profiles) {
+        match settings(peer, node, passwords, profiles) {
             Ok(settings) => {
                 share
                     .sessions

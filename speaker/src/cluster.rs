@@ -8,26 +8,23 @@ use std::{
     sync::Arc,
 };
 
-use herald_api::selector::{SelectorError, convert_all};
 use herald_api::{
     BGPAdvertisement, IPAddressPool, L2Advertisement,
     annotations::IP_ALLOCATED_FROM_POOL,
     service::{ServiceView, ready_endpoint_nodes},
-    values::CommunityValue,
 };
 use herald_domain::ServiceKey;
 use herald_plan::{
     BgpAdvertisement as PlannedBgpAdvertisement, L2Advertisement as PlannedAdvertisement,
-    NodeState, Selection, ServiceState, Snapshot,
+    NodeState, ServiceState, Snapshot,
 };
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use crate::peer::Peer;
+use herald_config::{Peer, bgp_advertisement, l2_advertisement};
 
 /// The label Kubernetes puts on nodes that must not receive load-balancer traffic.
 pub(crate) const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -136,95 +133,6 @@ fn node_state(node: &Node) -> NodeState {
     }
 }
 
-/// The parsed selectors of an advertisement of either kind.
-fn selection(
-    object: &str,
-    pools: &[String],
-    pool_selectors: &[LabelSelector],
-    node_selectors: &[LabelSelector],
-    service_selectors: &[LabelSelector],
-) -> Result<Selection, SelectorError> {
-    Ok(Selection {
-        pools: pools.to_vec(),
-        pool_selectors: convert_all(pool_selectors, object, "spec.ipAddressPoolSelectors")?,
-        node_selectors: convert_all(node_selectors, object, "spec.nodeSelectors")?,
-        service_selectors: convert_all(service_selectors, object, "spec.serviceSelectors")?,
-    })
-}
-
-fn advertisement(adv: &L2Advertisement) -> Result<PlannedAdvertisement, SelectorError> {
-    let name = adv.name_any();
-    let spec = &adv.spec;
-    let selection = selection(
-        &format!("L2Advertisement {name}"),
-        &spec.ip_address_pools,
-        &spec.ip_address_pool_selectors,
-        &spec.node_selectors,
-        &spec.service_selectors,
-    )?;
-    Ok(PlannedAdvertisement {
-        selection,
-        interfaces: spec.interfaces.clone(),
-        name,
-    })
-}
-
-/// Why an advertisement cannot be used, naming the object and the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AdvertisementError {
-    #[error(transparent)]
-    Selector(#[from] SelectorError),
-    #[error("{object}: spec.communities[{index}]: {problem}")]
-    Community {
-        object: String,
-        index: usize,
-        problem: String,
-    },
-}
-
-fn bgp_advertisement(
-    adv: &BGPAdvertisement,
-) -> Result<PlannedBgpAdvertisement, AdvertisementError> {
-    let name = adv.name_any();
-    let object = format!("BGPAdvertisement {name}");
-    let spec = &adv.spec;
-    let selection = selection(
-        &object,
-        &spec.ip_address_pools,
-        &spec.ip_address_pool_selectors,
-        &spec.node_selectors,
-        &spec.service_selectors,
-    )?;
-    let mut planned = PlannedBgpAdvertisement {
-        name: name.clone(),
-        selection,
-        aggregation_length: spec
-            .aggregation_length
-            .map_or(32, |l| u8::try_from(l.clamp(0, 32)).unwrap_or(32)),
-        aggregation_length_v6: spec
-            .aggregation_length_v6
-            .map_or(128, |l| u8::try_from(l.clamp(0, 128)).unwrap_or(128)),
-        local_pref: spec.local_pref.and_then(|p| u32::try_from(p).ok()),
-        peers: spec.peers.clone(),
-        weight_by_local_endpoints: spec.weight_by_local_endpoints,
-        ..Default::default()
-    };
-    for (i, community) in spec.communities.iter().enumerate() {
-        match community.value() {
-            Ok(CommunityValue::Standard(value)) => planned.communities.push(value),
-            Ok(CommunityValue::Large(value)) => planned.large_communities.push(value),
-            Err(e) => {
-                return Err(AdvertisementError::Community {
-                    object,
-                    index: i,
-                    problem: e.to_string(),
-                });
-            }
-        }
-    }
-    Ok(planned)
-}
-
 /// The planning snapshot, and a message per advertisement that could not be used (it is
 /// left out; the others still apply).
 pub(crate) fn snapshot(
@@ -252,7 +160,7 @@ pub(crate) fn snapshot(
         .advertisements
         .iter()
         .filter_map(|adv| {
-            advertisement(adv)
+            l2_advertisement(adv)
                 .map_err(|e| problems.push(e.to_string()))
                 .ok()
         })

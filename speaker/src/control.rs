@@ -48,7 +48,6 @@ use crate::{
     bgp::{self, BgpInputs, Sessions},
     cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
     metrics::Metrics,
-    peer,
     report::Reporter,
     secrets::PasswordSecrets,
 };
@@ -269,7 +268,7 @@ impl<'a> Speaker<'a> {
         );
         let bgp_advertisements = stores.bgp_advertisements.state();
         let (bgp_peers, unusable_peers) =
-            peer::translate_all(&stores.bgp_peers.state(), &settings.namespace);
+            herald_config::translate_peers(&stores.bgp_peers.state(), &settings.namespace);
         self.services = stores.services.state();
         let wanted_seeds = cluster::gossip_seeds(&nodes, &settings.node, settings.gossip_address);
         if wanted_seeds != self.seeds {
@@ -303,8 +302,9 @@ impl<'a> Speaker<'a> {
         };
         let (snapshot, mut problems) = cluster::snapshot(objects, &alive);
         problems.extend(unusable_peers.iter().map(ToString::to_string));
-        let (profiles, unusable_profiles) = peer::translate_profiles(&stores.bfd_profiles.state());
-        problems.extend(unusable_profiles);
+        let (profiles, unusable_profiles) =
+            herald_config::translate_profiles(&stores.bfd_profiles.state());
+        problems.extend(unusable_profiles.iter().map(ToString::to_string));
         self.plan = plan_l2(&snapshot);
         self.this_node = nodes
             .iter()

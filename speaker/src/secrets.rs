@@ -9,12 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use herald_api::bgp::PASSWORD_KEY;
 use herald_bgp::driver::Password;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-
-/// The key of the password in a BGPPeer's Secret (`kubernetes.io/basic-auth`).
-const PASSWORD_KEY: &str = "password";
 
 /// Why a password Secret cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -114,6 +114,33 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         },
     )
     .await?;
+    // The controller judged the peers with the chart's credentials: it read which keys the
+    // password Secret has, and wrote the condition.
+    for family in ["v4", "v6"] {
+        let peer = format!("{namespace}-{family}");
+        wait_for(
+            &format!("BGPPeer {peer} Ready"),
+            herald_tests::world::TIMEOUT,
+            || async {
+                let ready = lan
+                    .cp
+                    .kubectl(&[
+                        "get",
+                        "bgppeer",
+                        &peer,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+                    ])
+                    .map_err(|e| e.to_string())?;
+                if ready == "InEffect" {
+                    Ok(())
+                } else {
+                    Err(ready)
+                }
+            },
+        )
+        .await?;
+    }
     // Nothing they tried was refused by RBAC (other refusals, such as Events in another
     // test's namespace being deleted, are not about these accounts).
     let logs = format!("{}\n{}", lan.controller.log(), lan.speaker_logs());

@@ -1,5 +1,6 @@
 //! Herald's own binaries, started the way the tests need them: the path of a built binary,
-//! and a herald-controller process that is killed (and its log shown on failure) on drop.
+//! and a herald-controller process that is killed (and its log shown on failure) on drop; and
+//! [`object`], a `herald.dev` object built from its spec for unit tests.
 
 use std::{
     path::PathBuf,
@@ -42,17 +43,18 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts a replica named `instance` competing for Lease `lease` (in `default`), with
-    /// short Lease times so that a killed leader is replaced within seconds.
-    pub fn start(cp: &ControlPlane, lease: &str, instance: &str) -> Result<Controller> {
-        Self::start_as(&cp.kubeconfig, "default", lease, instance)
+    /// Starts a replica named `instance` with `namespace` as Herald's (its Lease, and the
+    /// password Secrets it judges BGPPeers by), with short Lease times so that a killed
+    /// leader is replaced within seconds.
+    pub fn start(cp: &ControlPlane, namespace: &str, instance: &str) -> Result<Controller> {
+        Self::start_as(&cp.kubeconfig, namespace, "herald-controller", instance)
     }
 
     /// [`Controller::start`] with the credentials of `kubeconfig` (e.g. a ServiceAccount's
-    /// token), its Lease in `lease_namespace`.
+    /// token), in `namespace` and competing for Lease `lease` there.
     pub fn start_as(
         kubeconfig: &std::path::Path,
-        lease_namespace: &str,
+        namespace: &str,
         lease: &str,
         instance: &str,
     ) -> Result<Controller> {
@@ -75,8 +77,8 @@ impl Controller {
             .map_err(Error::io(format!("opening {}", log.display())))?;
         let child = Command::new(binary("herald-controller")?)
             .args([
-                "--lease-namespace",
-                lease_namespace,
+                "--namespace",
+                namespace,
                 "--lease-name",
                 lease,
                 "--instance",
@@ -149,4 +151,18 @@ impl Drop for Controller {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// A `herald.dev/v1alpha1` object of `kind` named `name` with `spec`, as a unit test builds
+/// it (panics if the spec does not fit the type).
+pub fn object<K: serde::de::DeserializeOwned>(
+    kind: &str,
+    name: &str,
+    spec: serde_json::Value,
+) -> K {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "herald.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": name, "generation": 1}, "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("{kind} {name} does not fit its type: {e}"))
 }

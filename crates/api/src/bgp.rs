@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::conditions::ConfigurationStatus;
+
 use crate::values::{Asn, Duration, IpAddress, RouterId};
 
 /// The desired state of a BGPPeer.
@@ -17,9 +19,13 @@ use crate::values::{Asn, Duration, IpAddress, RouterId};
     plural = "bgppeers",
     shortname = "bgppeer",
     category = "herald",
+    status = "ConfigurationStatus",
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
     printcolumn = r#"{"name":"Peer ASN","type":"integer","jsonPath":".spec.peerASN"}"#,
     printcolumn = r#"{"name":"My ASN","type":"integer","jsonPath":".spec.myASN"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +87,9 @@ pub struct BGPPeerSpec {
     pub bfd_profile: Option<String>,
 }
 
+/// The key of the password in a BGPPeer's Secret (`kubernetes.io/basic-auth`).
+pub const PASSWORD_KEY: &str = "password";
+
 /// A reference to a Secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretReference {
@@ -100,9 +109,13 @@ pub struct SecretReference {
     plural = "bfdprofiles",
     shortname = "bfdprofile",
     category = "herald",
+    status = "ConfigurationStatus",
     printcolumn = r#"{"name":"Receive","type":"integer","jsonPath":".spec.receiveInterval"}"#,
     printcolumn = r#"{"name":"Transmit","type":"integer","jsonPath":".spec.transmitInterval"}"#,
-    printcolumn = r#"{"name":"Multiplier","type":"integer","jsonPath":".spec.detectMultiplier"}"#
+    printcolumn = r#"{"name":"Multiplier","type":"integer","jsonPath":".spec.detectMultiplier"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BFDProfileSpec {

@@ -12,7 +12,8 @@
 //! `kubectl apply` time with a message naming the field: OpenAPI types and bounds, plus CEL
 //! `x-kubernetes-validations` for what a pattern cannot say (address ranges, ASNs, BGP
 //! communities, timers). What one object cannot check alone (overlapping pools, a reference to
-//! a missing pool) the controller reports as a status condition and an Event.
+//! a missing pool) the controller reports as a status condition and an Event
+//! ([`conditions`]).
 //!
 //! ```text
 //!   types (this crate) ──► crds() ──► crdgen ──► charts/herald/crds/*.yaml ──► API server
@@ -22,6 +23,7 @@
 pub mod advertisement;
 pub mod annotations;
 pub mod bgp;
+pub mod conditions;
 pub mod pool;
 pub mod reference;
 pub mod selector;
@@ -33,6 +35,7 @@ pub use advertisement::{
     BGPAdvertisement, BGPAdvertisementSpec, L2Advertisement, L2AdvertisementSpec,
 };
 pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference};
+pub use conditions::ConfigurationStatus;
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
 pub use status::{
     BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceL2Status, ServiceL2StatusSpec,

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herald_domain::{Family, LabelSelector, Prefix, ServiceKey};
+use herald_domain::{Family, LabelSelector, Labels, Prefix, ServiceKey};
 
 use crate::{Selection, Snapshot, any_or_empty};
 
@@ -51,6 +51,13 @@ pub struct BgpPeer {
     pub family: Family,
 }
 
+impl BgpPeer {
+    /// Whether speakers on a node labelled `labels` peer with it.
+    pub fn selects_node(&self, labels: &Labels) -> bool {
+        any_or_empty(&self.node_selectors, labels)
+    }
+}
+
 /// One route a node advertises to one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BgpRoute {
@@ -76,7 +83,7 @@ pub fn plan_bgp(snapshot: &Snapshot, node: &str) -> BgpPlan {
     let peers: Vec<&BgpPeer> = snapshot
         .bgp_peers
         .iter()
-        .filter(|p| any_or_empty(&p.node_selectors, &this.labels))
+        .filter(|p| p.selects_node(&this.labels))
         .collect();
     for peer in &peers {
         // A selected peer has a session even with nothing to advertise.

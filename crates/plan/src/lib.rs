@@ -120,7 +120,8 @@ pub(crate) fn any_or_empty(selectors: &[LabelSelector], labels: &Labels) -> bool
 }
 
 impl Selection {
-    fn selects_pool(&self, pool: Option<&str>, pool_labels: &BTreeMap<String, Labels>) -> bool {
+    /// Whether this selects the pool named `pool` (`None`: a Service from no known pool).
+    pub fn selects_pool(&self, pool: Option<&str>, pool_labels: &BTreeMap<String, Labels>) -> bool {
         if self.pools.is_empty() && self.pool_selectors.is_empty() {
             return true;
         }
@@ -144,7 +145,12 @@ impl Selection {
     ) -> bool {
         self.selects_pool(service.pool.as_deref(), pool_labels)
             && any_or_empty(&self.service_selectors, &service.labels)
-            && any_or_empty(&self.node_selectors, &node.labels)
+            && self.selects_node(&node.labels)
+    }
+
+    /// Whether this selects a node labelled `labels`.
+    pub fn selects_node(&self, labels: &Labels) -> bool {
+        any_or_empty(&self.node_selectors, labels)
     }
 }
 

@@ -210,6 +210,7 @@ impl Sessions {
                     None => driver::Status {
                         state: State::Idle,
                         advertised: 0,
+                        last_notification: None,
                         last_error: running.bfd.as_ref().map(|bfd| {
                             let status = bfd.handle.status.borrow();
                             format!(

@@ -38,7 +38,9 @@ use herald_shell::{
     events::{Note, Publisher, Queue, Severity},
     records::{self, Desired},
 };
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{
+    api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams},
@@ -331,6 +333,12 @@ impl Reporter {
                     } else {
                         status.last_error.clone()
                     },
+                    last_notification: status.last_notification.as_ref().map(|n| n.text.clone()),
+                    last_notification_time: status
+                        .last_notification
+                        .as_ref()
+                        .and_then(|n| whole_seconds(n.at))
+                        .map(Time),
                     bfd: session.bfd.as_ref().map(bfd_status),
                 };
                 let record = session_record(node, &self.namespace, spec);
@@ -339,6 +347,13 @@ impl Reporter {
             .collect();
         self.session_records.set(desired);
     }
+}
+
+/// `at` as the API keeps a time: in whole seconds, so that a record read back equals the one
+/// written.
+fn whole_seconds(at: std::time::SystemTime) -> Option<Timestamp> {
+    let seconds = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Timestamp::from_second(i64::try_from(seconds).ok()?).ok()
 }
 
 /// A BFD session as its record shows it.

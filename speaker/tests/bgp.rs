@@ -9,7 +9,7 @@ use std::{
 };
 
 use herald_domain::{Family, Prefix};
-use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, RouterOptions, TIMEOUT};
+use herald_tests::world::{BGP_POOL, Lan, NODE_ASN, ROUTER_ASN, RouterOptions, TIMEOUT};
 use herald_tests::{
     Link,
     routers::{BfdTimers, BgpDaemon, BgpRouter},
@@ -511,6 +511,98 @@ async fn a_peer_two_hops_away_needs_ebgp_multihop(daemon: BgpDaemon) -> anyhow::
     world.bgp_peers(&router_link, NODE_ASN, json!({"ebgpMultiHop": true}))?;
     wait_sessions(&world, &router, &[0]).await?;
     wait_paths(&router, ip, &world.next_hops(ip, &[0]), &[NODE_ASN]).await?;
+    Ok(())
+}
+
+/// The two ASN mistakes operators make: the router expects another AS (it sends the
+/// NOTIFICATION), or `peerASN` is wrong (the speaker sends it). Twenty seconds of retries
+/// later, when a person looks, each record still says which, with the time; fixed, the
+/// sessions come up and the record clears.
+#[tokio::test]
+async fn a_wrong_asn_stays_in_the_session_record_until_the_session_is_established()
+-> anyhow::Result<()> {
+    let mut world = Lan::with_pool("bgp-asn", 1, &BGP_POOL).await?;
+    world.stop_layer2()?;
+    let (router, router_link) =
+        world.router(BgpDaemon::Gobgp, NODE_ASN, RouterOptions::default())?;
+    let ns = world.ns.name().to_owned();
+    let peer = |family: &str, address: String, my_asn: u32, peer_asn: u32| {
+        json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BGPPeer",
+               "metadata": {"name": format!("{ns}-{family}")},
+               "spec": {"myASN": my_asn, "peerASN": peer_asn, "peerAddress": address,
+                        "nodeSelectors": [{"matchLabels": {"herald.dev/test": ns}}]}})
+    };
+    let (v4, v6) = (router_link.ipv4.to_string(), router_link.ipv6.to_string());
+    world.apply_owned(&peer("v4", v4.clone(), NODE_ASN + 1, ROUTER_ASN))?;
+    world.apply_owned(&peer("v6", v6.clone(), NODE_ASN, ROUTER_ASN + 1))?;
+    world.start_speakers()?;
+    let record = |family: &str| {
+        world.kubectl(&[
+            "get",
+            "bgpsessionstatus",
+            &format!("{ns}-{family}-{}", world.nodes[0].name),
+            "-o",
+            "jsonpath={.spec.state}|{.spec.lastNotification}|{.spec.lastNotificationTime}",
+        ])
+    };
+    let expected = [
+        ("v4", "received NOTIFICATION open-message-error"),
+        (
+            "v6",
+            "sent NOTIFICATION open-message-error, bad peer AS (2/2)",
+        ),
+    ];
+    let mut first = Vec::new();
+    for (family, text) in expected {
+        let seen = wait_for(&format!("{family}: {text}"), TIMEOUT, || async {
+            let now = record(family).map_err(|e| e.to_string())?;
+            if now.contains(text) {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        })
+        .await?;
+        first.push(seen);
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for ((family, text), seen) in expected.iter().zip(&first) {
+        let now = record(family)?;
+        let parts: Vec<&str> = now.split('|').collect();
+        assert!(
+            parts[0] != "Established" && parts[1].contains(text),
+            "{family}: {now}"
+        );
+        assert!(!parts[2].is_empty(), "{family}: a time: {now}");
+        assert_eq!(
+            &now, seen,
+            "{family}: the same root cause, the same time, after 20 s"
+        );
+    }
+    let shown = world.kubectl(&["get", "bgpsessionstatuses"])?;
+    assert!(
+        shown.contains("LAST NOTIFICATION") && shown.contains("bad peer AS"),
+        "kubectl get shows it:\n{shown}"
+    );
+
+    world.apply_owned(&peer("v4", v4, NODE_ASN, ROUTER_ASN))?;
+    world.apply_owned(&peer("v6", v6, NODE_ASN, ROUTER_ASN))?;
+    wait_sessions(&world, &router, &[0]).await?;
+    for family in ["v4", "v6"] {
+        wait_for(
+            &format!("{family}: Established, nothing kept"),
+            TIMEOUT,
+            || async {
+                let now = record(family).map_err(|e| e.to_string())?;
+                if now == "Established||" {
+                    Ok(())
+                } else {
+                    Err(now)
+                }
+            },
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@
 //! One object per Service and announcing node (a dual-stack Service may be announced from
 //! two nodes, one per address), owned by the Service so that it goes when the Service goes.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,8 +58,9 @@ pub struct ServiceL2StatusSpec {
 ///
 /// ```text
 ///   kubectl get bgpsessionstatuses -n herald-system
-///   NAME         NODE     PEER   ADDRESS         STATE         PREFIXES   BFD   LAST ERROR
+///   NAME         NODE     PEER   ADDRESS         STATE         PREFIXES   BFD   LAST NOTIFICATION   LAST ERROR
 ///   tor-node-1   node-1   tor    192.0.2.254     Established   12         Up
+///   rr-node-1    node-1   rr     192.0.2.253     Active        0                sent NOTIFICATION open-message-error, bad peer AS (2/2)   the peer closed the connection
 /// ```
 ///
 /// One object per node and BGPPeer, in Herald's namespace, owned by the Node.
@@ -80,6 +81,7 @@ pub struct ServiceL2StatusSpec {
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".spec.state"}"#,
     printcolumn = r#"{"name":"Prefixes","type":"integer","jsonPath":".spec.prefixesAdvertised"}"#,
     printcolumn = r#"{"name":"BFD","type":"string","jsonPath":".spec.bfd.state"}"#,
+    printcolumn = r#"{"name":"Last Notification","type":"string","jsonPath":".spec.lastNotification"}"#,
     printcolumn = r#"{"name":"Last Error","type":"string","jsonPath":".spec.lastError"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -95,9 +97,18 @@ pub struct BGPSessionStatusSpec {
     pub state: String,
     /// Prefixes the peer has from this node.
     pub prefixes_advertised: i64,
-    /// Why the session last failed, while it is not established.
+    /// The last transport error (connecting, reading, writing), while it is not
+    /// established.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last NOTIFICATION sent or received (e.g. `sent NOTIFICATION open-message-error,
+    /// bad peer AS (2/2)`), kept until the session is established: the root cause, which
+    /// the transport errors of later retries do not overwrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification: Option<String>,
+    /// When that NOTIFICATION was first seen (the same one on every retry keeps the time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification_time: Option<Time>,
     /// The BFD session beside it, when the BGPPeer names a BFDProfile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<BfdSessionStatus>,

@@ -66,8 +66,20 @@ pub struct Status {
     pub state: State,
     /// Prefixes the peer has from this session.
     pub advertised: usize,
-    /// Why the session last went down, if it did.
+    /// The last transport error (connecting, reading, writing), until Established.
     pub last_error: Option<String>,
+    /// The last NOTIFICATION sent or received, until Established: the root cause, which a
+    /// retry's transport error does not overwrite.
+    pub last_notification: Option<NotificationSeen>,
+}
+
+/// A NOTIFICATION as the status keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationSeen {
+    /// `sent NOTIFICATION open-message-error, bad peer AS (2/2)`, or `received ...`.
+    pub text: String,
+    /// When it was first seen: the same NOTIFICATION again on every retry keeps this time.
+    pub at: std::time::SystemTime,
 }
 
 /// Called for every session event (for metrics and Events).
@@ -114,6 +126,7 @@ pub fn spawn(
         state: State::Idle,
         advertised: 0,
         last_error: None,
+        last_notification: None,
     });
     let driver = Driver {
         name,
@@ -256,6 +269,20 @@ impl Driver {
         self.status.send_modify(|s| s.last_error = Some(error));
     }
 
+    /// Keeps `text` as the last NOTIFICATION, with the time it was first seen.
+    fn note_notification(&self, text: String) {
+        self.status.send_if_modified(|s| {
+            if s.last_notification.as_ref().is_some_and(|n| n.text == text) {
+                return false;
+            }
+            s.last_notification = Some(NotificationSeen {
+                text,
+                at: std::time::SystemTime::now(),
+            });
+            true
+        });
+    }
+
     /// Carries out actions; a write that fails feeds `Closed` back and carries out its
     /// actions too.
     async fn apply(&mut self, actions: Vec<Action>) {
@@ -304,16 +331,17 @@ impl Driver {
                     s.state = *to;
                     if *to == State::Established {
                         s.last_error = None;
+                        s.last_notification = None;
                     }
                 });
             }
             Event::NotificationSent(n) => {
                 warn!(peer = %self.name, notification = %n, "sent NOTIFICATION");
-                self.note_error(format!("sent NOTIFICATION {n}"));
+                self.note_notification(format!("sent NOTIFICATION {n}"));
             }
             Event::NotificationReceived(n) => {
                 warn!(peer = %self.name, notification = %n, "received NOTIFICATION");
-                self.note_error(format!("received NOTIFICATION {n}"));
+                self.note_notification(format!("received NOTIFICATION {n}"));
             }
             Event::UpdatesSent {
                 messages,

@@ -185,3 +185,59 @@ async fn stopping_sends_cease_unless_graceful() {
     handle.stop(true).await;
     assert_eq!(peer.next().await, None, "closed without a NOTIFICATION");
 }
+
+/// A router that refuses the speaker's AS: the NOTIFICATION stays in the status, with the
+/// time it was first seen, through the retries whose connections the router drops without a
+/// word; establishing clears it.
+#[tokio::test]
+async fn the_last_notification_outlives_later_transport_errors_until_established() {
+    let (listener, mut handle) = start().await;
+    let mut refusing = Peer::accept(&listener).await;
+    assert!(matches!(refusing.next().await, Some(Message::Open(_))));
+    let bad_peer_as = Notification::new(
+        wire::codes::error::OPEN_MESSAGE,
+        wire::codes::error::open::BAD_PEER_AS,
+        Vec::new(),
+    );
+    refusing
+        .send(&wire::encode_notification(&bad_peer_as))
+        .await;
+    drop(refusing);
+    let kept = |status: &driver::Status| {
+        status
+            .last_notification
+            .as_ref()
+            .map(|n| (n.text.clone(), n.at))
+    };
+    let first = timeout(
+        WAIT,
+        handle.status.wait_for(|s| s.last_notification.is_some()),
+    )
+    .await
+    .expect("in time")
+    .expect("running")
+    .clone();
+    let (text, at) = kept(&first).expect("a NOTIFICATION");
+    assert_eq!(
+        text,
+        "received NOTIFICATION open-message-error, bad peer AS (2/2)"
+    );
+    // Two retries, each dropped by the router as soon as it connects.
+    for _ in 0..2 {
+        let dropped = Peer::accept(&listener).await;
+        drop(dropped);
+        timeout(WAIT, handle.status.wait_for(|s| s.last_error.is_some()))
+            .await
+            .expect("in time")
+            .expect("running");
+    }
+    let status = handle.status.borrow().clone();
+    assert_eq!(kept(&status), Some((text, at)), "the root cause stays");
+    assert_ne!(status.state, State::Established);
+
+    let mut good = Peer::accept(&listener).await;
+    good.establish().await;
+    wait_state(&mut handle, State::Established).await;
+    let status = handle.status.borrow().clone();
+    assert_eq!((status.last_error, status.last_notification), (None, None));
+}

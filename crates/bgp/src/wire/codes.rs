@@ -98,9 +98,16 @@ pub mod error {
         pub const UNEXPECTED_IN_ESTABLISHED: u8 = 3;
     }
 
-    /// Subcodes of Cease (RFC 4486 §4).
+    /// Subcodes of Cease (RFC 4486 §4, RFC 9384 §3).
     pub mod cease {
+        pub const MAXIMUM_PREFIXES_REACHED: u8 = 1;
         pub const ADMINISTRATIVE_SHUTDOWN: u8 = 2;
         pub const PEER_DECONFIGURED: u8 = 3;
+        pub const ADMINISTRATIVE_RESET: u8 = 4;
+        pub const CONNECTION_REJECTED: u8 = 5;
+        pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
+        pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
+        pub const OUT_OF_RESOURCES: u8 = 8;
+        pub const BFD_DOWN: u8 = 10;
     }
 }

@@ -142,11 +142,54 @@ impl Notification {
             _ => "unknown",
         }
     }
+
+    /// What the subcode means, as the RFCs word it, when it is one Herald knows.
+    pub fn subcode_name(&self) -> Option<&'static str> {
+        use error::{cease, fsm, header, open, update};
+        Some(match (self.code, self.subcode) {
+            (error::MESSAGE_HEADER, header::CONNECTION_NOT_SYNCHRONIZED) => {
+                "connection not synchronized"
+            }
+            (error::MESSAGE_HEADER, header::BAD_MESSAGE_LENGTH) => "bad message length",
+            (error::MESSAGE_HEADER, header::BAD_MESSAGE_TYPE) => "bad message type",
+            (error::OPEN_MESSAGE, open::UNSUPPORTED_VERSION_NUMBER) => "unsupported version number",
+            (error::OPEN_MESSAGE, open::BAD_PEER_AS) => "bad peer AS",
+            (error::OPEN_MESSAGE, open::BAD_BGP_IDENTIFIER) => "bad BGP identifier",
+            (error::OPEN_MESSAGE, open::UNSUPPORTED_OPTIONAL_PARAMETER) => {
+                "unsupported optional parameter"
+            }
+            (error::OPEN_MESSAGE, open::UNACCEPTABLE_HOLD_TIME) => "unacceptable hold time",
+            (error::OPEN_MESSAGE, open::UNSUPPORTED_CAPABILITY) => "unsupported capability",
+            (error::UPDATE_MESSAGE, update::MALFORMED_ATTRIBUTE_LIST) => "malformed attribute list",
+            (error::UPDATE_MESSAGE, update::ATTRIBUTE_LENGTH_ERROR) => "attribute length error",
+            (error::UPDATE_MESSAGE, update::INVALID_NETWORK_FIELD) => "invalid network field",
+            (error::FSM, fsm::UNEXPECTED_IN_OPEN_SENT) => "unexpected message in OpenSent",
+            (error::FSM, fsm::UNEXPECTED_IN_OPEN_CONFIRM) => "unexpected message in OpenConfirm",
+            (error::FSM, fsm::UNEXPECTED_IN_ESTABLISHED) => "unexpected message in Established",
+            (error::CEASE, cease::MAXIMUM_PREFIXES_REACHED) => "maximum number of prefixes reached",
+            (error::CEASE, cease::ADMINISTRATIVE_SHUTDOWN) => "administrative shutdown",
+            (error::CEASE, cease::PEER_DECONFIGURED) => "peer de-configured",
+            (error::CEASE, cease::ADMINISTRATIVE_RESET) => "administrative reset",
+            (error::CEASE, cease::CONNECTION_REJECTED) => "connection rejected",
+            (error::CEASE, cease::OTHER_CONFIGURATION_CHANGE) => "other configuration change",
+            (error::CEASE, cease::CONNECTION_COLLISION_RESOLUTION) => {
+                "connection collision resolution"
+            }
+            (error::CEASE, cease::OUT_OF_RESOURCES) => "out of resources",
+            (error::CEASE, cease::BFD_DOWN) => "BFD down",
+            _ => return None,
+        })
+    }
 }
 
 impl fmt::Display for Notification {
+    /// `open-message-error, bad peer AS (2/2)`; an unknown subcode by its number only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}/{})", self.code_name(), self.code, self.subcode)
+        f.write_str(self.code_name())?;
+        if let Some(subcode) = self.subcode_name() {
+            write!(f, ", {subcode}")?;
+        }
+        write!(f, " ({}/{})", self.code, self.subcode)
     }
 }
 

@@ -16,7 +16,7 @@ use herald_api::{
 use herald_domain::ServiceKey;
 use herald_plan::{
     BgpAdvertisement as PlannedBgpAdvertisement, L2Advertisement as PlannedAdvertisement,
-    NodeState, ServiceState, Snapshot,
+    NodeState, ServiceState, Snapshot, Withheld,
 };
 use k8s_openapi::api::{
     core::v1::{Node, Service},
@@ -28,6 +28,10 @@ use herald_config::{Peer, bgp_advertisement, l2_advertisement};
 
 /// The label Kubernetes puts on nodes that must not receive load-balancer traffic.
 pub(crate) const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+/// The taint the cluster autoscaler puts on a node it is about to remove.
+const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+/// The taint an operator puts on a node that is shut down (non-graceful node shutdown).
+const OUT_OF_SERVICE_TAINT: &str = "node.kubernetes.io/out-of-service";
 /// The label linking an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -108,29 +112,74 @@ pub(crate) fn announced_service(
     })
 }
 
-/// The view of a Node.
-pub(crate) fn node_view(node: &Node) -> NodeView {
+/// The view of a Node; `exclude_cordoned` treats a cordoned node as under maintenance.
+pub(crate) fn node_view(node: &Node, exclude_cordoned: bool) -> NodeView {
     NodeView {
-        state: node_state(node),
+        state: NodeState {
+            name: node.name_any(),
+            labels: node.labels().clone(),
+            withheld: withheld(node, exclude_cordoned),
+        },
         internal_ip: internal_ip(node),
         uid: node.metadata.uid.clone(),
     }
 }
 
-fn node_state(node: &Node) -> NodeState {
-    let network_unavailable = node
-        .status
+/// The first reason the node takes no load-balancer traffic, if any. Kubernetes' service
+/// controller keeps out of cloud load balancers a node that is being deleted, labelled
+/// [`EXCLUDE_LABEL`] (any value but `false`) or tainted [`TO_BE_DELETED_TAINT`]; a speaker
+/// also leaves out a node that is out of service, not ready or without its network (it is
+/// the load balancer here, and no health check of a cloud stands behind it), and, when told
+/// to, a cordoned one.
+fn withheld(node: &Node, exclude_cordoned: bool) -> Option<Withheld> {
+    let condition = |type_: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.as_str())
+    };
+    let tainted = |key: &str| {
+        node.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|t| t.key == key)
+    };
+    let excluded = node
+        .labels()
+        .get(EXCLUDE_LABEL)
+        .is_some_and(|value| value != "false");
+    let cordoned = node
+        .spec
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True");
-    NodeState {
-        name: node.name_any(),
-        labels: node.labels().clone(),
-        excluded: node.labels().contains_key(EXCLUDE_LABEL),
-        network_unavailable,
-    }
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    [
+        (
+            node.metadata.deletion_timestamp.is_some(),
+            Withheld::Deleting,
+        ),
+        (excluded, Withheld::Excluded),
+        (tainted(TO_BE_DELETED_TAINT), Withheld::ToBeDeleted),
+        (tainted(OUT_OF_SERVICE_TAINT), Withheld::OutOfService),
+        // Only a condition the node lifecycle controller or kubelet wrote: a Node that never
+        // reported one (a node object without a kubelet) is not held back.
+        (
+            matches!(condition("Ready"), Some("False" | "Unknown")),
+            Withheld::NotReady,
+        ),
+        (
+            condition("NetworkUnavailable") == Some("True"),
+            Withheld::NetworkUnavailable,
+        ),
+        (exclude_cordoned && cordoned, Withheld::Cordoned),
+    ]
+    .into_iter()
+    .find_map(|(applies, why)| applies.then_some(why))
 }
 
 /// The planning snapshot, and a message per advertisement that could not be used (it is
@@ -317,35 +366,80 @@ mod tests {
     }
 
     #[test]
-    fn excluded_and_unavailable_nodes_are_marked() {
-        let nodes: [Node; 3] = [
-            object(json!({"metadata": {"name": "n1", "labels": {EXCLUDE_LABEL: ""}}})),
-            object(
-                json!({"metadata": {"name": "n2"}, "status": {"conditions": [
-                {"type": "NetworkUnavailable", "status": "True"}]}}),
+    fn each_rule_for_load_balancer_nodes_holds_a_node_back_and_cordon_only_when_told() {
+        let node = |name: &str, rest: serde_json::Value| -> Node {
+            let mut value = json!({"metadata": {"name": name}});
+            for (key, part) in rest.as_object().into_iter().flatten() {
+                for (field, v) in part.as_object().into_iter().flatten() {
+                    value[key][field] = v.clone();
+                }
+            }
+            object(value)
+        };
+        let taint = |key: &str| json!({"spec": {"taints": [{"key": key, "effect": "NoExecute"}]}});
+        let condition = |type_: &str, status: &str| json!({"status": {"conditions": [{"type": type_, "status": status}]}});
+        let cases = [
+            (node("plain", json!({})), None),
+            (node("reported", condition("Ready", "True")), None),
+            (
+                node(
+                    "deleting",
+                    json!({"metadata": {"deletionTimestamp": "2026-12-04T00:00:00Z", "finalizers": ["x"]}}),
+                ),
+                Some(Withheld::Deleting),
             ),
-            object(
-                json!({"metadata": {"name": "n3"}, "status": {"conditions": [
-                {"type": "NetworkUnavailable", "status": "False"}]}}),
+            (
+                node(
+                    "excluded",
+                    json!({"metadata": {"labels": {EXCLUDE_LABEL: ""}}}),
+                ),
+                Some(Withheld::Excluded),
+            ),
+            (
+                node(
+                    "included",
+                    json!({"metadata": {"labels": {EXCLUDE_LABEL: "false"}}}),
+                ),
+                None,
+            ),
+            (
+                node("scaling-down", taint(TO_BE_DELETED_TAINT)),
+                Some(Withheld::ToBeDeleted),
+            ),
+            (
+                node("shut-down", taint(OUT_OF_SERVICE_TAINT)),
+                Some(Withheld::OutOfService),
+            ),
+            (
+                node("unready", condition("Ready", "False")),
+                Some(Withheld::NotReady),
+            ),
+            (
+                node("unknown", condition("Ready", "Unknown")),
+                Some(Withheld::NotReady),
+            ),
+            (
+                node("no-network", condition("NetworkUnavailable", "True")),
+                Some(Withheld::NetworkUnavailable),
+            ),
+            (
+                node("network", condition("NetworkUnavailable", "False")),
+                None,
+            ),
+            (
+                node("cordoned", json!({"spec": {"unschedulable": true}})),
+                None,
             ),
         ];
-        let nodes: Vec<Arc<NodeView>> = nodes.iter().map(|n| Arc::new(node_view(n))).collect();
-        let objects = Objects {
-            services: &[],
-            slices: &[],
-            nodes: &nodes,
-            pools: &[],
-            advertisements: &[],
-            bgp_advertisements: &[],
-            bgp_peers: &[],
-        };
-        let (snapshot, _) = snapshot(objects, &BTreeSet::new());
-        let flags: Vec<(bool, bool)> = snapshot
-            .nodes
-            .iter()
-            .map(|n| (n.excluded, n.network_unavailable))
-            .collect();
-        assert_eq!(flags, [(true, false), (false, true), (false, false)]);
+        for (node, expected) in &cases {
+            let view = node_view(node, false);
+            assert_eq!(view.state.withheld, *expected, "{}", view.state.name);
+        }
+        let cordoned = &cases.last().expect("cases").0;
+        assert_eq!(
+            node_view(cordoned, true).state.withheld,
+            Some(Withheld::Cordoned)
+        );
     }
 
     #[test]
@@ -388,7 +482,7 @@ mod tests {
         let node = |name: &str, addresses: serde_json::Value| -> Arc<NodeView> {
             let node: Node =
                 object(json!({"metadata": {"name": name}, "status": {"addresses": addresses}}));
-            Arc::new(node_view(&node))
+            Arc::new(node_view(&node, false))
         };
         let nodes = [
             node(

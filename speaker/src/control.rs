@@ -87,11 +87,13 @@ pub(crate) struct Stores {
 }
 
 impl Stores {
-    /// Starts the watches (Services of `class` only) and waits for their first lists.
+    /// Starts the watches (Services of `class` only; cordoned Nodes held back when
+    /// `exclude_cordoned`) and waits for their first lists.
     pub(crate) async fn start(
         client: &Client,
         watches: &mut Watches,
         class: Option<String>,
+        exclude_cordoned: bool,
     ) -> anyhow::Result<Stores> {
         let config = watcher::Config::default;
         let stores = Stores {
@@ -103,8 +105,8 @@ impl Stores {
                 config(),
                 cluster::slice_view,
             ),
-            nodes: watches.views(Api::<Node>::all(client.clone()), config(), |n| {
-                Some(cluster::node_view(n))
+            nodes: watches.views(Api::<Node>::all(client.clone()), config(), move |n| {
+                Some(cluster::node_view(n, exclude_cordoned))
             }),
             pools: watches.store(Api::all(client.clone()), config()),
             advertisements: watches.store(Api::all(client.clone()), config()),
@@ -311,6 +313,7 @@ impl<'a> Speaker<'a> {
             .find(|n| n.state.name == settings.node)
             .map(|n| (**n).clone());
         if let Some(node) = &self.this_node {
+            self.reporter.withheld(node.state.withheld);
             let bgp_plan = plan_bgp(&snapshot, &settings.node);
             self.secrets
                 .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers))

@@ -77,6 +77,10 @@ struct Flags {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7473", env = "HERALD_METRICS_ADDRESS")]
     metrics_address: SocketAddr,
+    /// Treat a cordoned node (`spec.unschedulable`) as under maintenance: it announces
+    /// nothing. Off by default: cordoning moves no Pod, and people cordon for other reasons.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, env = "HERALD_EXCLUDE_CORDONED_NODES")]
+    exclude_cordoned_nodes: bool,
 }
 
 /// `250ms`, `2s`, `1m30s`: durations are written as in Herald's objects.
@@ -99,7 +103,13 @@ async fn main() -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API")?;
 
     let mut watches = Watches::new();
-    let stores = control::Stores::start(&client, &mut watches, flags.load_balancer_class).await?;
+    let stores = control::Stores::start(
+        &client,
+        &mut watches,
+        flags.load_balancer_class,
+        flags.exclude_cordoned_nodes,
+    )
+    .await?;
     let gossip_ip = match flags.gossip_address {
         Some(ip) => ip,
         None => stores

@@ -137,8 +137,7 @@ pub(crate) mod tests {
             state: NodeState {
                 name: "n1".into(),
                 labels: Default::default(),
-                excluded: false,
-                network_unavailable: false,
+                withheld: None,
             },
             internal_ip: internal_ip.map(|ip| ip.parse().expect("ip")),
             uid: None,

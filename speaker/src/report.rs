@@ -33,7 +33,7 @@ use herald_api::{
 };
 use herald_bgp::session::State;
 use herald_domain::ServiceKey;
-use herald_plan::BgpPlan;
+use herald_plan::{BgpPlan, Withheld};
 use herald_shell::{
     events::{Note, Publisher, Queue, Severity},
     records::{self, Desired},
@@ -104,6 +104,8 @@ pub(crate) struct Reporter {
     alive: watch::Sender<BTreeSet<String>>,
     /// The configuration problems as last logged.
     problems: Vec<String>,
+    /// Why this node takes no load-balancer traffic, as last logged.
+    withheld: Option<Withheld>,
 }
 
 impl Reporter {
@@ -132,6 +134,7 @@ impl Reporter {
             advertised: BgpPlan::new(),
             alive,
             problems: Vec::new(),
+            withheld: None,
         }
     }
 
@@ -218,6 +221,22 @@ impl Reporter {
                 self.tell(key, uid, note.clone());
             }
         }
+    }
+
+    /// Logs when this node stops (or starts again) taking load-balancer traffic.
+    pub(crate) fn withheld(&mut self, withheld: Option<Withheld>) {
+        if withheld == self.withheld {
+            return;
+        }
+        match withheld {
+            Some(why) => warn!(
+                node = %self.node,
+                why = why.describe(),
+                "this node announces nothing: its addresses move to other nodes and its routes are withdrawn"
+            ),
+            None => info!(node = %self.node, "this node takes load-balancer traffic again"),
+        }
+        self.withheld = withheld;
     }
 
     /// Logs each configuration problem once, when the set of them changes.

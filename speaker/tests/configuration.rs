@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use herald_domain::{Family, Prefix};
-use herald_tests::world::{Lan, RouterOptions};
+use herald_tests::world::Lan;
 use herald_tests::{routers::BgpDaemon, wait_for};
 use serde_json::json;
 
@@ -98,9 +98,7 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
     let mut lan = Lan::new("config", 2).await?;
     let ns = lan.ns.name().to_owned();
     lan.start_speakers()?;
-    let (router, router_link) = lan.router(BgpDaemon::Gobgp, 64513, RouterOptions::default())?;
-    lan.bgp_peers(&router_link, 64513, json!({}))?;
-    lan.bgp_advertise(json!({}))?;
+    let (router, _) = lan.peered_router(BgpDaemon::Gobgp)?;
     let ip = lan.web_on_every_node(false).await?[0];
     let owner = lan.resolve(ip).await?;
     let route = Prefix::host(ip).to_string();

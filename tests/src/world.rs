@@ -91,6 +91,8 @@ pub struct Lan {
     pub advertisement: String,
     /// The credentials speakers use; the admin's unless a test sets others.
     pub speaker_kubeconfig: PathBuf,
+    /// Flags every speaker started from now on gets besides the world's own.
+    pub speaker_args: Vec<String>,
     key_file: PathBuf,
     /// Cluster-scoped objects a test added (`kind/name`), deleted with the world.
     cluster_objects: std::sync::Mutex<Vec<String>>,
@@ -179,6 +181,7 @@ impl Lan {
             pool,
             advertisement,
             speaker_kubeconfig: cp.kubeconfig.clone(),
+            speaker_args: Vec::new(),
             key_file,
             cluster_objects: std::sync::Mutex::new(Vec::new()),
             topology,
@@ -309,6 +312,15 @@ impl Lan {
         BgpRouter::start(host, daemon, &config)
     }
 
+    /// A `daemon` router ([`Lan::router`], nodes in [`NODE_ASN`]) with this test's BGPPeers
+    /// toward it and its BGPAdvertisement: BGP beside layer 2.
+    pub fn peered_router(&self, daemon: BgpDaemon) -> Result<(BgpRouter, Link)> {
+        let (router, link) = self.router(daemon, NODE_ASN, RouterOptions::default())?;
+        self.bgp_peers(&link, NODE_ASN, json!({}))?;
+        self.bgp_advertise(json!({}))?;
+        Ok((router, link))
+    }
+
     /// BGPPeers `<ns>-v4` and `<ns>-v6` toward the router at `link`, for this test's nodes,
     /// with `extra` spec.
     pub fn bgp_peers(&self, link: &Link, node_asn: u32, extra: serde_json::Value) -> Result<()> {
@@ -362,6 +374,7 @@ impl Lan {
         cmd.arg("--gossip-key-file")
             .arg(&self.key_file)
             .args(["--metrics-address", "127.0.0.1:7473"])
+            .args(&self.speaker_args)
             .env("KUBECONFIG", &self.speaker_kubeconfig)
             .env("NODE_NAME", &node.name)
             .env("POD_NAME", format!("speaker-{}", node.name))

@@ -142,14 +142,13 @@ mod tests {
     use herald_domain::Labels;
 
     use super::*;
-    use crate::{NodeState, ServiceState};
+    use crate::{NodeState, ServiceState, Withheld};
 
     fn node(name: &str) -> NodeState {
         NodeState {
             name: name.into(),
             labels: Labels::from([("rack".into(), name.into())]),
-            excluded: false,
-            network_unavailable: false,
+            withheld: None,
         }
     }
 
@@ -231,12 +230,11 @@ mod tests {
     }
 
     #[test]
-    fn excluded_nodes_advertise_nothing() {
+    fn withheld_nodes_advertise_nothing() {
         let mut snapshot = cluster(vec![service("web", "203.0.113.10", &[("n1", 1)], false)]);
-        snapshot.nodes[0].excluded = true;
+        snapshot.nodes[0].withheld = Some(Withheld::Excluded);
         assert!(prefixes(&plan_bgp(&snapshot, "n1"), "tor").is_empty());
-        snapshot.nodes[0].excluded = false;
-        snapshot.nodes[0].network_unavailable = true;
+        snapshot.nodes[0].withheld = Some(Withheld::OutOfService);
         assert!(prefixes(&plan_bgp(&snapshot, "n1"), "tor").is_empty());
     }
 

@@ -13,8 +13,8 @@
 //! ```
 //!
 //! A node may announce a Service when a matching L2Advertisement selects the Service's pool,
-//! the Service and the node; the node is not excluded
-//! (`node.kubernetes.io/exclude-from-external-load-balancers`) and its network is available;
+//! the Service and the node; the node is not [`Withheld`] (excluded, being deleted, out of
+//! service, not ready, ...);
 //! its speaker is alive; and the Service has a ready endpoint (on that very node under
 //! `externalTrafficPolicy: Local`). A Service with no ready endpoint is not announced.
 //!
@@ -52,10 +52,47 @@ pub struct ServiceState {
 pub struct NodeState {
     pub name: String,
     pub labels: Labels,
-    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
-    pub excluded: bool,
-    /// Its `NetworkUnavailable` condition is true.
-    pub network_unavailable: bool,
+    /// Why the node takes no load-balancer traffic, when it does not: then it announces
+    /// nothing, in layer 2 or BGP.
+    pub withheld: Option<Withheld>,
+}
+
+/// Why a node takes no load-balancer traffic: the rules Kubernetes' service controller
+/// applies to cloud load balancers, the node's health, and maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Withheld {
+    /// The Node object is being deleted.
+    Deleting,
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers` (with any value
+    /// but `false`).
+    Excluded,
+    /// Tainted `ToBeDeletedByClusterAutoscaler`: the autoscaler is removing it.
+    ToBeDeleted,
+    /// Tainted `node.kubernetes.io/out-of-service`: shut down, its Pods are being moved.
+    OutOfService,
+    /// Its `Ready` condition is `False` or `Unknown`.
+    NotReady,
+    /// Its `NetworkUnavailable` condition is `True`.
+    NetworkUnavailable,
+    /// Cordoned (`spec.unschedulable`), when speakers are told to treat that as maintenance.
+    Cordoned,
+}
+
+impl Withheld {
+    /// How the reason reads in a log line or a record.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Withheld::Deleting => "the Node is being deleted",
+            Withheld::Excluded => {
+                "labelled node.kubernetes.io/exclude-from-external-load-balancers"
+            }
+            Withheld::ToBeDeleted => "tainted ToBeDeletedByClusterAutoscaler",
+            Withheld::OutOfService => "tainted node.kubernetes.io/out-of-service",
+            Withheld::NotReady => "its Ready condition is not True",
+            Withheld::NetworkUnavailable => "its NetworkUnavailable condition is True",
+            Withheld::Cordoned => "cordoned (spec.unschedulable), and cordoned nodes are excluded",
+        }
+    }
 }
 
 /// What an advertisement selects: pools, Services and nodes, with selectors already parsed.
@@ -157,7 +194,7 @@ impl Selection {
 impl NodeState {
     /// Whether load-balancer traffic may be sent to the node at all.
     fn may_announce(&self) -> bool {
-        !self.excluded && !self.network_unavailable
+        self.withheld.is_none()
     }
 }
 
@@ -264,8 +301,7 @@ mod tests {
         NodeState {
             name: name.into(),
             labels: Labels::new(),
-            excluded: false,
-            network_unavailable: false,
+            withheld: None,
         }
     }
 
@@ -333,8 +369,8 @@ mod tests {
                 })
                 .collect(),
         );
-        snapshot.nodes[0].excluded = true;
-        snapshot.nodes[1].network_unavailable = true;
+        snapshot.nodes[0].withheld = Some(Withheld::Excluded);
+        snapshot.nodes[1].withheld = Some(Withheld::NotReady);
         let plan = plan_l2(&snapshot);
         assert!(plan.values().all(|o| o.node == "n3"));
         snapshot.live_speakers.remove("n3");

@@ -71,6 +71,8 @@ pub(crate) struct Settings {
     /// This speaker's gossip address (the port is every speaker's).
     pub(crate) gossip_address: SocketAddr,
     pub(crate) metrics: Arc<Metrics>,
+    /// How long it goes on answering after `shutdown`, while others take over.
+    pub(crate) handoff: Duration,
 }
 
 /// The watched objects: compact views of the many (Services, EndpointSlices, Nodes), whole
@@ -146,7 +148,10 @@ impl Stores {
     }
 }
 
-/// Runs until `shutdown` resolves, then stops answering.
+/// Runs until `shutdown` resolves (by which time the other speakers were told this one
+/// leaves), then hands off: withdraws its BGP routes and closes its sessions while it still
+/// answers in layer 2 for the hand-off time, so the new owners announce first; then it stops
+/// answering.
 pub(crate) async fn run(
     client: Client,
     settings: Settings,
@@ -383,8 +388,11 @@ impl<'a> Speaker<'a> {
 
     /// Stops answering and ends every session.
     async fn stop(mut self) {
-        let mut told = self.announcer.stop().await;
-        told.extend(self.sessions.stop().await);
+        let handed_off = tokio::time::Instant::now() + self.settings.handoff;
+        info!(handoff = ?self.settings.handoff, "stopping: the other speakers take over while this one still answers");
+        let mut told = self.sessions.stop().await;
+        tokio::time::sleep_until(handed_off).await;
+        told.extend(self.announcer.stop().await);
         self.reporter.told(told, &self.services);
     }
 }

@@ -77,6 +77,11 @@ struct Flags {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7473", env = "HERALD_METRICS_ADDRESS")]
     metrics_address: SocketAddr,
+    /// On SIGTERM, how long this speaker goes on answering for its addresses after telling
+    /// the others it leaves, so that the new owners announce them before it goes silent (BGP
+    /// routes are withdrawn meanwhile).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, env = "HERALD_HANDOFF_TIME")]
+    handoff_time: Duration,
     /// Treat a cordoned node (`spec.unschedulable`) as under maintenance: it announces
     /// nothing. Off by default: cordoning moves no Pod, and people cordon for other reasons.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, env = "HERALD_EXCLUDE_CORDONED_NODES")]
@@ -170,6 +175,9 @@ async fn main() -> anyhow::Result<()> {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
         }
+        // Tell the other speakers at once: they take this node's addresses over (announcing
+        // them) while this one still answers, during the hand-off.
+        let _ = leave_tx.send(());
     };
     let settings = control::Settings {
         node: flags.node_name,
@@ -177,10 +185,10 @@ async fn main() -> anyhow::Result<()> {
         namespace: flags.namespace,
         gossip_address,
         metrics,
+        handoff: flags.handoff_time,
     };
     let result = control::run(client, settings, stores, watches, membership, shutdown).await;
-    // Tell the other speakers at once, so they take over without waiting to detect it.
-    let _ = leave_tx.send(());
+    // Let the leave (sent at the signal, or now that its sender is gone) reach the others.
     tokio::time::sleep(Duration::from_millis(100)).await;
     result
 }

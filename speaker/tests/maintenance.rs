@@ -1,14 +1,20 @@
 //! Node maintenance and node failure: a node that is NotReady, out of service, about to be
 //! removed by the autoscaler or excluded from load balancers stops announcing, in layer 2
 //! (its addresses move to another node) and in BGP (its routes are withdrawn), and announces
-//! again once that is over; a cordoned node does so only when the speakers are told to.
+//! again once that is over; a cordoned node does so only when the speakers are told to. A
+//! speaker stopped with SIGTERM hands its addresses over before it goes silent.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use herald_domain::{Family, Prefix};
 use herald_tests::routers::{BgpDaemon, BgpRouter};
 use herald_tests::wait_for;
 use herald_tests::world::{Lan, TIMEOUT};
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 /// Waits until the router's paths to `ip` go through exactly `next_hops`.
@@ -171,5 +177,123 @@ async fn a_node_under_maintenance_or_failing_stops_announcing_in_layer_2_and_bgp
         lan.speaker_logs().contains("this node announces nothing"),
         "the speaker says why"
     );
+    Ok(())
+}
+
+/// Every ARP request the prober sent, in order, and whether any node answered it.
+fn answered_requests(log: &str) -> Vec<bool> {
+    let answered: BTreeSet<usize> = log
+        .lines()
+        .filter_map(|line| line.split("index=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    // The summary: "N packets transmitted, M packets received, ...".
+    let sent = log
+        .lines()
+        .find(|line| line.contains(" packets transmitted"))
+        .and_then(|line| line.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    (0..sent).map(|i| answered.contains(&i)).collect()
+}
+
+/// Waits until every speaker counts every speaker as a member.
+async fn wait_all_joined(lan: &Lan) -> anyhow::Result<()> {
+    let count = lan.nodes.len() as f64;
+    wait_for("every speaker to see every speaker", TIMEOUT, || async {
+        let seen: Vec<f64> = (0..lan.nodes.len())
+            .map(|i| lan.metric(i, "herald_speaker_members").unwrap_or(0.0))
+            .collect();
+        if seen.iter().all(|&n| n == count) {
+            Ok(())
+        } else {
+            Err(format!("members seen: {seen:?}"))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// A DaemonSet rollout, one speaker after another: each stopped with SIGTERM exits 0 within
+/// its hand-off, and the address it owned is answered throughout, even though the others
+/// are slow to take it over: it goes on answering until they have (the hand-off), and takes
+/// it back once restarted.
+#[tokio::test]
+async fn a_rolling_restart_of_every_speaker_leaves_no_moment_unanswered() -> anyhow::Result<()> {
+    let mut lan = Lan::new("handoff", 3).await?;
+    lan.start_speakers()?;
+    let ip = lan.web_on_every_node(false).await?[0];
+    let owner = lan.resolve(ip).await?;
+    wait_all_joined(&lan).await?;
+    // One ARP request every 10 ms from the client, for at most a minute.
+    let mut arping = lan.client_host.command("arping");
+    arping.args(["-W", "0.01", "-w", "60", "-I", "eth0", &ip.to_string()]);
+    let mut prober = lan.client_host.spawn("arping", arping)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in [owner, (owner + 1) % 3, (owner + 2) % 3] {
+        // When the owner stops, the others are slow to take over (paused for 300 ms, as on
+        // a loaded node): the owner must go on answering until they have.
+        let others: Vec<usize> = (0..3).filter(|&j| j != i).collect();
+        let slow = i == owner;
+        let signal = |nodes: &[usize], signal: Signal| -> anyhow::Result<()> {
+            for &j in nodes {
+                lan.nodes[j]
+                    .speaker
+                    .as_ref()
+                    .expect("running")
+                    .signal(signal)?;
+            }
+            Ok(())
+        };
+        if slow {
+            signal(&others, Signal::SIGSTOP)?;
+        }
+        let signalled = Instant::now();
+        signal(&[i], Signal::SIGTERM)?;
+        if slow {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            signal(&others, Signal::SIGCONT)?;
+        }
+        let deadline = signalled + TIMEOUT;
+        let status = loop {
+            if let Some(status) = lan.nodes[i].speaker.as_mut().and_then(|p| p.exit_status()) {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "speaker {i} still runs after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "speaker {i} exited {status} {} ms after SIGTERM",
+            signalled.elapsed().as_millis()
+        );
+        assert!(status.success(), "speaker {i}: {status}");
+        lan.start_speaker(i)?;
+        wait_all_joined(&lan).await?;
+        lan.wait_answers(ip, &[owner]).await?;
+    }
+    prober.signal(Signal::SIGINT)?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = answered_requests(&prober.log());
+    prober.kill();
+    let unanswered = requests.iter().filter(|a| !**a).count();
+    let mut longest = 0;
+    let mut run = 0;
+    for answered in &requests {
+        run = if *answered { 0 } else { run + 1 };
+        longest = longest.max(run);
+    }
+    println!(
+        "{} ARP requests 10 ms apart during the rolling restart of 3 speakers: {unanswered} \
+         unanswered, the longest silence {longest} requests in a row",
+        requests.len()
+    );
+    assert!(
+        requests.len() > 500,
+        "probed throughout: {}",
+        requests.len()
+    );
+    assert_eq!(unanswered, 0, "every request answered");
     Ok(())
 }

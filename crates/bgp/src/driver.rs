@@ -36,6 +36,8 @@ use crate::session::{Action, Config, Event, Input, RouteAttributes, Session, Sta
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a write may block before the connection counts as failed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping session waits for its withdrawals to be sent before Cease.
+pub const WITHDRAW_WAIT: Duration = Duration::from_secs(1);
 
 /// Where and how to reach the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +107,19 @@ impl Handle {
     }
 
     /// Stops the session and waits for its task: `graceful` closes without a NOTIFICATION
-    /// (the peer keeps the routes if it supports graceful restart), otherwise Cease.
-    pub async fn stop(self, graceful: bool) {
+    /// (the peer keeps the routes if it supports graceful restart); otherwise every route is
+    /// withdrawn first (waiting at most [`WITHDRAW_WAIT`] for the UPDATEs to go out), so the
+    /// peer moves traffic to its other paths while the session still stands, then Cease.
+    pub async fn stop(mut self, graceful: bool) {
+        if !graceful {
+            self.set_routes(BTreeMap::new());
+            let _ = tokio::time::timeout(
+                WITHDRAW_WAIT,
+                self.status
+                    .wait_for(|s| s.advertised == 0 || s.state != State::Established),
+            )
+            .await;
+        }
         let _ = self.stop.send(Some(graceful));
         let _ = self.task.await;
     }

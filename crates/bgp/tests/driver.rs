@@ -1,6 +1,6 @@
 //! The tokio driver over real TCP on loopback, with the test playing the router: the session
-//! comes up, routes arrive, malformed bytes end in a NOTIFICATION and a clean reconnect, and
-//! stopping sends Cease.
+//! comes up, routes arrive, malformed bytes end in a NOTIFICATION and a clean reconnect,
+//! stopping withdraws and sends Cease, and the last NOTIFICATION is kept until Established.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
@@ -169,12 +169,19 @@ async fn malformed_bytes_end_in_a_notification_and_a_clean_reconnect() {
     assert!(handle.status.borrow().last_error.is_none());
 }
 
+/// Stopping withdraws every route and then sends Cease, so the router moves traffic to its
+/// other paths while the session still stands; a graceful stop (a restart with graceful
+/// restart) closes at once and leaves the routes to the router's restart timer.
 #[tokio::test]
-async fn stopping_sends_cease_unless_graceful() {
+async fn stopping_withdraws_then_sends_cease_unless_graceful() {
     let (listener, handle) = start().await;
     let mut peer = Peer::accept(&listener).await;
     peer.establish().await;
     handle.stop(false).await;
+    assert!(
+        matches!(peer.next().await, Some(Message::Update(u)) if u.withdrawn == 1 && u.announced == 0),
+        "the route withdrawn first"
+    );
     assert_eq!(
         peer.next().await,
         Some(Message::Notification(Notification::cease(2)))

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! One task owns the [`Decider`] (and in it the allocator), so no two decisions race; what
-//! is decided is in [`crate::decide`], how it is written in [`crate::write`].
+//! is decided is in [`crate::decide`], how it is written in [`crate::write`]. A pass whose
+//! writes did not all land is followed by another after a backoff (0.5 s doubling to 30 s),
+//! watch event or not.
 
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ use kube::{
     Api, Client, ResourceExt,
     runtime::{reflector::Store, watcher},
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     decide::{Decider, Snapshot},
@@ -144,16 +146,37 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
         services = snapshot.services(),
         "state rebuilt from Service status; serving"
     );
+    let mut retry = RETRY_FIRST;
     loop {
         let snapshot = take_snapshot(&services, &pools, &namespaces, &configuration);
         let writes = decider.pass(&snapshot, Timestamp::now());
         for (pool, usage) in decider.pool_usage(&snapshot) {
             settings.metrics.set_pool_usage(&pool, &usage);
         }
-        decider.record(writer.apply(writes).await);
-        notify.notified().await;
+        let done = writer.apply(writes).await;
+        let failed = done.iter().filter(|(_, landed)| !landed).count();
+        decider.record(done);
+        settings.metrics.set_not_in_effect(decider.not_in_effect());
+        if failed == 0 {
+            retry = RETRY_FIRST;
+            notify.notified().await;
+        } else {
+            // What did not land is decided again after a while even if nothing else
+            // changes: a quiet cluster sends no watch event to trigger the next pass.
+            warn!(failed, retry_in = ?retry, "writes did not land; retrying");
+            tokio::select! {
+                () = notify.notified() => {}
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(RETRY_LAST);
+        }
     }
 }
+
+/// How long after a pass with failed writes the next pass comes at the latest: doubling
+/// from the first to the last while writes keep failing.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+const RETRY_LAST: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Objects sorted by name, so that verdicts come in a stable order.
 fn by_name<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {

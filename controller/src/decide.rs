@@ -13,8 +13,8 @@
 //! On start [`Decider::restore`] rebuilds the allocator from what Service status says (oldest
 //! Service first, so on a double claim the older one keeps its address). Every pass compares the
 //! wanted state with the objects and writes only the difference; a write that fails (a
-//! conflict, a dropped connection, the Lease lost) is decided again by the next pass, which the
-//! watch of the written object triggers anyway.
+//! conflict, a dropped connection, the Lease lost) is decided again by the next pass, which
+//! the loop runs after a backoff when writes failed ([`crate::control`]).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -184,6 +184,8 @@ pub(crate) struct Decider {
     pool_status: HashMap<String, IPAddressPoolStatus>,
     /// The configuration status last written, by kind and name.
     configuration_status: HashMap<(String, String), ConfigurationStatus>,
+    /// How many configuration objects are not in effect, by kind, as of the last pass.
+    not_in_effect: BTreeMap<String, i64>,
     /// Services dealt with: the resourceVersion decided on (or written from) and the
     /// generation of the allocator's inputs then. Until either changes there is nothing new
     /// to decide, so a pass does no work for settled Services. Failures are never settled.
@@ -206,6 +208,7 @@ impl Decider {
             last_event: HashMap::new(),
             pool_status: HashMap::new(),
             configuration_status: HashMap::new(),
+            not_in_effect: BTreeMap::new(),
             settled: HashMap::new(),
             generation: 0,
             namespaces: NamespaceLabels::new(),
@@ -293,6 +296,11 @@ impl Decider {
                 _ => {}
             }
         }
+    }
+
+    /// How many configuration objects are not in effect, by kind, for the metrics.
+    pub(crate) fn not_in_effect(&self) -> &BTreeMap<String, i64> {
+        &self.not_in_effect
     }
 
     /// The address counts of every pool of the snapshot, for the metrics.
@@ -514,6 +522,13 @@ impl Decider {
     /// goes on not) being in effect for a new reason, or is in effect again.
     fn configuration_statuses(&mut self, snapshot: &Snapshot, now: Timestamp) -> Vec<Write> {
         let verdicts = judge(&snapshot.configuration, &snapshot.pools);
+        self.not_in_effect.clear();
+        for verdict in verdicts.iter().filter(|v| !v.in_effect()) {
+            *self
+                .not_in_effect
+                .entry(verdict.object.kind.clone().unwrap_or_default())
+                .or_insert(0) += 1;
+        }
         let present: BTreeSet<(String, String)> =
             verdicts.iter().map(|v| object_key(&v.object)).collect();
         self.configuration_status

@@ -5,14 +5,17 @@
 //! them into `status.loadBalancer.ingress`, with the cleanup finalizer, the
 //! `herald.dev/ip-allocated-from-pool` annotation and Events; it keeps pool status current.
 //!
-//! This binary is a thin shell: flags, logging, the Lease and wiring here; the loop in
-//! [`control`]; what to write, decided purely over a snapshot, in [`decide`] (with
-//! [`translate`] between Kubernetes objects and the allocator, [`status`] for pool status,
-//! [`judge`] for the configuration objects' conditions and [`reason`] for why); the one writer, fenced by the Lease, in [`write`].
+//! This binary is a thin shell: flags, logging, signals and wiring here, the Lease in
+//! [`lease`]; the loop in [`control`]; what to write, decided purely over a snapshot, in
+//! [`decide`] (with [`translate`] between Kubernetes objects and the allocator, [`status`] for
+//! pool and configuration status, [`judge`] for the configuration objects' conditions and
+//! [`reason`] for why); the one writer, fenced by the Lease, in [`write`]. SIGTERM stops the
+//! writes, releases the Lease and exits 0.
 
 mod control;
 mod decide;
 mod judge;
+mod lease;
 mod metrics;
 mod reason;
 mod status;
@@ -21,7 +24,6 @@ mod write;
 
 use clap::Parser;
 use herald_shell::logging::{self, LogFormat};
-use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{info, warn};
 
 /// Command-line flags.
@@ -80,37 +82,80 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         fence,
     };
+    let mut shutdown = std::pin::pin!(shutdown_signal()?);
     if !flags.leader_election {
         metrics.leader.set(1);
-        return control::run(client, settings(write::Fence::open())).await;
+        return tokio::select! {
+            result = control::run(client, settings(write::Fence::open())) => result,
+            () = &mut shutdown => {
+                info!("stopping on a signal");
+                Ok(())
+            }
+        };
     }
     if flags.lease_grace_seconds >= flags.lease_duration_seconds {
         anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
     }
-    let lease = LeaseManagerBuilder::new(client.clone(), &flags.lease_name)
-        .with_namespace(&flags.namespace)
-        .with_identity(&flags.instance)
-        .with_duration(flags.lease_duration_seconds)
-        .with_grace(flags.lease_grace_seconds)
-        .build()
-        .await
-        .map_err(|e| anyhow::anyhow!("Lease {}/{}: {e}", flags.namespace, flags.lease_name))?;
-    let (mut leading, _lease_task) = lease.watch().await;
+    let (mut leading, lease_task) = lease::Candidate {
+        client: client.clone(),
+        namespace: flags.namespace.clone(),
+        name: flags.lease_name.clone(),
+        identity: flags.instance.clone(),
+        duration: flags.lease_duration_seconds,
+        grace: flags.lease_grace_seconds,
+    }
+    .elect()
+    .await?;
     loop {
         info!(lease = %flags.lease_name, "waiting to lead");
-        leading
-            .wait_for(|leader| *leader)
-            .await
-            .map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
+        tokio::select! {
+            led = leading.wait_for(lease::Term::holds) => {
+                led.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
+            }
+            () = &mut shutdown => break,
+        }
         info!("leading: rebuilding state from Service status");
         metrics.leader.set(1);
-        tokio::select! {
-            result = control::run(client.clone(), settings(write::Fence::lease(leading.clone()))) => return result,
-            lost = leading.wait_for(|leader| !*leader) => {
+        let fence = write::Fence::lease(leading.clone());
+        let stop = tokio::select! {
+            result = control::run(client.clone(), settings(fence)) => return result,
+            lost = leading.wait_for(|term| !term.holds()) => {
                 lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
                 warn!("lost the Lease: stopped allocating");
                 metrics.leader.set(0);
+                false
             }
+            () = &mut shutdown => true,
+        };
+        if stop {
+            break;
         }
     }
+    // The loop and its writer are gone (no write goes out any more); with the last receiver
+    // dropped, the Lease manager releases the Lease, so a standby leads at once instead of
+    // after the Lease expires.
+    info!("stopping on a signal: releasing the Lease");
+    metrics.leader.set(0);
+    drop(leading);
+    match tokio::time::timeout(RELEASE_TIMEOUT, lease_task).await {
+        Ok(Ok(())) => info!("Lease released"),
+        Ok(Err(e)) => warn!(error = %e, "the Lease task failed; the Lease expires on its own"),
+        Err(_) => warn!("releasing the Lease timed out; it expires on its own"),
+    }
+    Ok(())
+}
+
+/// How long a stopping controller waits for its Lease to be released.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resolves on SIGTERM (the kubelet stopping the Pod) or SIGINT. The controller runs as PID 1
+/// in its image, where the kernel ignores signals without a handler, so it must handle them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
 }

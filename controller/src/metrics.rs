@@ -28,6 +28,19 @@ pub(crate) struct ReasonLabels {
     pub(crate) reason: String,
 }
 
+/// Labels of a write that did not land.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct WriteLabels {
+    /// `service`, `pool_status`, `configuration_status` or `event`.
+    pub(crate) write: String,
+}
+
+/// Labels of configuration objects by kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub(crate) kind: String,
+}
+
 /// The controller's metrics, updated by the loop.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -36,6 +49,10 @@ pub(crate) struct Metrics {
     pub(crate) allocations: Counter,
     pub(crate) releases: Counter,
     pub(crate) failures: Family<ReasonLabels, Counter>,
+    /// Writes that did not land (each is retried).
+    pub(crate) write_failures: Family<WriteLabels, Counter>,
+    /// Configuration objects whose `Ready` condition is False, by kind.
+    pub(crate) not_in_effect: Family<KindLabels, Gauge>,
     /// 1 while this replica leads.
     pub(crate) leader: Gauge,
 }
@@ -49,6 +66,8 @@ impl Metrics {
             allocations: Counter::default(),
             releases: Counter::default(),
             failures: Family::default(),
+            write_failures: Family::default(),
+            not_in_effect: Family::default(),
             leader: Gauge::default(),
         };
         registry.register(
@@ -72,11 +91,47 @@ impl Metrics {
             metrics.failures.clone(),
         );
         registry.register(
+            "write_failures",
+            "Writes to the API that did not land, by what was written; each is retried with backoff",
+            metrics.write_failures.clone(),
+        );
+        registry.register(
+            "configuration_not_in_effect",
+            "BGPPeers, BFDProfiles and advertisements whose Ready condition is False, by kind",
+            metrics.not_in_effect.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica leads",
             metrics.leader.clone(),
         );
         (Arc::new(metrics), Probes::new(registry))
+    }
+
+    /// Counts a write of `what` that did not land.
+    pub(crate) fn write_failed(&self, what: &str) {
+        self.write_failures
+            .get_or_create(&WriteLabels {
+                write: what.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of configuration objects not in effect, per kind.
+    pub(crate) fn set_not_in_effect(&self, counts: &std::collections::BTreeMap<String, i64>) {
+        for kind in [
+            "BGPPeer",
+            "BFDProfile",
+            "L2Advertisement",
+            "BGPAdvertisement",
+        ] {
+            let labels = KindLabels {
+                kind: kind.to_owned(),
+            };
+            self.not_in_effect
+                .get_or_create(&labels)
+                .set(counts.get(kind).copied().unwrap_or(0));
+        }
     }
 
     /// Sets a pool's address gauges from its usage.

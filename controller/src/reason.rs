@@ -66,7 +66,8 @@ impl Reason {
         match self {
             Reason::IpAllocated => metrics.allocations.inc(),
             Reason::IpReleased => metrics.releases.inc(),
-            Reason::InEffect => 0,
+            // Told, not failures: the configuration_not_in_effect gauge counts them.
+            Reason::InEffect | Reason::NotInEffect => 0,
             failure => metrics
                 .failures
                 .get_or_create(&ReasonLabels {

@@ -5,13 +5,13 @@
 //! ```text
 //!   usage (assigned / available per family) ─┐
 //!   why the spec is unusable, if it is ─────┼─► pool_status ─► IPAddressPoolStatus
-//!   pools sharing addresses with it ────────┤     counts, conditions Valid and Overlapping
+//!   pools sharing addresses with it ────────┤     counts, conditions Ready, Valid, Overlapping
 //!   the status it has now (transition times)┘
 //! ```
 
 use herald_api::{
     IPAddressPoolStatus,
-    conditions::{ConfigurationStatus, READY},
+    conditions::{ConfigurationStatus, READY, reasons},
 };
 use herald_domain::Family;
 use herald_ipam::PoolUsage;
@@ -42,6 +42,17 @@ pub(crate) fn pool_status(
 ) -> IPAddressPoolStatus {
     let count = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
     let mut conditions = Vec::new();
+    // Ready: its addresses can be given out (`kubectl wait --for=condition=Ready`).
+    conditions.push(match facts.invalid {
+        Some(error) => condition(READY, false, reasons::INVALID_SPEC, error, now),
+        None => condition(
+            READY,
+            true,
+            reasons::IN_EFFECT,
+            "its addresses are given to Services",
+            now,
+        ),
+    });
     if let Some(error) = facts.invalid {
         conditions.push(condition("Valid", false, "InvalidSpec", error, now));
     }
@@ -172,9 +183,12 @@ mod tests {
         assert_eq!((status.assigned_ipv4, status.available_ipv4), (3, 1));
         assert_eq!(status.assigned_ipv6, 0);
         assert_eq!(status.available_ipv6, (1u128 << 72).to_string());
-        assert_eq!(status.conditions.len(), 1);
-        assert_eq!(status.conditions[0].type_, "Overlapping");
-        assert_eq!(status.conditions[0].status, "False");
+        let types: Vec<(&str, &str)> = status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(types, [("Ready", "True"), ("Overlapping", "False")]);
     }
 
     #[test]
@@ -189,13 +203,19 @@ mod tests {
             overlaps: &overlaps,
         };
         let status = pool_status(facts, &IPAddressPoolStatus::default(), at(1));
-        let valid = &status.conditions[0];
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "False")
+        );
+        let valid = &status.conditions[1];
         assert_eq!(
             (valid.type_.as_str(), valid.status.as_str()),
             ("Valid", "False")
         );
         assert!(valid.message.contains("spec.addresses[1]"), "{valid:?}");
-        let overlapping = &status.conditions[1];
+        assert_eq!(ready.message, valid.message);
+        let overlapping = &status.conditions[2];
         assert_eq!(overlapping.status, "True");
         assert!(
             overlapping.message.contains("IPAddressPool a;"),
@@ -225,6 +245,11 @@ mod tests {
             &first,
             at(60),
         );
-        assert_eq!(changed.conditions[0].last_transition_time, Time(at(60)));
+        assert_eq!(changed.conditions[1].last_transition_time, Time(at(60)));
+        assert_eq!(
+            changed.conditions[0].last_transition_time,
+            Time(at(1)),
+            "Ready did not change"
+        );
     }
 }

@@ -13,8 +13,8 @@
 //! annotation or a status entry that an earlier Herald wrote by update is owned by that update,
 //! and an apply that leaves it out would never remove it (a Service whose finalizer nobody
 //! removes is never deleted). A merge patch removes exactly what Herald decided to remove, and
-//! a finalizer change carries the `resourceVersion` it was decided from, so no other
-//! controller's finalizer edit is lost.
+//! every Service patch carries the `resourceVersion` it was decided from, so no other
+//! controller's finalizer edit is lost and a stale writer fails rather than overwrites.
 
 use std::sync::Arc;
 
@@ -31,10 +31,11 @@ use kube::{
 };
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     decide::{Event, ServiceWrite, Write},
+    lease::Term,
     metrics::Metrics,
 };
 
@@ -44,11 +45,11 @@ const WRITE_CONCURRENCY: usize = 32;
 pub(crate) const EVENT_QUEUE: usize = 4_096;
 pub(crate) const EVENT_CONCURRENCY: usize = 4;
 
-/// Whether this replica may write: always without leader election, otherwise only while the
-/// Lease manager says it leads (checked before every write, so a pass that was deciding when
-/// the Lease was lost writes nothing more).
+/// Whether this replica may write: always without leader election, otherwise only within its
+/// [`Term`] (checked against the clock before every write, so a pass that was deciding when
+/// the term ended writes nothing more, and neither does a leader frozen past its Lease).
 #[derive(Debug, Clone)]
-pub(crate) struct Fence(Option<watch::Receiver<bool>>);
+pub(crate) struct Fence(Option<watch::Receiver<Term>>);
 
 impl Fence {
     /// No leader election: this replica always writes.
@@ -56,13 +57,15 @@ impl Fence {
         Fence(None)
     }
 
-    /// Writes only while `leading` is true.
-    pub(crate) fn lease(leading: watch::Receiver<bool>) -> Self {
+    /// Writes only within the term `leading` says.
+    pub(crate) fn lease(leading: watch::Receiver<Term>) -> Self {
         Fence(Some(leading))
     }
 
     fn holds(&self) -> bool {
-        self.0.as_ref().is_none_or(|leading| *leading.borrow())
+        self.0
+            .as_ref()
+            .is_none_or(|leading| leading.borrow().holds())
     }
 }
 
@@ -149,7 +152,8 @@ impl Writer {
         if queued {
             event.reason.count(&self.metrics);
         } else {
-            debug!(object = ?object.name, "the Event queue is full; the next pass tells it again");
+            warn!(object = ?object.name, "the Event queue is full; the next pass tells it again");
+            self.metrics.write_failed("event");
         }
         queued
     }
@@ -159,12 +163,17 @@ impl Writer {
         let api: Api<Service> = Api::namespaced(self.client.clone(), &writes.key.namespace);
         let params = PatchParams::default();
         let failed = |what: &str, e: &dyn std::fmt::Display| {
-            debug!(service = %writes.key, error = %e, "{what} failed; the next pass retries");
+            warn!(service = %writes.key, error = %e, "{what} failed; retrying");
+            self.metrics.write_failed("service");
         };
         if !self.fence.holds() {
-            failed("writing", &"the Lease is not held");
+            debug!(service = %writes.key, "not written: the Lease is not held");
             return (writes, false);
         }
+        // Every write is guarded by the version it was decided from: a replica writing from
+        // stale state (a leader frozen past its Lease) fails instead of overwriting, and the
+        // next pass decides again from what is there now.
+        let mut version = writes.resource_version.clone();
         if writes.finalizer.is_some() || !writes.annotations.is_empty() {
             let mut metadata = serde_json::Map::new();
             if let Some(present) = writes.finalizer {
@@ -178,17 +187,19 @@ impl Writer {
                     finalizers.push(&ours);
                 }
                 metadata.insert("finalizers".into(), json!(finalizers));
-                // Guarded by the version read, so no one else's finalizer edit is lost.
-                metadata.insert("resourceVersion".into(), json!(writes.resource_version));
             }
+            metadata.insert("resourceVersion".into(), json!(version));
             if !writes.annotations.is_empty() {
                 // A merge patch: `null` removes an annotation.
                 metadata.insert("annotations".into(), json!(writes.annotations));
             }
             let patch = Patch::Merge(json!({"metadata": metadata}));
-            if let Err(e) = api.patch(&writes.key.name, &params, &patch).await {
-                failed("writing metadata", &e);
-                return (writes, false);
+            match api.patch(&writes.key.name, &params, &patch).await {
+                Ok(written) => version = written.metadata.resource_version,
+                Err(e) => {
+                    failed("writing metadata", &e);
+                    return (writes, false);
+                }
             }
         }
         if let Some(ips) = &writes.status {
@@ -201,7 +212,10 @@ impl Writer {
                         .collect::<Vec<_>>()
                 )
             };
-            let patch = Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}}));
+            let patch = Patch::Merge(json!({
+                "metadata": {"resourceVersion": version},
+                "status": {"loadBalancer": {"ingress": ingress}},
+            }));
             if let Err(e) = api.patch_status(&writes.key.name, &params, &patch).await {
                 failed("writing status", &e);
                 return (writes, false);
@@ -233,7 +247,13 @@ impl Writer {
         {
             Ok(_) => true,
             Err(e) => {
-                debug!(kind = %K::kind(&()), %name, error = %e, "writing status failed; the next pass retries");
+                warn!(kind = %K::kind(&()), %name, error = %e, "writing status failed; retrying");
+                self.metrics
+                    .write_failed(if K::kind(&()) == "IPAddressPool" {
+                        "pool_status"
+                    } else {
+                        "configuration_status"
+                    });
                 false
             }
         }

@@ -437,18 +437,7 @@ async fn only_the_leader_allocates_and_a_standby_takes_over_when_it_dies() -> an
     w.ingress("before").await?;
     // A standby replica on the same Lease.
     let mut standby = common::Controller::start(w.cp, w.ns.name(), "standby")?;
-    let holder = || {
-        w.cp.kubectl(&[
-            "-n",
-            w.ns.name(),
-            "get",
-            "lease",
-            "herald-controller",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-    };
-    assert_eq!(holder()?, "only", "the first replica leads");
+    assert_eq!(w.lease_holder()?, "only", "the first replica leads");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !standby.log().contains("leading"),
@@ -463,10 +452,206 @@ async fn only_the_leader_allocates_and_a_standby_takes_over_when_it_dies() -> an
         w.ingress("before").await?,
         "no address given twice across leaders"
     );
-    assert_eq!(holder()?, "standby");
+    assert_eq!(w.lease_holder()?, "standby");
     assert!(standby.is_running());
     // The new leader stays to release the test's Services.
     w.controller = standby;
+    Ok(())
+}
+
+/// A leader frozen (SIGSTOP) past its Lease comes back to a cluster that moved on: the
+/// standby took over, a Service was deleted and its address given to a new one. The old
+/// leader's term ended by its own clock while it was frozen, so it writes nothing: the new
+/// Service keeps its address and has no Event from it; the old leader follows the new one.
+#[tokio::test]
+async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_comes_back() -> anyhow::Result<()> {
+    let mut w = World::new("fenced").await?;
+    w.pool("lan", &["203.0.113.176/31"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "first"))?;
+    let address = w.ingress("first").await?;
+    let standby = common::Controller::start(w.cp, w.ns.name(), "standby")?;
+    w.controller.signal(nix::sys::signal::Signal::SIGSTOP)?;
+    wait_for("the standby to lead", TIMEOUT, || async {
+        match w.lease_holder() {
+            Ok(holder) if holder == "standby" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    w.kubectl(&["delete", "service", "first", "--timeout=30s"])?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "second"))?;
+    let second = w.ingress("second").await?;
+    assert_eq!(second, address, "the freed address went to the new Service");
+    w.controller.signal(nix::sys::signal::Signal::SIGCONT)?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let services = w.services();
+    assert_eq!(
+        ingress_ips(&services.get("second").await?),
+        address,
+        "the old leader did not re-address the Service it never saw"
+    );
+    let instances = w.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=second",
+        "-o",
+        "jsonpath={range .items[*]}{.reportingInstance}{.source.host} {end}",
+    ])?;
+    assert!(
+        !instances.contains("only"),
+        "no Event from the old leader: {instances}"
+    );
+    assert!(w.controller.is_running(), "the old leader lives on");
+    assert_eq!(w.lease_holder()?, "standby");
+    assert!(
+        w.controller
+            .log()
+            .contains("no renewal of the Lease seen in time"),
+        "the old leader says why it stopped:\n{}",
+        w.controller.log()
+    );
+    // The standby stays to release the test's Services.
+    let old = std::mem::replace(&mut w.controller, standby);
+    drop(old);
+    Ok(())
+}
+
+/// A rollout stops the leader with SIGTERM: it stops writing, releases the Lease and exits 0
+/// at once, and the standby leads and allocates within seconds, long before the Lease
+/// (30 s, the chart's default is 15 s) would have expired.
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_releases_the_lease_and_the_standby_takes_over_at_once()
+-> anyhow::Result<()> {
+    const LEASE: (u64, u64) = (30, 10);
+    let mut w = World::new("sigterm").await?;
+    w.controller.kill();
+    w.controller = common::Controller::start_with_lease(w.cp, w.ns.name(), "only", LEASE)?;
+    w.pool("lan", &["203.0.113.208/28"], "")?;
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "before"))?;
+    w.ingress("before").await?;
+    let mut standby = common::Controller::start_with_lease(w.cp, w.ns.name(), "standby", LEASE)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.lease_holder()?, "only");
+    let signalled = std::time::Instant::now();
+    w.controller.signal(nix::sys::signal::Signal::SIGTERM)?;
+    let status = loop {
+        if let Some(status) = w.controller.exit_status() {
+            break status;
+        }
+        assert!(signalled.elapsed() < TIMEOUT, "still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(exited < Duration::from_secs(3), "exited after {exited:?}");
+    w.apply(&EXAMPLE_SERVICE.replace("example-service", "after"))?;
+    w.ingress("after").await?;
+    let took_over = signalled.elapsed();
+    assert_eq!(w.lease_holder()?, "standby");
+    println!(
+        "SIGTERM to exit 0: {} ms; to a new Service's address from the standby: {} ms",
+        exited.as_millis(),
+        took_over.as_millis()
+    );
+    assert!(
+        took_over < Duration::from_secs(10),
+        "the standby led long before the 30 s Lease would have run out: {took_over:?}"
+    );
+    assert!(standby.is_running());
+    w.controller = standby;
+    Ok(())
+}
+
+/// The API refuses the controller's status writes for a while (an admission policy, as a
+/// quota or a webhook outage would): the controller logs and counts the failures, and once
+/// the API allows the write again it lands on the controller's own retry, with no other
+/// change in the cluster to trigger a pass.
+#[tokio::test]
+async fn a_refused_write_is_retried_on_its_own_once_the_api_allows_it() -> anyhow::Result<()> {
+    let mut w = World::new("refused").await?;
+    w.pool("lan", &["203.0.113.192/28"], "")?;
+    let policy = format!("{}-refuse-status", w.ns.name());
+    w.cp.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {policy}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [\"\"], apiVersions: [v1], operations: [UPDATE], resources: [services/status]}}
+  validations:
+  - {{expression: \"false\", message: refused by the test}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {policy}}}
+spec:
+  policyName: {policy}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {ns}}}
+",
+            ns = w.ns.name()
+        ),
+    )?;
+    // The API server learns of the policy through a watch: wait until it refuses.
+    w.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: canary}\nspec: {ports: [{port: 80}]}\n",
+    )?;
+    wait_for("the policy in effect", TIMEOUT, || async {
+        let patch = r#"{"status":{"conditions":[{"type":"Probe","status":"True","reason":"Probe","message":"probe","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+        match w.kubectl(&[
+            "patch",
+            "service",
+            "canary",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            patch,
+        ]) {
+            Err(e) if e.to_string().contains("refused by the test") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await?;
+    w.apply(EXAMPLE_SERVICE)?;
+    wait_for("the status write refused and counted", TIMEOUT, || async {
+        let (_, metrics) = w
+            .controller
+            .http_get("/metrics")
+            .map_err(|e| e.to_string())?;
+        let counted = metrics
+            .lines()
+            .any(|l| l.starts_with("herald_controller_write_failures_total{write=\"service\"}"));
+        if counted && w.controller.log().contains("writing status failed") {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let services = w.services();
+    assert!(
+        ingress_ips(&services.get("example-service").await?).is_empty(),
+        "refused"
+    );
+    w.cp.kubectl(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &policy,
+    ])?;
+    let allowed = std::time::Instant::now();
+    w.ingress("example-service").await?;
+    println!(
+        "the address landed {} ms after the API allowed it, with no other change",
+        allowed.elapsed().as_millis()
+    );
     Ok(())
 }
 
@@ -553,6 +738,16 @@ async fn an_unusable_or_overlapping_pool_is_reported_and_nothing_else_stops() ->
         },
     )
     .await?;
+    let ready = condition(&inverted, "Ready")?;
+    assert!(ready.starts_with("False: "), "{ready}");
+    // The pools that can be used are Ready: `kubectl wait` returns.
+    w.cp.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("ipaddresspool/{first}"),
+        &format!("ipaddresspool/{second}"),
+        "--timeout=30s",
+    ])?;
     // The controller goes on serving.
     w.apply(EXAMPLE_SERVICE)?;
     w.ingress("example-service").await?;

@@ -82,6 +82,26 @@ pub(crate) struct L2Share {
     pub(crate) interfaces: BTreeMap<String, (Link, BTreeSet<IpAddr>)>,
     /// The Services of each address this node owns.
     pub(crate) services: BTreeMap<IpAddr, Vec<ServiceKey>>,
+    /// Addresses this node owns but cannot answer for: none of the interfaces their
+    /// L2Advertisements name is usable here (what only this node can know).
+    pub(crate) unanswerable: BTreeMap<IpAddr, BTreeSet<String>>,
+}
+
+impl L2Share {
+    /// Each address owned here that nothing answers for, as a problem to report.
+    pub(crate) fn problems(&self) -> Vec<String> {
+        self.unanswerable
+            .iter()
+            .map(|(ip, names)| {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                format!(
+                    "{ip} is this node's to announce, but no interface its L2Advertisements name \
+                     (spec.interfaces: {}) is up here: nobody answers for it",
+                    names.join(", ")
+                )
+            })
+            .collect()
+    }
 }
 
 /// What of `plan` `node` answers for, on which of `links`: every suitable interface, or the
@@ -89,10 +109,16 @@ pub(crate) struct L2Share {
 pub(crate) fn l2_share(plan: &L2Plan, links: &[Link], node: &str) -> L2Share {
     let mut share = L2Share::default();
     for (ip, owner) in plan.iter().filter(|(_, o)| o.node == node) {
-        let on = links.iter().filter(|l| match &owner.interfaces {
-            Interfaces::All => l.is_suitable_by_default(),
-            Interfaces::Named(names) => l.is_usable() && names.contains(&l.name),
-        });
+        let on: Vec<&Link> = links
+            .iter()
+            .filter(|l| match &owner.interfaces {
+                Interfaces::All => l.is_suitable_by_default(),
+                Interfaces::Named(names) => l.is_usable() && names.contains(&l.name),
+            })
+            .collect();
+        if let (true, Interfaces::Named(names)) = (on.is_empty(), &owner.interfaces) {
+            share.unanswerable.insert(*ip, names.clone());
+        }
         for link in on {
             let (_, ips) = share
                 .interfaces
@@ -503,6 +529,20 @@ mod tests {
             l2_share(&plan, &moved, "n1"),
             share,
             "an interface that changed changes the share, so its sockets are opened again"
+        );
+        assert!(share.problems().is_empty(), "every address is answered");
+        let mut missing = plan.clone();
+        missing.insert(
+            ip("192.0.2.12"),
+            owner("n1", Interfaces::Named(["eth9".into()].into()), "lost"),
+        );
+        let problems = l2_share(&missing, &links, "n1").problems();
+        assert_eq!(
+            problems,
+            [
+                "192.0.2.12 is this node's to announce, but no interface its L2Advertisements name \
+              (spec.interfaces: eth9) is up here: nobody answers for it"
+            ]
         );
     }
 }

@@ -11,7 +11,8 @@
 //!   Announcer::apply(&L2Share) -> Vec<Told>           Sessions::apply(&BgpShare) -> Vec<Told>
 //!        └───────────────────────┬────────────────────────────┘
 //!   Reporter ◄── Told, problems, plans: log; Events `nodeAssigned`, `bgpAdvertisement`;
-//!               ServiceL2Status and BGPSessionStatus records
+//!               ServiceL2Status, ServiceBGPStatus, BGPSessionStatus and SpeakerStatus
+//!               records
 //! ```
 //!
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
@@ -180,6 +181,7 @@ pub(crate) async fn run(
             speaker.plan(alive).await;
         }
         speaker.announce(inputs_changed).await;
+        speaker.report_speaker();
         inputs_changed = false;
         tokio::select! {
             () = &mut shutdown => break,
@@ -343,7 +345,8 @@ impl<'a> Speaker<'a> {
             if let Some((_, unusable)) = &self.bgp_last {
                 problems.extend(unusable.iter().cloned());
             }
-            self.reporter.bgp_sessions(node, &self.sessions.sessions());
+            self.reporter
+                .bgp_sessions(node, &self.sessions.sessions(), &self.services);
         }
         self.reporter.problems(problems);
     }
@@ -382,8 +385,22 @@ impl<'a> Speaker<'a> {
     /// Writes each BGP session's state into its record.
     fn report_sessions(&self) {
         if let Some(node) = &self.this_node {
-            self.reporter.bgp_sessions(node, &self.sessions.sessions());
+            self.reporter
+                .bgp_sessions(node, &self.sessions.sessions(), &self.services);
         }
+    }
+
+    /// Writes this node's SpeakerStatus: whether it announces, and what only this node
+    /// cannot use (addresses it owns on interfaces it lacks, peers it cannot set up here).
+    fn report_speaker(&self) {
+        let Some(node) = &self.this_node else {
+            return;
+        };
+        let mut problems = self.l2_applied.problems();
+        if let Some((_, unusable)) = &self.bgp_last {
+            problems.extend(unusable.iter().cloned());
+        }
+        self.reporter.speaker_status(node, problems);
     }
 
     /// Stops answering and ends every session.

@@ -56,8 +56,9 @@ struct Flags {
     /// The name Events are reported under (e.g. the pod name).
     #[arg(long, env = "POD_NAME", default_value = "herald-speaker")]
     instance: String,
-    /// UDP port of gossip between speakers (the same on every node).
-    #[arg(long, default_value_t = 7946, env = "HERALD_GOSSIP_PORT")]
+    /// UDP port of gossip between speakers (the same on every node); not MetalLB's 7946, so
+    /// that both can run side by side during a migration.
+    #[arg(long, default_value_t = 7952, env = "HERALD_GOSSIP_PORT")]
     gossip_port: u16,
     /// Address other speakers reach this one at; default: the node's first InternalIP.
     #[arg(long, env = "HERALD_GOSSIP_ADDRESS")]

@@ -7,8 +7,11 @@
 //! - layer 2: one [`ServiceL2Status`] per Service this node announces
 //!   (`kubectl get servicel2statuses`);
 //! - BGP: an Event `bgpAdvertisement` on a Service when what this node advertises for it
-//!   changes, and one [`BGPSessionStatus`] per session of this node, in Herald's namespace
-//!   (`kubectl get bgpsessionstatuses`).
+//!   changes, one [`ServiceBGPStatus`] per Service it advertises to established peers
+//!   (`kubectl get servicebgpstatuses`), and one [`BGPSessionStatus`] per session of this
+//!   node, in Herald's namespace (`kubectl get bgpsessionstatuses`);
+//! - the node: one [`SpeakerStatus`] in Herald's namespace, whether it announces (or why
+//!   not) and what only this node cannot use (`kubectl get speakerstatuses`).
 //!
 //! Records are kept current by writer tasks ([`herald_shell::records`]) and Events go through a
 //! bounded queue, so that announcing never waits for the API server.
@@ -28,8 +31,9 @@ use std::{
 };
 
 use herald_api::{
-    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceL2Status, ServiceL2StatusSpec,
-    status::{NODE_LABEL, Owner, PEER_LABEL, SERVICE_LABEL, record_metadata},
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceBGPStatus,
+    ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec, SpeakerStatus, SpeakerStatusSpec,
+    status::{NODE_LABEL, Owner, PEER_LABEL, SERVICE_LABEL, SPEAKER_LABEL, record_metadata},
 };
 use herald_bgp::session::State;
 use herald_domain::ServiceKey;
@@ -98,7 +102,9 @@ pub(crate) struct Reporter {
     namespace: String,
     events: Queue,
     records: records::Writer<ServiceL2Status>,
+    bgp_records: records::Writer<ServiceBGPStatus>,
     session_records: records::Writer<BGPSessionStatus>,
+    speaker_record: records::Writer<SpeakerStatus>,
     /// What this node advertised as last told, to tell only changes.
     advertised: BgpPlan,
     alive: watch::Sender<BTreeSet<String>>,
@@ -117,20 +123,38 @@ impl Reporter {
             format!("{NODE_LABEL}={node}"),
             FIELD_MANAGER,
         );
+        let bgp_records = records::spawn(
+            client.clone(),
+            Api::all(client.clone()),
+            format!("{NODE_LABEL}={node}"),
+            FIELD_MANAGER,
+        );
         let session_records = records::spawn(
             client.clone(),
             Api::namespaced(client.clone(), namespace),
             format!("{NODE_LABEL}={node}"),
             FIELD_MANAGER,
         );
+        let speaker_record = records::spawn(
+            client.clone(),
+            Api::namespaced(client.clone(), namespace),
+            format!("{NODE_LABEL}={node}"),
+            FIELD_MANAGER,
+        );
         let (alive, alive_receiver) = watch::channel(BTreeSet::new());
-        tokio::spawn(delete_records_of_dead_nodes(client, alive_receiver));
+        tokio::spawn(delete_records_of_dead_nodes(
+            client,
+            namespace.to_owned(),
+            alive_receiver,
+        ));
         Reporter {
             node: node.to_owned(),
             namespace: namespace.to_owned(),
             events: Queue::start(publisher, EVENT_QUEUE, EVENT_CONCURRENCY),
             records,
+            bgp_records,
             session_records,
+            speaker_record,
             advertised: BgpPlan::new(),
             alive,
             problems: Vec::new(),
@@ -334,9 +358,16 @@ impl Reporter {
         }
     }
 
-    /// Writes the state of each of this node's sessions as its BGPSessionStatus (the writer
-    /// writes only what changed).
-    pub(crate) fn bgp_sessions(&self, node: &NodeView, sessions: &[SessionReport]) {
+    /// Writes the state of each of this node's sessions as its BGPSessionStatus, and for
+    /// each Service this node advertises, a ServiceBGPStatus naming the peers whose
+    /// established sessions carry its prefixes (the writers write only what changed).
+    pub(crate) fn bgp_sessions(
+        &self,
+        node: &NodeView,
+        sessions: &[SessionReport],
+        services: &[Arc<AnnouncedService>],
+    ) {
+        self.service_bgp_records(sessions, services);
         let desired: Desired<BGPSessionStatus> = sessions
             .iter()
             .map(|session| {
@@ -365,6 +396,86 @@ impl Reporter {
             })
             .collect();
         self.session_records.set(desired);
+    }
+}
+
+impl Reporter {
+    /// One ServiceBGPStatus per Service with a prefix at an established peer of this node.
+    fn service_bgp_records(&self, sessions: &[SessionReport], services: &[Arc<AnnouncedService>]) {
+        let established: BTreeSet<&str> = sessions
+            .iter()
+            .filter(|s| s.status.state == State::Established)
+            .map(|s| s.peer.as_str())
+            .collect();
+        let uids = uids(services);
+        let desired: Desired<ServiceBGPStatus> = advertised_by_service(&self.advertised)
+            .into_iter()
+            .filter_map(|(key, prefixes)| {
+                let uid = *uids.get(&key)?;
+                let peers: BTreeSet<&str> = prefixes
+                    .values()
+                    .flatten()
+                    .copied()
+                    .filter(|p| established.contains(p))
+                    .collect();
+                if peers.is_empty() {
+                    return None;
+                }
+                let spec = ServiceBGPStatusSpec {
+                    service: key.name.clone(),
+                    node: self.node.clone(),
+                    prefixes: prefixes.into_keys().collect(),
+                    peers: peers.into_iter().map(str::to_owned).collect(),
+                };
+                let owner = Owner {
+                    kind: "Service",
+                    name: &key.name,
+                    uid,
+                };
+                let record = ServiceBGPStatus {
+                    metadata: record_metadata(
+                        SERVICE_LABEL,
+                        &key.name,
+                        &self.node,
+                        &key.namespace,
+                        Some(owner),
+                    ),
+                    spec,
+                };
+                Some((records::key(&record), record))
+            })
+            .collect();
+        self.bgp_records.set(desired);
+    }
+
+    /// Writes this node's SpeakerStatus: whether it announces, and the `problems` only this
+    /// node has.
+    pub(crate) fn speaker_status(&self, node: &NodeView, mut problems: Vec<String>) {
+        problems.sort();
+        problems.dedup();
+        let spec = SpeakerStatusSpec {
+            node: self.node.clone(),
+            announcing: node.state.withheld.is_none(),
+            withheld: node.state.withheld.map(|w| w.describe().to_owned()),
+            problem_count: i64::try_from(problems.len()).unwrap_or(i64::MAX),
+            problems,
+        };
+        let owner = node.uid.as_deref().map(|uid| Owner {
+            kind: "Node",
+            name: &self.node,
+            uid,
+        });
+        let mut metadata = record_metadata(
+            SPEAKER_LABEL,
+            &self.node,
+            &self.node,
+            &self.namespace,
+            owner,
+        );
+        metadata.name = Some(self.node.clone());
+        let record = SpeakerStatus { metadata, spec };
+        self.speaker_record
+            .set([(records::key(&record), record)].into());
     }
 }
 
@@ -490,30 +601,48 @@ fn l2_record(key: &ServiceKey, spec: ServiceL2StatusSpec, uid: &str) -> ServiceL
 }
 
 /// Deletes the records of nodes whose speaker is not alive (nobody else would), whenever
-/// the speakers alive change.
+/// the speakers alive change: their Services' L2 and BGP records, and their SpeakerStatus
+/// (its absence says no speaker runs there).
 async fn delete_records_of_dead_nodes(
     client: Client,
+    namespace: String,
     mut alive: watch::Receiver<BTreeSet<String>>,
 ) {
-    let all: Api<ServiceL2Status> = Api::all(client.clone());
     while alive.changed().await.is_ok() {
         let names: Vec<String> = alive.borrow_and_update().iter().cloned().collect();
         if names.is_empty() {
             continue;
         }
         let selector = format!("{NODE_LABEL} notin ({})", names.join(","));
-        let Ok(list) = all.list(&ListParams::default().labels(&selector)).await else {
-            continue;
-        };
-        for record in list.items {
-            let api: Api<ServiceL2Status> =
-                Api::namespaced(client.clone(), &record.namespace().unwrap_or_default());
-            if let Err(e) = api
-                .delete(&record.name_any(), &DeleteParams::default())
-                .await
-            {
-                debug!(record = %record.name_any(), error = %e, "deleting a dead node's record");
-            }
+        delete_all::<ServiceL2Status>(&client, Api::all(client.clone()), &selector).await;
+        delete_all::<ServiceBGPStatus>(&client, Api::all(client.clone()), &selector).await;
+        delete_all::<SpeakerStatus>(
+            &client,
+            Api::namespaced(client.clone(), &namespace),
+            &selector,
+        )
+        .await;
+    }
+}
+
+/// Deletes every record `list` finds with `selector`, each in its own namespace.
+async fn delete_all<K>(client: &Client, list: Api<K>, selector: &str)
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let Ok(found) = list.list(&ListParams::default().labels(selector)).await else {
+        return;
+    };
+    for record in found.items {
+        let api: Api<K> = Api::namespaced(client.clone(), &record.namespace().unwrap_or_default());
+        if let Err(e) = api
+            .delete(&record.name_any(), &DeleteParams::default())
+            .await
+        {
+            debug!(record = %record.name_any(), error = %e, "deleting a dead node's record");
         }
     }
 }

@@ -98,7 +98,11 @@ impl PasswordSecrets {
             .map_err(|e| PasswordError::Unreadable {
                 namespace: self.api.namespace().unwrap_or_default().to_owned(),
                 name: name.to_owned(),
-                reason: e.to_string(),
+                // The API's own words (`secrets "md5" not found`), not the whole response.
+                reason: match e {
+                    kube::Error::Api(status) => status.message,
+                    other => other.to_string(),
+                },
             })?;
         let password = secret
             .data

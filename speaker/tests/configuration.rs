@@ -2,7 +2,9 @@
 //! L2Advertisement and BGPAdvertisement, applied to a running cluster, shows in its own
 //! `Ready` condition within seconds with the field named, told once by an Event; fixing it
 //! clears the condition; and what was working (a BGP session, a route, a layer-2 answer) goes
-//! on working throughout.
+//! on working throughout. Per node, the SpeakerStatus record says whether the node announces
+//! and what only it cannot use (an interface it lacks, a Secret it cannot use), and a
+//! ServiceBGPStatus says which peers have a Service's routes from it.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,8 @@ use serde_json::json;
 
 /// How soon a condition must show what is wrong (or that it is fixed).
 const WITHIN: Duration = Duration::from_secs(15);
+/// How soon a speaker reads a changed password Secret again (it may `get`, not watch).
+const PASSWORD_REREAD: Duration = Duration::from_secs(45);
 /// How long the steady state is watched for Events that should not come.
 const STEADY: Duration = Duration::from_secs(60);
 
@@ -128,7 +132,74 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
     for (kind, name, text) in &good {
         wait_ready(&lan, kind, name, ("True", "InEffect", text)).await?;
     }
+    // What each node does, at a glance: both announce, without problems, and both advertise
+    // the Service to the IPv4 peer.
+    let speakers = |lan: &Lan| {
+        lan.kubectl(&[
+            "get",
+            "speakerstatuses",
+            "-o",
+            r#"jsonpath={range .items[*]}{.spec.node} {.spec.announcing} {.spec.problemCount} {.spec.problems}{"\n"}{end}"#,
+        ])
+    };
+    let nodes: Vec<String> = lan.nodes.iter().map(|n| n.name.clone()).collect();
+    let all_fine = |within: Duration| {
+        wait_for(
+            "every SpeakerStatus: announcing, no problem",
+            within,
+            || async {
+                let now = speakers(&lan).map_err(|e| e.to_string())?;
+                let fine = nodes
+                    .iter()
+                    .all(|n| now.lines().any(|l| l == format!("{n} true 0 ")));
+                if fine { Ok(()) } else { Err(now) }
+            },
+        )
+    };
+    all_fine(WITHIN).await?;
+    wait_for("a ServiceBGPStatus from each node", WITHIN, || async {
+        let now = lan
+            .kubectl(&[
+                "get",
+                "servicebgpstatuses",
+                "-o",
+                r#"jsonpath={range .items[*]}{.spec.service} {.spec.node} {.spec.prefixes} {.spec.peers}{"\n"}{end}"#,
+            ])
+            .map_err(|e| e.to_string())?;
+        let fine = nodes.iter().all(|n| {
+            now.lines()
+                .any(|l| l == format!("web {n} [\"{route}\"] [\"{ns}-v4\"]"))
+        });
+        if fine { Ok(()) } else { Err(now) }
+    })
+    .await?;
 
+    // What only a node can know: which interfaces it has. An advertisement naming one that
+    // no node has leaves the owner unable to answer, and its record says so.
+    lan.advertise(json!({"interfaces": ["eth9"]}))?;
+    let owner_name = lan.nodes[owner].name.clone();
+    wait_for(
+        "the owner's SpeakerStatus names the missing interface",
+        WITHIN,
+        || async {
+            let now = speakers(&lan).map_err(|e| e.to_string())?;
+            let line = now
+                .lines()
+                .find(|l| l.starts_with(&format!("{owner_name} ")))
+                .unwrap_or_default()
+                .to_owned();
+            if line.contains(&format!("{ip} is this node's to announce"))
+                && line.contains("spec.interfaces: eth9")
+            {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await?;
+    lan.advertise(json!({}))?;
+    lan.wait_answers(ip, &[owner]).await?;
     // Everything that can be wrong cluster-wide, at once.
     let peer = |name: &str, extra: serde_json::Value| {
         let mut spec = json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "198.51.100.1",
@@ -301,5 +372,45 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
         .await?;
     }
     assert_eq!(routed(&router)?, 2, "both routes stay");
+
+    // What only a node can know: what it reads of a Secret.
+    lan.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "nokey"}, "stringData": {"username": "herald"}}),
+    )?;
+    lan.apply_owned(&peer("nokey", json!({"passwordSecret": {"name": "nokey"}})))?;
+    wait_ready(
+        &lan,
+        "bgppeer",
+        &format!("{ns}-nokey"),
+        ("False", "MissingReference", "has no key \"password\""),
+    )
+    .await?;
+    wait_for(
+        "every SpeakerStatus names the unreadable password",
+        WITHIN,
+        || async {
+            let now = speakers(&lan).map_err(|e| e.to_string())?;
+            let lines: Vec<&str> = now.lines().filter(|l| !l.is_empty()).collect();
+            let problem =
+                format!("BGPPeer {ns}-nokey: spec.passwordSecret: Secret nokey has no key");
+            if lines.len() == 2
+                && lines
+                    .iter()
+                    .all(|l| l.contains(" true ") && l.contains(&problem))
+            {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        },
+    )
+    .await?;
+    lan.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+        "metadata": {"name": "nokey"}, "stringData": {"password": "config-test"}}),
+    )?;
+    // Speakers read password Secrets again every 30 s.
+    all_fine(PASSWORD_REREAD).await?;
     Ok(())
 }

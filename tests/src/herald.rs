@@ -42,6 +42,9 @@ pub struct Controller {
     metrics_port: u16,
 }
 
+/// The tests' Lease times, in seconds: a killed leader is replaced within seconds.
+const SHORT_LEASE: (u64, u64) = (4, 1);
+
 impl Controller {
     /// Starts a replica named `instance` with `namespace` as Herald's (its Lease, and the
     /// password Secrets it judges BGPPeers by), with short Lease times so that a killed
@@ -57,6 +60,32 @@ impl Controller {
         namespace: &str,
         lease: &str,
         instance: &str,
+    ) -> Result<Controller> {
+        Self::start_leasing(kubeconfig, namespace, lease, instance, SHORT_LEASE)
+    }
+
+    /// [`Controller::start`] with Lease times `(duration, grace)` in seconds.
+    pub fn start_with_lease(
+        cp: &ControlPlane,
+        namespace: &str,
+        instance: &str,
+        times: (u64, u64),
+    ) -> Result<Controller> {
+        Self::start_leasing(
+            &cp.kubeconfig,
+            namespace,
+            "herald-controller",
+            instance,
+            times,
+        )
+    }
+
+    fn start_leasing(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        lease: &str,
+        instance: &str,
+        (duration, grace): (u64, u64),
     ) -> Result<Controller> {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -84,12 +113,8 @@ impl Controller {
                 "--instance",
                 instance,
             ])
-            .args([
-                "--lease-duration-seconds",
-                "4",
-                "--lease-grace-seconds",
-                "1",
-            ])
+            .arg(format!("--lease-duration-seconds={duration}"))
+            .arg(format!("--lease-grace-seconds={grace}"))
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
             .env("KUBECONFIG", kubeconfig)
             .env(
@@ -125,6 +150,25 @@ impl Controller {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` (e.g. SIGTERM, as the kubelet does to stop a Pod).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = i32::try_from(self.child.id()).map_err(|e| Error::Parse {
+            what: "the controller's pid".into(),
+            detail: e.to_string(),
+        })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
+            Error::Command {
+                what: format!("kill -{signal} herald-controller"),
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills the process at once (SIGKILL), as a crash or an OOM kill would.

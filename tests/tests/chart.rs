@@ -120,14 +120,15 @@ fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
             if role == "r-speaker" && writes {
                 let resources = strings(&rule["resources"]);
                 assert!(
-                    resources == ["events"] || resources == ["servicel2statuses"],
+                    resources == ["events"]
+                        || resources == ["servicel2statuses", "servicebgpstatuses"],
                     "the speaker writes only Events and its records: {rule:?}"
                 );
             }
         }
     }
     // In Herald's namespace the speaker may get a Secret it is told the name of (a BGP
-    // password), never list them, and write only its session records.
+    // password), never list them, and write only its session and speaker records.
     let role = find(&docs, "Role", "r-speaker");
     assert_eq!(
         role["metadata"]["namespace"].as_str(),
@@ -139,7 +140,19 @@ fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
             assert_eq!(resources, ["secrets"]);
             assert_eq!(strings(&rule["verbs"]), ["get"], "{rule:?}");
         } else {
-            assert_eq!(resources, ["bgpsessionstatuses"], "{rule:?}");
+            assert_eq!(
+                resources,
+                ["bgpsessionstatuses", "speakerstatuses"],
+                "{rule:?}"
+            );
+        }
+    }
+    // The controller may list and watch Secrets in Herald's namespace only, to judge the
+    // BGPPeers' passwordSecret (it keeps only which keys each has); nothing more.
+    let role = find(&docs, "Role", "r-controller-lease");
+    for rule in role["rules"].as_sequence().expect("rules") {
+        if strings(&rule["resources"]).contains(&"secrets") {
+            assert_eq!(strings(&rule["verbs"]), ["list", "watch"], "{rule:?}");
         }
     }
 }

@@ -109,6 +109,17 @@ impl World {
         .await?)
     }
 
+    /// Who holds the controllers' Lease (in the test's namespace).
+    pub(crate) fn lease_holder(&self) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "get",
+            "lease",
+            "herald-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    }
+
     /// Waits until an Event of `name` contains `text`.
     pub(crate) async fn event(&self, name: &str, text: &str) -> anyhow::Result<String> {
         Ok(self.ns.event(name, text).await?)

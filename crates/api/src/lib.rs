@@ -1,9 +1,9 @@
 //! # herald-api: the `herald.dev/v1alpha1` API
 //!
 //! The custom resources users write ([`IPAddressPool`], [`L2Advertisement`],
-//! [`BGPAdvertisement`], [`BGPPeer`], [`BFDProfile`]; all cluster-scoped), the one Herald
-//! writes for people to read ([`ServiceL2Status`], namespaced, beside its Service;
-//! [`BGPSessionStatus`], in Herald's namespace), the Service
+//! [`BGPAdvertisement`], [`BGPPeer`], [`BFDProfile`]; all cluster-scoped), the ones Herald
+//! writes for people to read (records: [`ServiceL2Status`] and [`ServiceBGPStatus`], namespaced, beside
+//! their Service; [`BGPSessionStatus`] and [`SpeakerStatus`], in Herald's namespace), the Service
 //! annotations Herald reads and writes ([`annotations`]), and the CRD manifests generated from
 //! these types (`crdgen` writes them into `charts/herald/crds/`). Kubernetes label selectors
 //! become [`herald_domain::LabelSelector`]s in [`selector`], with errors naming the field.
@@ -38,7 +38,8 @@ pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference}
 pub use conditions::ConfigurationStatus;
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
 pub use status::{
-    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceL2Status, ServiceL2StatusSpec,
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceBGPStatus,
+    ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec, SpeakerStatus, SpeakerStatusSpec,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -57,6 +58,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BFDProfile::crd(),
         ServiceL2Status::crd(),
         BGPSessionStatus::crd(),
+        ServiceBGPStatus::crd(),
+        SpeakerStatus::crd(),
     ]
 }
 

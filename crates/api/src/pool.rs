@@ -23,6 +23,7 @@ fn yes() -> bool {
     category = "herald",
     status = "IPAddressPoolStatus",
     printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Auto Assign","type":"boolean","jsonPath":".spec.autoAssign"}"#,
     printcolumn = r#"{"name":"Assigned IPv4","type":"integer","jsonPath":".status.assignedIPv4"}"#,
     printcolumn = r#"{"name":"Available IPv4","type":"integer","jsonPath":".status.availableIPv4"}"#,
@@ -95,7 +96,8 @@ pub struct IPAddressPoolStatus {
     /// addresses than a 64-bit integer can count.
     #[serde(default, rename = "availableIPv6")]
     pub available_ipv6: String,
-    /// `Ready`, and `Overlapping` when another pool shares addresses with this one.
+    /// `Ready` (its addresses can be given out), `Valid` when the spec cannot be used (why,
+    /// naming the field), and `Overlapping` (whether another pool shares addresses with it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

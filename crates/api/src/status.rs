@@ -1,4 +1,6 @@
-//! Records herald-speaker writes for people to read.
+//! Records herald-speaker writes for people to read: [`ServiceL2Status`] and
+//! [`ServiceBGPStatus`] per Service and node, [`BGPSessionStatus`] per session, and
+//! [`SpeakerStatus`] per node.
 //!
 //! `ServiceL2Status`: which node announces a Service's addresses on the local network, and
 //! on which interfaces. Written by the announcing herald-speaker, read by people:
@@ -23,6 +25,8 @@ pub const SERVICE_LABEL: &str = "herald.dev/service";
 pub const NODE_LABEL: &str = "herald.dev/node";
 /// Label naming the BGPPeer a session record is about.
 pub const PEER_LABEL: &str = "herald.dev/peer";
+/// Label of a node's SpeakerStatus record (its value: the node).
+pub const SPEAKER_LABEL: &str = "herald.dev/speaker";
 
 /// What one node announces for one Service.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -131,6 +135,93 @@ pub struct BfdSessionStatus {
     /// How long the router may be silent before it is declared down, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detection_time_ms: Option<i64>,
+}
+
+/// Which peers one node advertises a Service's addresses to, over BGP.
+///
+/// ```text
+///   kubectl get servicebgpstatuses -A
+///   NAMESPACE   NAME         SERVICE   NODE     PREFIXES              PEERS
+///   default     web-node-1   web       node-1   ["192.0.2.64/32"]     ["tor"]
+/// ```
+///
+/// One object per Service and advertising node, owned by the Service; the peers are those
+/// whose session is established and carries the prefixes.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "ServiceBGPStatus",
+    namespaced,
+    derive = "PartialEq",
+    doc = "Which BGP peers one node advertises a Service's addresses to. Written by herald-speaker; not for editing.",
+    plural = "servicebgpstatuses",
+    shortname = "bgpstatus",
+    category = "herald",
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Prefixes","type":"string","jsonPath":".spec.prefixes"}"#,
+    printcolumn = r#"{"name":"Peers","type":"string","jsonPath":".spec.peers"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceBGPStatusSpec {
+    /// The Service's name (in the record's namespace).
+    pub service: String,
+    /// The node advertising.
+    pub node: String,
+    /// The prefixes this node advertises for the Service.
+    pub prefixes: Vec<String>,
+    /// The BGPPeers that have them from this node (established sessions).
+    pub peers: Vec<String>,
+}
+
+/// What one node's speaker does, and what it cannot use that only it can know.
+///
+/// ```text
+///   kubectl get speakerstatuses -n herald-system
+///   NAME     NODE     ANNOUNCING   WITHHELD                            PROBLEMS
+///   node-1   node-1   true                                             0
+///   node-2   node-2   false        its Ready condition is not True     0
+///   node-3   node-3   true                                             1
+/// ```
+///
+/// One object per node with a live speaker, in Herald's namespace, owned by the Node.
+/// Problems of a whole object (a selector that does not parse, a missing pool) are in that
+/// object's `Ready` condition instead.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "herald.dev",
+    version = "v1alpha1",
+    kind = "SpeakerStatus",
+    namespaced,
+    derive = "PartialEq",
+    doc = "What one node's herald-speaker announces, and the configuration it cannot use on that node. Written by herald-speaker; not for editing.",
+    plural = "speakerstatuses",
+    shortname = "speaker",
+    category = "herald",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Announcing","type":"boolean","jsonPath":".spec.announcing"}"#,
+    printcolumn = r#"{"name":"Withheld","type":"string","jsonPath":".spec.withheld"}"#,
+    printcolumn = r#"{"name":"Problems","type":"integer","jsonPath":".spec.problemCount"}"#,
+    printcolumn = r#"{"name":"First Problem","type":"string","priority":1,"jsonPath":".spec.problems[0]"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerStatusSpec {
+    /// The node.
+    pub node: String,
+    /// Whether the node takes load-balancer traffic (announces, in layer 2 or BGP).
+    pub announcing: bool,
+    /// Why it does not, when it does not (NotReady, out of service, excluded, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub withheld: Option<String>,
+    /// What this node's speaker cannot use, each naming the object and field: an address it
+    /// owns on interfaces it does not have, a BGPPeer whose Secret it cannot read or that
+    /// has no router ID here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// How many problems there are.
+    pub problem_count: i64,
 }
 
 /// What a record is about, as its owner: the record goes when its owner goes (garbage

@@ -7,7 +7,7 @@ use std::{fs, path::Path};
 fn the_committed_crd_manifests_match_the_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/crds");
     let manifests = herald_api::crd_manifests().expect("the CRDs serialise");
-    assert_eq!(manifests.len(), 7);
+    assert_eq!(manifests.len(), 9);
     for (file, yaml) in manifests {
         let committed = fs::read_to_string(dir.join(&file)).unwrap_or_default();
         assert!(

@@ -125,6 +125,18 @@ impl Handle {
     }
 }
 
+/// A seed for a session's retry jitter that differs between processes and sessions.
+fn jitter_seed(transport: &Transport) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut seed = clock ^ u64::from(std::process::id()) << 40;
+    for byte in transport.peer.to_string().bytes() {
+        seed = (seed ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    seed
+}
+
 /// Starts a session toward `transport.peer`.
 pub fn spawn(
     name: String,
@@ -143,7 +155,7 @@ pub fn spawn(
     });
     let driver = Driver {
         name,
-        session: Session::new(config),
+        session: Session::new(config).with_jitter_seed(jitter_seed(&transport)),
         transport,
         stream: None,
         connecting: None,

@@ -192,6 +192,8 @@ pub struct Session {
     /// Whether the peer speaks 4-octet AS numbers.
     four_octet_as: bool,
     failures: u32,
+    /// State of the generator that jitters the connect-retry wait.
+    random: u64,
     /// The first OPEN after the speaker started sets the restart bit (RFC 4724 §3).
     restarted: bool,
     desired: BTreeMap<Prefix, RouteAttributes>,
@@ -200,8 +202,15 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session of `config`. Its retry jitter is seeded from the router ID and ASNs; the
+    /// driver gives each session a seed of its own ([`Session::with_jitter_seed`]), so that
+    /// nodes sharing a router ID still do not reconnect in step.
     pub fn new(config: Config) -> Session {
+        let seed = u64::from(u32::from(config.router_id)) << 32
+            ^ u64::from(config.local_asn) << 16
+            ^ u64::from(config.peer_asn);
         Session {
+            random: seed | 1,
             config,
             state: State::Idle,
             inbox: Vec::new(),
@@ -214,6 +223,16 @@ impl Session {
             desired: BTreeMap::new(),
             advertised: BTreeMap::new(),
         }
+    }
+
+    /// The session with its retry jitter seeded by `seed` (mixed, so that nearby seeds give
+    /// unrelated sequences).
+    pub fn with_jitter_seed(mut self, seed: u64) -> Session {
+        let mut mixed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.random = (mixed ^ (mixed >> 31)) | 1;
+        self
     }
 
     pub fn state(&self) -> State {
@@ -376,7 +395,9 @@ impl Session {
         }
     }
 
-    /// Waits before connecting again, twice as long after each failure in a row.
+    /// Waits before connecting again, twice as long after each failure in a row, less a
+    /// random 0–25 % (RFC 4271 §10), so that the nodes of a cluster do not reconnect in step
+    /// after their router restarts.
     fn back_off(&mut self, out: &mut Vec<Action>) {
         let factor = 1u32 << self.failures.min(16);
         let wait = self
@@ -385,8 +406,20 @@ impl Session {
             .saturating_mul(factor)
             .min(MAX_BACKOFF);
         self.failures = self.failures.saturating_add(1);
+        let wait = self.jittered(wait);
         out.push(Action::Arm(Timer::ConnectRetry, wait));
         self.move_to(out, State::Active);
+    }
+
+    /// `wait` times a factor drawn uniformly from 0.75 to 1.0.
+    fn jittered(&mut self, wait: Duration) -> Duration {
+        // xorshift64*: enough to keep nodes from retrying in step.
+        self.random ^= self.random >> 12;
+        self.random ^= self.random << 25;
+        self.random ^= self.random >> 27;
+        let random = self.random.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
+        let permille = 750 + u32::try_from(random % 251).unwrap_or(0);
+        wait.mul_f64(f64::from(permille) / 1000.0)
     }
 
     /// Ends the session on an error: NOTIFICATION, close, back off (§6).

@@ -179,9 +179,10 @@ fn a_peer_of_the_wrong_as_is_refused_with_bad_peer_as() {
     assert_eq!(notifications_sent(&actions), vec![Notification::open(2)]);
     assert!(actions.contains(&Action::Close));
     assert_eq!(session.state(), State::Active);
-    assert_eq!(
-        armed(&actions, Timer::ConnectRetry),
-        Some(Duration::from_secs(1))
+    let wait = armed(&actions, Timer::ConnectRetry).expect("a retry");
+    assert!(
+        (Duration::from_millis(750)..=Duration::from_secs(1)).contains(&wait),
+        "{wait:?}"
     );
 }
 
@@ -211,17 +212,39 @@ fn the_hold_timer_ends_a_silent_session_and_it_connects_again() {
     assert_eq!(actions[0], Action::Connect);
 }
 
-#[test]
-fn each_failure_in_a_row_doubles_the_wait_up_to_the_cap() {
-    let mut session = Session::new(config());
+/// The waits of `seed`'s session after seven failures in a row.
+fn retry_waits(seed: u64) -> Vec<Duration> {
+    let mut session = Session::new(config()).with_jitter_seed(seed);
     session.handle(Input::Start);
     let mut waits = Vec::new();
     for _ in 0..7 {
         let actions = session.handle(Input::ConnectFailed);
-        waits.push(armed(&actions, Timer::ConnectRetry).unwrap().as_secs());
+        waits.push(armed(&actions, Timer::ConnectRetry).unwrap());
         session.handle(Input::Timer(Timer::ConnectRetry));
     }
-    assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30]);
+    waits
+}
+
+#[test]
+fn each_failure_in_a_row_doubles_the_wait_up_to_the_cap_less_a_random_quarter() {
+    let nominal = [1, 2, 4, 8, 16, 30, 30].map(Duration::from_secs);
+    let mut first_waits = Vec::new();
+    for seed in 0..50 {
+        let waits = retry_waits(seed);
+        for (wait, nominal) in waits.iter().zip(nominal) {
+            assert!(
+                *wait <= nominal && *wait >= nominal.mul_f64(0.75),
+                "seed {seed}: {wait:?} for {nominal:?}"
+            );
+        }
+        first_waits.push(waits[0]);
+    }
+    first_waits.sort();
+    first_waits.dedup();
+    assert!(
+        first_waits.len() > 25,
+        "sessions of different seeds retry at different times (RFC 4271 §10): {first_waits:?}"
+    );
 }
 
 #[test]

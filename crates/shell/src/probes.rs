@@ -1,5 +1,6 @@
-//! `/metrics` (Prometheus text format), `/healthz` and `/readyz` for the kubelet's probes and
-//! for scrapers, served from one registry and one readiness flag.
+//! `/metrics` (OpenMetrics text, with its content type, so that scrapers keep the metric
+//! types), `/healthz` and `/readyz` for the kubelet's probes and for scrapers, served from one
+//! registry and one readiness flag.
 
 use std::{
     net::SocketAddr,
@@ -9,8 +10,18 @@ use std::{
     },
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header::CONTENT_TYPE},
+    routing::get,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
+
+/// The content type of what [`Probes::render`] writes. `prometheus-client` encodes only
+/// OpenMetrics; Prometheus (2.5 and later) and the other common scrapers ask for it first,
+/// and served as `text/plain` its types and units would be lost.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the HTTP server shows: a metrics registry and whether the process is ready.
 #[derive(Debug)]
@@ -32,7 +43,7 @@ impl Probes {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    /// The metrics in Prometheus text format.
+    /// The metrics in OpenMetrics text format ([`OPENMETRICS`]).
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -58,7 +69,9 @@ pub async fn bind(
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(p): State<Arc<Probes>>| async move { p.render() }),
+            get(|State(p): State<Arc<Probes>>| async move {
+                ([(CONTENT_TYPE, OPENMETRICS)], p.render())
+            }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -76,4 +89,42 @@ pub async fn bind(
         .await
         .map_err(|source| ServeError { address, source })?;
     Ok(async move { axum::serve(listener, app).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_served_as_openmetrics_and_readiness_follows_the_flag() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = free.local_addr().expect("bound");
+        drop(free);
+        let probes = Probes::new(Registry::default());
+        tokio::spawn(bind(address, probes.clone()).await.expect("bound"));
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connected");
+            stream
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .expect("sent");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.expect("read");
+            response.to_lowercase()
+        };
+        let metrics = get("/metrics").await;
+        assert!(metrics.starts_with("http/1.0 200"), "{metrics}");
+        assert!(
+            metrics.contains(&format!("content-type: {OPENMETRICS}")),
+            "{metrics}"
+        );
+        assert!(metrics.trim_end().ends_with("# eof"), "{metrics}");
+        assert!(get("/readyz").await.starts_with("http/1.0 503"));
+        probes.set_ready();
+        assert!(get("/readyz").await.starts_with("http/1.0 200"));
+    }
 }

@@ -1,0 +1,165 @@
+//! Leader election over a Lease: `kube-lease-manager` holds and renews it, and a watch of the
+//! Lease follows it. A follower left alone sleeps until the holder's term runs out (it trusts
+//! what it last read until then); when the watch shows the Lease free, the follower reads it
+//! afresh and takes it at once, so a leader that stops on SIGTERM hands over within a second
+//! instead of a Lease duration.
+//!
+//! The leader's [`Term`] ends by its own clock: each renewal it sees come back through the
+//! watch extends it to the Lease's expiry less half the grace period, and if none comes (the
+//! API server unreachable, the process frozen), the term ends before any other replica may
+//! take the Lease. The writer checks the term before every write, so a leader cut off or
+//! paused past its Lease writes nothing when it comes back.
+//!
+//! ```text
+//!   watch Lease ──free, and we do not lead──► a fresh LeaseManager (reads the Lease)
+//!               ──held by us (a renewal)───► term until now + duration − grace/2
+//!               ──held by another──────────► no term
+//!   LeaseManager::changed() (renew, or take a free or expired Lease) ──► term or none
+//!   term ran out without a renewal ──► no term
+//!   every receiver dropped ──► release the Lease, end
+//! ```
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt, watcher},
+};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tracing::{info, warn};
+
+/// Waits until `until` (for ever without one).
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long to wait after a failed look at the Lease before the next.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether this replica leads: until when at the latest, by its own clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Term {
+    until: Option<Instant>,
+}
+
+impl Term {
+    /// Whether this replica leads now.
+    pub(crate) fn holds(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// Who competes for which Lease, and on what terms.
+#[derive(Clone)]
+pub(crate) struct Candidate {
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) identity: String,
+    /// Seconds a Lease lasts without renewal.
+    pub(crate) duration: u64,
+    /// Seconds before expiry the holder renews.
+    pub(crate) grace: u64,
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Candidate")
+            .field("lease", &format!("{}/{}", self.namespace, self.name))
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Candidate {
+    /// A lease manager that has just read the Lease.
+    async fn manager(&self) -> anyhow::Result<LeaseManager> {
+        LeaseManagerBuilder::new(self.client.clone(), &self.name)
+            .with_namespace(&self.namespace)
+            .with_identity(&self.identity)
+            .with_duration(self.duration)
+            .with_grace(self.grace)
+            .build()
+            .await
+            .map_err(|e| anyhow::anyhow!("Lease {}/{}: {e}", self.namespace, self.name))
+    }
+
+    /// A term from now: the Lease's expiry, less half the grace period for the watch's delay.
+    fn term_from_now(&self) -> Term {
+        let valid = std::time::Duration::from_secs(self.duration)
+            .saturating_sub(std::time::Duration::from_secs(self.grace) / 2);
+        Term {
+            until: Some(Instant::now() + valid),
+        }
+    }
+
+    /// Runs the election: this replica's term, and the task, which releases the Lease and
+    /// ends once every receiver is dropped.
+    pub(crate) async fn elect(self) -> anyhow::Result<(watch::Receiver<Term>, JoinHandle<()>)> {
+        let mut manager = self.manager().await?;
+        let (leading, receiver) = watch::channel(Term::default());
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let task = tokio::spawn(async move {
+            let mut changes =
+                std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+            loop {
+                tokio::select! {
+                    biased;
+                    () = leading.closed() => {
+                        if let Err(e) = manager.release().await {
+                            warn!(error = %e, "releasing the Lease failed; it expires on its own");
+                        }
+                        return;
+                    }
+                    changed = manager.changed() => match changed {
+                        Ok(true) => {
+                            leading.send_replace(self.term_from_now());
+                        }
+                        Ok(false) => {
+                            leading.send_replace(Term::default());
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "reading or renewing the Lease failed; retrying");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                    },
+                    // The term ran out without a renewal seen: stop writing before anyone else
+                    // may take the Lease.
+                    () = sleep_until(leading.borrow().until), if leading.borrow().until.is_some() => {
+                        warn!("no renewal of the Lease seen in time: stopped writing");
+                        leading.send_replace(Term::default());
+                    }
+                    Some(Ok(lease)) = changes.next() => {
+                        let holder = lease
+                            .spec
+                            .as_ref()
+                            .and_then(|spec| spec.holder_identity.clone())
+                            .filter(|holder| !holder.is_empty());
+                        match holder {
+                            Some(holder) if holder == self.identity => {
+                                leading.send_replace(self.term_from_now());
+                            }
+                            Some(_) => {
+                                leading.send_replace(Term::default());
+                            }
+                            None if !leading.borrow().holds() => {
+                                info!("the Lease was released: taking it");
+                                match self.manager().await {
+                                    Ok(fresh) => manager = fresh,
+                                    Err(e) => warn!(error = %e, "reading the released Lease failed"),
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        });
+        Ok((receiver, task))
+    }
+}

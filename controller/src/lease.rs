@@ -99,8 +99,18 @@ impl Candidate {
 
     /// Runs the election: this replica's term, and the task, which releases the Lease and
     /// ends once every receiver is dropped.
-    pub(crate) async fn elect(self) -> anyhow::Result<(watch::Receiver<Term>, JoinHandle<()>)> {
-        let mut manager = self.manager().await?;
+    pub(crate) async fn elect(self) -> (watch::Receiver<Term>, JoinHandle<()>) {
+        // An API server out of reach at start is waited for, not a reason to exit (and be
+        // restarted in a loop).
+        let mut manager = loop {
+            match self.manager().await {
+                Ok(manager) => break manager,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the Lease yet; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
         let (leading, receiver) = watch::channel(Term::default());
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
@@ -160,6 +170,6 @@ impl Candidate {
                 }
             }
         });
-        Ok((receiver, task))
+        (receiver, task)
     }
 }

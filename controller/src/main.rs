@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         grace: flags.lease_grace_seconds,
     }
     .elect()
-    .await?;
+    .await;
     loop {
         info!(lease = %flags.lease_name, "waiting to lead");
         tokio::select! {

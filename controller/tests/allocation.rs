@@ -647,7 +647,24 @@ spec:
         &policy,
     ])?;
     let allowed = std::time::Instant::now();
-    w.ingress("example-service").await?;
+    // The retries back off to one every 30 s while the API refuses, so the one that lands
+    // may come up to that long after the API allows the write.
+    wait_for(
+        "the address written on a retry",
+        Duration::from_secs(45),
+        || async {
+            let service = services
+                .get("example-service")
+                .await
+                .map_err(|e| e.to_string())?;
+            if ingress_ips(&service).is_empty() {
+                Err("no ingress yet".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await?;
     println!(
         "the address landed {} ms after the API allowed it, with no other change",
         allowed.elapsed().as_millis()

@@ -104,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("reading the gossip key {}", flags.gossip_key_file.display()))?;
     let key = Key::new(&key_bytes)
         .with_context(|| format!("the gossip key in {}", flags.gossip_key_file.display()))?;
+    // The probes first, before anything waits on the API server: the speaker is alive (and
+    // not restarted by its liveness probe) while the API is out of reach, and ready only once
+    // it has the cluster's objects. A port that cannot be bound is a start-up error.
+    let probes = herald_shell::probes::Probes::starting();
+    tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -164,9 +169,8 @@ async fn main() -> anyhow::Result<()> {
         },
     );
 
-    let (metrics, probes) = metrics::Metrics::new(membership.counters.clone());
-    // A port that cannot be bound is a start-up error, not a silent lack of probes.
-    tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
+    let (metrics, registry) = metrics::Metrics::new(membership.counters.clone());
+    probes.set_registry(registry);
     probes.set_ready();
     info!(node = %flags.node_name, gossip = %gossip_address, "speaker started");
 

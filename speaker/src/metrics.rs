@@ -8,7 +8,6 @@ use herald_bgp::{
     session::{Event, State},
 };
 use herald_membership::driver::Counters;
-use herald_shell::probes::Probes;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -163,8 +162,8 @@ impl prometheus_client::collector::Collector for GossipCollector {
 }
 
 impl Metrics {
-    /// The metrics, and the probes that serve them with the gossip counters.
-    pub(crate) fn new(gossip: Arc<Counters>) -> (Arc<Self>, Arc<Probes>) {
+    /// The metrics, and the registry that serves them with the gossip counters.
+    pub(crate) fn new(gossip: Arc<Counters>) -> (Arc<Self>, Registry) {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("herald_speaker");
         registry.register(
@@ -224,7 +223,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(GossipCollector(gossip)));
         registry.register_collector(Box::new(BfdCollector(metrics.bfd.clone())));
-        (Arc::new(metrics), Probes::new(registry))
+        (Arc::new(metrics), registry)
     }
 
     /// A sink that keeps the metrics of the session with `peer` from its events.

@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -26,17 +26,31 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// What the HTTP server shows: a metrics registry and whether the process is ready.
 #[derive(Debug)]
 pub struct Probes {
-    registry: Registry,
+    registry: OnceLock<Registry>,
     ready: AtomicBool,
 }
 
 impl Probes {
     /// Serves `registry`; not ready until [`Probes::set_ready`].
     pub fn new(registry: Registry) -> Arc<Self> {
+        let probes = Probes::starting();
+        probes.set_registry(registry);
+        probes
+    }
+
+    /// Probes without metrics yet, to bind before anything can fail: `/healthz` answers
+    /// (the process is alive while the API server is out of reach) and `/readyz` says
+    /// `starting` until [`Probes::set_ready`].
+    pub fn starting() -> Arc<Self> {
         Arc::new(Probes {
-            registry,
+            registry: OnceLock::new(),
             ready: AtomicBool::new(false),
         })
+    }
+
+    /// The metrics to serve from now on (the first registry set stays).
+    pub fn set_registry(&self, registry: Registry) {
+        let _ = self.registry.set(registry);
     }
 
     pub fn set_ready(&self) {
@@ -46,8 +60,13 @@ impl Probes {
     /// The metrics in OpenMetrics text format ([`OPENMETRICS`]).
     pub fn render(&self) -> String {
         let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
+        match self.registry.get() {
+            // Writing into a String cannot fail.
+            Some(registry) => {
+                let _ = encode(&mut text, registry);
+            }
+            None => text.push_str("# EOF\n"),
+        }
         text
     }
 }

@@ -214,6 +214,70 @@ fn a_gossip_key_is_generated_and_pools_advertisements_and_peers_come_from_values
     );
 }
 
+/// The settings operators expect of any chart are there, and Helm's `global` (set when Herald
+/// is a subchart) is accepted.
+#[test]
+fn standard_pod_settings_reach_both_workloads_and_global_is_accepted() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(
+        cp,
+        "herald-system",
+        &[
+            "--set",
+            "global.imageRegistry=registry.example",
+            "--set",
+            "imagePullSecrets[0].name=regcred",
+            "--set",
+            "logLevel=info\\,herald_speaker=debug",
+            "--set",
+            "speaker.priorityClassName=system-node-critical",
+            "--set",
+            "controller.podLabels.team=net",
+            "--set",
+            "controller.podAnnotations.example\\.com/owner=net",
+            "--set",
+            "speaker.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=edge",
+            "--set",
+            "speaker.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        ],
+    );
+    for (kind, name) in [("Deployment", "r-controller"), ("DaemonSet", "r-speaker")] {
+        let template = &find(&docs, kind, name)["spec"]["template"];
+        let pod = &template["spec"];
+        assert_eq!(
+            pod["imagePullSecrets"][0]["name"].as_str(),
+            Some("regcred"),
+            "{kind}"
+        );
+        let env = pod["containers"][0]["env"].as_sequence().expect("env");
+        assert!(
+            env.iter().any(|e| e["name"].as_str() == Some("RUST_LOG")
+                && e["value"].as_str() == Some("info,herald_speaker=debug")),
+            "{kind}: {env:?}"
+        );
+    }
+    let speaker = &find(&docs, "DaemonSet", "r-speaker")["spec"]["template"]["spec"];
+    assert_eq!(
+        speaker["priorityClassName"].as_str(),
+        Some("system-node-critical")
+    );
+    assert_eq!(
+        speaker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0]["matchExpressions"][0]["key"]
+            .as_str(),
+        Some("edge")
+    );
+    let controller = &find(&docs, "Deployment", "r-controller")["spec"]["template"];
+    assert_eq!(
+        controller["metadata"]["labels"]["team"].as_str(),
+        Some("net")
+    );
+    assert_eq!(
+        controller["metadata"]["annotations"]["example.com/owner"].as_str(),
+        Some("net")
+    );
+}
+
 #[test]
 fn bad_values_are_refused_with_the_field_named() {
     let cp = ControlPlane::shared();
@@ -223,6 +287,11 @@ fn bad_values_are_refused_with_the_field_named() {
         ("speaker.gossip.port=70000", "/speaker/gossip/port"),
         ("logFormat=xml", "/logFormat"),
         ("speaker.gosip.port=1", "gosip"),
+        (
+            "controller.priorityClassName[0]=high",
+            "/controller/priorityClassName",
+        ),
+        ("imagePullSecrets[0].nam=regcred", "/imagePullSecrets/0"),
     ] {
         let out = helm(
             cp,
@@ -232,6 +301,65 @@ fn bad_values_are_refused_with_the_field_named() {
         assert!(!out.status.success(), "{set} accepted");
         assert!(err.contains(field), "{set}: {err}");
     }
+}
+
+/// A namespace that enforces the restricted Pod Security level would reject every speaker
+/// Pod: the install is refused at once, naming the level and the command that fixes it.
+#[tokio::test]
+async fn a_namespace_enforcing_restricted_pod_security_is_refused_with_the_fix()
+-> anyhow::Result<()> {
+    let cp = ControlPlane::shared();
+    cp.install_herald_crds()?;
+    let client = cp.client().await?;
+    let ns = TestNamespace::create(cp, &client, "psa").await?;
+    cp.kubectl(&[
+        "label",
+        "namespace",
+        ns.name(),
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])?;
+    let chart = chart();
+    let install = |namespace: &str| {
+        helm(
+            cp,
+            &[
+                "install",
+                "psa",
+                chart.to_str().expect("path"),
+                "-n",
+                namespace,
+                "--dry-run=server",
+            ],
+        )
+    };
+    let out = install(ns.name());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "installed into a restricted namespace"
+    );
+    assert!(
+        err.contains("enforces the \"restricted\" Pod Security level")
+            && err.contains(&format!(
+                "kubectl label namespace {} pod-security.kubernetes.io/enforce=privileged",
+                ns.name()
+            )),
+        "{err}"
+    );
+    cp.kubectl(&[
+        "label",
+        "--overwrite",
+        "namespace",
+        ns.name(),
+        "pod-security.kubernetes.io/enforce=privileged",
+    ])?;
+    let out = install(ns.name());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -499,14 +499,17 @@ impl Decider {
         for crd in &snapshot.pools {
             let name = crd.name_any();
             let usage = self.allocator.usage(&name).unwrap_or_default();
-            let previous = crd.status.clone().unwrap_or_default();
+            // What was written may not be back through the watch yet: it, not the object,
+            // says when a condition last changed (as for the configuration kinds).
+            let read = crd.status.clone().unwrap_or_default();
+            let previous = self.pool_status.get(&name).unwrap_or(&read);
             let facts = PoolFacts {
                 name: &name,
                 usage: &usage,
                 invalid: self.invalid_pools.get(&name).map(String::as_str),
                 overlaps: &self.overlaps,
             };
-            let status = pool_status(facts, &previous, now);
+            let status = pool_status(facts, previous, now);
             if crd.status.as_ref() != Some(&status) && self.pool_status.get(&name) != Some(&status)
             {
                 writes.push(Write::PoolStatus { name, status });

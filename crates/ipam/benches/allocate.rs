@@ -1,5 +1,6 @@
 //! Allocation cost: 100k allocations from an IPv6 /64, and the cost of one allocation as the
-//! number of Services already holding addresses grows from 1k to 100k.
+//! number of Services already holding addresses grows from 1k to 100k, and setting up pools
+//! that span whole address spaces with `avoidBuggyIPs`.
 //!
 //! `cargo bench -p herald-ipam --bench allocate`
 
@@ -64,9 +65,22 @@ fn one_allocation_as_services_grow(c: &mut Criterion) {
     group.finish();
 }
 
+fn whole_address_spaces_avoiding_buggy_ips(c: &mut Criterion) {
+    let mut everything = Pool::parse("all", &["0.0.0.0/0", "::/0"]).expect("valid");
+    everything.avoid_buggy_ips = true;
+    c.bench_function("set up 0.0.0.0/0 + ::/0 with avoidBuggyIPs", |b| {
+        b.iter(|| {
+            let mut allocator = Allocator::new();
+            allocator.set_pools([everything.clone()]);
+            allocator
+        });
+    });
+}
+
 criterion_group!(
     benches,
     hundred_thousand_from_a_slash_64,
-    one_allocation_as_services_grow
+    one_allocation_as_services_grow,
+    whole_address_spaces_avoiding_buggy_ips
 );
 criterion_main!(benches);

@@ -82,24 +82,12 @@ struct PoolState {
 
 impl PoolState {
     fn new(pool: Pool) -> Self {
-        let mut free = [FreeSet::default(), FreeSet::default()];
+        let skips_buggy = pool.avoid_buggy_ips;
+        // Only IPv4 has buggy addresses.
+        let mut free = [FreeSet::new(skips_buggy), FreeSet::new(false)];
         for range in &pool.ranges {
-            let family = range.family();
             let (first, last) = range.bounds();
-            let set = &mut free[index(family)];
-            if pool.avoid_buggy_ips && family == Family::Ipv4 {
-                // One interval per /24, without its .0 and .255.
-                let mut block = first & !0xff;
-                while block <= last {
-                    let (from, to) = (first.max(block + 1), last.min(block + 0xfe));
-                    if from <= to {
-                        set.insert(from, to);
-                    }
-                    block += 0x100;
-                }
-            } else {
-                set.insert(first, last);
-            }
+            free[index(range.family())].insert(first, last);
         }
         PoolState {
             pool,

@@ -170,7 +170,12 @@ impl FromStr for IpRange {
 /// Addresses that some clients treat as network or broadcast addresses: IPv4 addresses ending
 /// in `.0` or `.255` (what `avoidBuggyIPs` keeps out of allocation).
 pub(crate) fn is_buggy(family: Family, n: u128) -> bool {
-    family == Family::Ipv4 && matches!(n & 0xff, 0 | 0xff)
+    family == Family::Ipv4 && is_buggy_v4(n)
+}
+
+/// Whether the IPv4 address numbered `n` ends in `.0` or `.255`.
+pub(crate) fn is_buggy_v4(n: u128) -> bool {
+    matches!(n & 0xff, 0 | 0xff)
 }
 
 #[cfg(test)]

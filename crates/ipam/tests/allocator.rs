@@ -432,6 +432,55 @@ fn a_slash_64_pool_is_counted_without_overflow() {
     assert_eq!(usage.available(Family::Ipv6), (1u128 << 64) - 1);
 }
 
+/// The pool's representation follows its ranges, not its addresses: a `/0` that avoids buggy
+/// addresses is set up and allocated from at once (it used to be one interval per /24, 16.7
+/// million of them, which ran the controller out of memory).
+#[test]
+fn whole_address_spaces_are_pools_like_any_other() {
+    let mut everything = pool("everything", &["0.0.0.0/0", "::/0"]);
+    everything.avoid_buggy_ips = true;
+    let mut v6 = pool("v6", &["2001:db8:2::/64"]);
+    v6.avoid_buggy_ips = true;
+    v6.auto_assign = false;
+    let mut a = allocator(vec![everything, v6]);
+
+    for (name, expected) in [("a", "0.0.0.1"), ("b", "0.0.0.2")] {
+        assert_eq!(a.assign(&service(name)).expect("free").ips, [ip(expected)]);
+    }
+    let usage = a.usage("everything").expect("pool");
+    assert_eq!(usage.available(Family::Ipv4), (1 << 32) - 2 * (1 << 24) - 2);
+
+    let v6_request = |name: &str, pool: Option<&str>| ServiceRequest {
+        families: vec![Family::Ipv6],
+        pool: pool.map(String::from),
+        ..service(name)
+    };
+    assert_eq!(
+        a.assign(&v6_request("c", None)).expect("free").ips,
+        [ip("::")]
+    );
+    // IPv6 has no buggy addresses: a /64 ending in ::ff or ::100 hands them out like any other.
+    let mut asks_for_ff = v6_request("d", Some("v6"));
+    asks_for_ff.requested = vec![ip("2001:db8:2::ff")];
+    assert_eq!(
+        a.assign(&asks_for_ff).expect("free").ips,
+        [ip("2001:db8:2::ff")]
+    );
+    assert_eq!(
+        a.assign(&v6_request("e", Some("v6"))).expect("free").ips,
+        [ip("2001:db8:2::")]
+    );
+    assert_eq!(
+        a.usage("v6").expect("pool").available(Family::Ipv6),
+        (1u128 << 64) - 2
+    );
+    // 2^128 addresses less the three in use (those of "v6" overlap "everything").
+    assert_eq!(
+        a.usage("everything").expect("pool").available(Family::Ipv6),
+        u128::MAX - 2
+    );
+}
+
 #[test]
 fn a_pool_edit_keeps_a_service_that_names_the_pool_but_a_new_pool_name_moves_it() {
     let mut a = allocator(vec![

@@ -163,9 +163,29 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         ("speaker", "patch", "nodes", ""),
         ("controller", "delete", "pods", namespace.as_str()),
         ("controller", "update", "leases", "default"),
+        // It only ever patches what it writes.
+        ("controller", "update", "services", namespace.as_str()),
+        (
+            "controller",
+            "update",
+            "services/status",
+            namespace.as_str(),
+        ),
+        (
+            "controller",
+            "update",
+            "ipaddresspools.herald.dev/status",
+            "",
+        ),
     ] {
         let subject = format!("system:serviceaccount:{namespace}:{name}-{account}");
+        // `kind/status` is the status subresource (`kind/name` would name an object).
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((resource, sub)) => (resource, Some(format!("--subresource={sub}"))),
+            None => (resource, None),
+        };
         let mut args = vec!["auth", "can-i", verb, resource, "--as", &subject];
+        args.extend(subresource.as_deref());
         if !where_.is_empty() {
             args.extend(["-n", where_]);
         }

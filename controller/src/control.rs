@@ -22,6 +22,7 @@ use herald_api::{
     service::ServiceView,
 };
 use herald_shell::{
+    api::ApiClients,
     events::{Publisher, Queue},
     watch::{Views, Watches},
 };
@@ -30,7 +31,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     runtime::{reflector::Store, watcher},
 };
 use tracing::{info, warn};
@@ -57,7 +58,8 @@ pub(crate) struct Settings {
 }
 
 /// Runs the controller until the process ends.
-pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn run(clients: ApiClients, settings: Settings) -> anyhow::Result<()> {
+    let client = clients.watches;
     let mut watches = Watches::new();
     let notify = watches.notify();
     let services = watches.views(
@@ -126,7 +128,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
     let writer = Writer {
         events: Queue::start(
             Publisher::new(
-                client.clone(),
+                clients.requests.clone(),
                 "herald-controller",
                 &settings.instance,
                 "Allocate",
@@ -134,7 +136,7 @@ pub(crate) async fn run(client: Client, settings: Settings) -> anyhow::Result<()
             write::EVENT_QUEUE,
             write::EVENT_CONCURRENCY,
         ),
-        client,
+        client: clients.requests,
         metrics: settings.metrics.clone(),
         fence: settings.fence,
     };

@@ -20,9 +20,10 @@
 //! ```
 
 use futures::StreamExt;
+use herald_shell::api::ApiClients;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
-    Api, Client,
+    Api,
     runtime::{WatchStreamExt, watcher},
 };
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
@@ -56,7 +57,7 @@ impl Term {
 /// Who competes for which Lease, and on what terms.
 #[derive(Clone)]
 pub(crate) struct Candidate {
-    pub(crate) client: Client,
+    pub(crate) clients: ApiClients,
     pub(crate) namespace: String,
     pub(crate) name: String,
     pub(crate) identity: String,
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Candidate {
 impl Candidate {
     /// A lease manager that has just read the Lease.
     async fn manager(&self) -> anyhow::Result<LeaseManager> {
-        LeaseManagerBuilder::new(self.client.clone(), &self.name)
+        LeaseManagerBuilder::new(self.clients.requests.clone(), &self.name)
             .with_namespace(&self.namespace)
             .with_identity(&self.identity)
             .with_duration(self.duration)
@@ -112,7 +113,7 @@ impl Candidate {
             }
         };
         let (leading, receiver) = watch::channel(Term::default());
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let api: Api<Lease> = Api::namespaced(self.clients.watches.clone(), &self.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         let task = tokio::spawn(async move {
             let mut changes =

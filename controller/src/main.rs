@@ -10,10 +10,12 @@
 //! [`decide`] (with [`translate`] between Kubernetes objects and the allocator, [`status`] for
 //! pool and configuration status, [`judge`] for the configuration objects' conditions and
 //! [`reason`] for why); the one writer, fenced by the Lease, in [`write`]. SIGTERM stops the
-//! writes, releases the Lease and exits 0.
+//! writes, releases the Lease and exits 0. The speakers' gossip key Secret is created when
+//! missing in [`gossip_key`].
 
 mod control;
 mod decide;
+mod gossip_key;
 mod judge;
 mod lease;
 mod metrics;
@@ -62,15 +64,25 @@ struct Flags {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7472", env = "HERALD_METRICS_ADDRESS")]
     metrics_address: std::net::SocketAddr,
+    /// The Secret (in Herald's namespace) holding the speakers' gossip key: created with a
+    /// random key when missing, never changed. Without it, the controller leaves gossip keys
+    /// alone.
+    #[arg(long, env = "HERALD_GOSSIP_SECRET")]
+    gossip_secret: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     logging::init(flags.log_format);
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to the Kubernetes API: {e}"))?;
+    let clients = herald_shell::api::connect().await?;
+    if let Some(name) = flags.gossip_secret.clone() {
+        tokio::spawn(gossip_key::ensure(
+            clients.requests.clone(),
+            flags.namespace.clone(),
+            name,
+        ));
+    }
     let (metrics, probes) = metrics::Metrics::new();
     // A port that cannot be bound is a start-up error, not a silent lack of probes.
     tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
@@ -86,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     if !flags.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
-            result = control::run(client, settings(write::Fence::open())) => result,
+            result = control::run(clients, settings(write::Fence::open())) => result,
             () = &mut shutdown => {
                 info!("stopping on a signal");
                 Ok(())
@@ -97,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
     }
     let (mut leading, lease_task) = lease::Candidate {
-        client: client.clone(),
+        clients: clients.clone(),
         namespace: flags.namespace.clone(),
         name: flags.lease_name.clone(),
         identity: flags.instance.clone(),
@@ -118,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.leader.set(1);
         let fence = write::Fence::lease(leading.clone());
         let stop = tokio::select! {
-            result = control::run(client.clone(), settings(fence)) => return result,
+            result = control::run(clients.clone(), settings(fence)) => return result,
             lost = leading.wait_for(|term| !term.holds()) => {
                 lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
                 warn!("lost the Lease: stopped allocating");

@@ -69,7 +69,7 @@ pub(crate) struct BgpShare {
 }
 
 /// What this node's share is made from: its plan, the usable peers, the peers that cannot be
-/// used, the node, and which reading of the passwords ([`crate::secrets::PasswordSecrets::version`]).
+/// used, the node, and which reading of the passwords ([`crate::secrets::Reading::version`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BgpInputs {
     pub(crate) plan: BgpPlan,

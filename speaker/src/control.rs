@@ -18,16 +18,13 @@
 //! Every speaker plans the whole cluster from the same inputs, so all agree on one owner per
 //! address without talking about it; gossip only tells them who is alive.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use herald_api::{BFDProfile, BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
+use herald_api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, GossipStatus, IPAddressPool, L2Advertisement,
+};
 use herald_l2::link::read_links;
-use herald_membership::driver::Handle;
+use herald_membership::{Members, driver::Handle};
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
     events::Publisher,
@@ -53,10 +50,11 @@ use crate::{
     secrets::PasswordSecrets,
 };
 
-/// How often the node's interfaces are read again.
+/// How often the node's interfaces are read again (so the loop turns at least this often).
 const LINK_SCAN: Duration = Duration::from_secs(1);
-/// How often BGP password Secrets are read again (the speaker may `get` them, not watch).
-const PASSWORD_REFRESH: Duration = Duration::from_secs(30);
+/// How long the loop may go without turning before `/healthz` fails (a turn takes
+/// milliseconds; nothing it awaits talks to the API server).
+const LOOP_STALL_LIMIT: Duration = Duration::from_secs(30);
 /// How long a starting speaker stays silent waiting for every other node's speaker to be
 /// heard from. Until it has joined, a speaker would think itself alone and claim every
 /// address; after this it goes ahead with whoever answered (some nodes run no speaker).
@@ -74,6 +72,8 @@ pub(crate) struct Settings {
     pub(crate) metrics: Arc<Metrics>,
     /// How long it goes on answering after `shutdown`, while others take over.
     pub(crate) handoff: Duration,
+    /// Where the loop's heartbeat goes (`/healthz`).
+    pub(crate) probes: Arc<herald_shell::probes::Probes>,
 }
 
 /// The watched objects: compact views of the many (Services, EndpointSlices, Nodes), whole
@@ -154,7 +154,7 @@ impl Stores {
 /// answers in layer 2 for the hand-off time, so the new owners announce first; then it stops
 /// answering.
 pub(crate) async fn run(
-    client: Client,
+    requests: Client,
     settings: Settings,
     stores: Stores,
     watches: Watches,
@@ -162,23 +162,23 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let notify = watches.notify();
-    let mut live: watch::Receiver<BTreeSet<String>> = membership.live.clone();
-    let mut password_refresh = tokio::time::interval(PASSWORD_REFRESH);
-    password_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut members: watch::Receiver<Members> = membership.members.clone();
     let mut scan = tokio::time::interval(LINK_SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut speaker = Speaker::new(client, &settings, &stores, &membership);
+    settings.probes.watch_loop(LOOP_STALL_LIMIT);
+    let mut speaker = Speaker::new(requests, &settings, &stores, &membership);
     let mut bfd_changes = speaker.sessions.bfd_changes();
     // The plans are made again only when an input changed; the interfaces are read every
     // second and applied only when they changed.
     let mut inputs_changed = true;
     loop {
+        settings.probes.beat();
         if inputs_changed {
             // Read first: the watch's lock must not be held across the plan's awaits (the
             // gossip driver writes to it on this same thread).
-            let alive = live.borrow_and_update().clone();
-            speaker.plan(alive).await;
+            let heard = members.borrow_and_update().clone();
+            speaker.plan(heard).await;
         }
         speaker.announce(inputs_changed).await;
         speaker.report_speaker();
@@ -189,7 +189,7 @@ pub(crate) async fn run(
                 inputs_changed = true;
             }
             () = notify.notified() => inputs_changed = true,
-            changed = live.changed() => {
+            changed = members.changed() => {
                 changed?;
                 inputs_changed = true;
             }
@@ -199,7 +199,10 @@ pub(crate) async fn run(
             }
             _ = scan.tick() => speaker.report_sessions(),
             // A rotated password starts its sessions over.
-            _ = password_refresh.tick() => inputs_changed = speaker.secrets.refresh().await,
+            changed = speaker.secrets.changed() => {
+                changed?;
+                inputs_changed = true;
+            }
         }
     }
     speaker.stop().await;
@@ -220,6 +223,8 @@ struct Speaker<'a> {
     seeds: BTreeMap<String, SocketAddr>,
     /// Until every other node's speaker was heard from (or `join_deadline`), announce nothing.
     joined: bool,
+    /// The speakers gossip knows of, as last planned with.
+    members: Members,
     join_deadline: tokio::time::Instant,
     /// The inputs and result of the last plan.
     plan: L2Plan,
@@ -251,10 +256,11 @@ impl<'a> Speaker<'a> {
             membership,
             announcer: Announcer::new(settings.metrics.clone()),
             sessions: Sessions::new(settings.metrics.clone()),
-            secrets: PasswordSecrets::new(client.clone(), &settings.namespace),
+            secrets: PasswordSecrets::start(client.clone(), &settings.namespace),
             reporter: Reporter::start(client, publisher, &settings.node, &settings.namespace),
             seeds: BTreeMap::new(),
             joined: false,
+            members: Members::default(),
             join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
             plan: L2Plan::new(),
             services: Vec::new(),
@@ -264,10 +270,11 @@ impl<'a> Speaker<'a> {
         }
     }
 
-    /// An input changed: plans again from the watched objects and `alive` (the speakers
-    /// gossip says are alive), and brings the BGP sessions in line at once (each node
-    /// advertises its own routes: no ownership, so no waiting to join).
-    async fn plan(&mut self, alive: BTreeSet<String>) {
+    /// An input changed: plans again from the watched objects and `members` (the speakers
+    /// gossip says are alive, and those heard with another key), and brings the BGP sessions
+    /// in line at once (each node advertises its own routes: no ownership, so no waiting to
+    /// join).
+    async fn plan(&mut self, members: Members) {
         let (settings, stores) = (self.settings, self.stores);
         let (slices, nodes, pools, advertisements) = (
             stores.slices.state(),
@@ -284,10 +291,8 @@ impl<'a> Speaker<'a> {
             self.membership.set_seeds(wanted_seeds.clone());
             self.seeds = wanted_seeds;
         }
-        settings
-            .metrics
-            .members
-            .set(i64::try_from(alive.len()).unwrap_or(i64::MAX));
+        self.heard(members);
+        let alive = self.members.live.clone();
         if !self.joined {
             self.joined = self.seeds.keys().all(|node| alive.contains(node))
                 || tokio::time::Instant::now() >= self.join_deadline;
@@ -295,10 +300,16 @@ impl<'a> Speaker<'a> {
                 info!(live = ?alive, "joined the speakers; announcing");
             }
         }
-        if self.joined {
-            // Not before: a speaker that has not heard from the others yet would take their
-            // nodes for dead and delete their records.
-            self.reporter.speakers_alive(&alive);
+        if self.joined && !self.members.outvoted() {
+            // Not before, nor while outvoted: a speaker that has not heard from the others
+            // yet, or cannot understand them, would take their nodes for dead and delete
+            // their records.
+            // Nodes heard with another key are alive too: their records stay.
+            let heard = alive
+                .union(&self.members.unauthenticated)
+                .cloned()
+                .collect();
+            self.reporter.speakers_alive(&heard);
         }
         let objects = Objects {
             services: &self.services,
@@ -323,20 +334,20 @@ impl<'a> Speaker<'a> {
             self.reporter.withheld(node.state.withheld);
             let bgp_plan = plan_bgp(&snapshot, &settings.node);
             self.secrets
-                .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers))
-                .await;
+                .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers));
+            let passwords = self.secrets.reading();
             self.reporter.bgp_advertisements(&self.services, &bgp_plan);
             let inputs = BgpInputs {
                 plan: bgp_plan,
                 peers: bgp_peers,
                 unusable: unusable_peers,
                 node: node.clone(),
-                passwords: self.secrets.version(),
+                passwords: passwords.version,
                 profiles,
             };
             // Most input changes (other nodes, layer 2) leave this node's BGP as it was.
             if self.bgp_last.as_ref().map(|(last, _)| last) != Some(&inputs) {
-                let (share, unusable_settings) = bgp::bgp_share(&inputs, self.secrets.passwords());
+                let (share, unusable_settings) = bgp::bgp_share(&inputs, &passwords.passwords);
                 let told = self.sessions.apply(&share).await;
                 self.reporter.told(told, &self.services);
                 let unusable = unusable_settings.iter().map(ToString::to_string).collect();
@@ -358,11 +369,15 @@ impl<'a> Speaker<'a> {
         if !self.joined {
             return;
         }
-        let links = read_links().unwrap_or_else(|e| {
-            warn!(error = %e, "reading the node's interfaces");
-            Vec::new()
-        });
-        let share = l2_share(&self.plan, &links, &self.settings.node);
+        let share = if self.members.outvoted() {
+            L2Share::default()
+        } else {
+            let links = read_links().unwrap_or_else(|e| {
+                warn!(error = %e, "reading the node's interfaces");
+                Vec::new()
+            });
+            l2_share(&self.plan, &links, &self.settings.node)
+        };
         if !plan_changed && share == self.l2_applied {
             return;
         }
@@ -400,7 +415,58 @@ impl<'a> Speaker<'a> {
         if let Some((_, unusable)) = &self.bgp_last {
             problems.extend(unusable.iter().cloned());
         }
-        self.reporter.speaker_status(node, problems);
+        problems.extend(self.gossip_problem());
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let gossip = GossipStatus {
+            members: count(self.members.live.len()),
+            nodes: count(self.seeds.len() + 1),
+            unauthenticated: self.members.unauthenticated.iter().cloned().collect(),
+            outvoted: self.members.outvoted(),
+        };
+        self.reporter.speaker_status(node, gossip, problems);
+    }
+
+    /// Takes what gossip now knows of the others: metrics, and a log when this speaker
+    /// steps back from layer 2 or comes back.
+    fn heard(&mut self, members: Members) {
+        let metrics = &self.settings.metrics;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.members.set(count(members.live.len()));
+        metrics.gossip_nodes.set(count(self.seeds.len() + 1));
+        metrics
+            .gossip_unauthenticated_nodes
+            .set(count(members.unauthenticated.len()));
+        let outvoted = members.outvoted();
+        metrics.gossip_outvoted.set(i64::from(outvoted));
+        if outvoted != self.members.outvoted() {
+            if outvoted {
+                warn!(
+                    unauthenticated = ?members.unauthenticated, live = ?members.live,
+                    "more speakers use another gossip key than this one's: answering for nothing in layer 2 while they are heard"
+                );
+            } else {
+                info!(live = ?members.live, "no longer outvoted by speakers with another gossip key");
+            }
+        }
+        self.members = members;
+    }
+
+    /// What the others' gossip keys mean for this node, for its SpeakerStatus.
+    fn gossip_problem(&self) -> Option<String> {
+        let others = &self.members.unauthenticated;
+        if others.is_empty() {
+            return None;
+        }
+        let nodes = others.iter().cloned().collect::<Vec<_>>().join(", ");
+        Some(if self.members.outvoted() {
+            format!(
+                "gossip: the speakers on {nodes} use another gossip key, and they are more: this speaker answers for nothing in layer 2 while they are heard (check the gossip key Secret)"
+            )
+        } else {
+            format!(
+                "gossip: the speakers on {nodes} use another gossip key: they answer for nothing in layer 2 (check the gossip key Secret)"
+            )
+        })
     }
 
     /// Stops answering and ends every session.

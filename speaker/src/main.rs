@@ -78,6 +78,11 @@ struct Flags {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:7473", env = "HERALD_METRICS_ADDRESS")]
     metrics_address: SocketAddr,
+    /// Serve them on this address of the node only, with the port of `--metrics-address`
+    /// (the chart gives the node's address, `status.hostIP`: the speaker runs in the host's
+    /// network, where 0.0.0.0 would expose them on every interface).
+    #[arg(long, env = "HERALD_METRICS_HOST")]
+    metrics_host: Option<std::net::IpAddr>,
     /// On SIGTERM, how long this speaker goes on answering for its addresses after telling
     /// the others it leaves, so that the new owners announce them before it goes silent (BGP
     /// routes are withdrawn meanwhile).
@@ -108,14 +113,16 @@ async fn main() -> anyhow::Result<()> {
     // not restarted by its liveness probe) while the API is out of reach, and ready only once
     // it has the cluster's objects. A port that cannot be bound is a start-up error.
     let probes = herald_shell::probes::Probes::starting();
-    tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
+    let metrics_address = match flags.metrics_host {
+        Some(host) => SocketAddr::new(host, flags.metrics_address.port()),
+        None => flags.metrics_address,
+    };
+    tokio::spawn(herald_shell::probes::bind(metrics_address, probes.clone()).await?);
+    let clients = herald_shell::api::connect().await?;
 
     let mut watches = Watches::new();
     let stores = control::Stores::start(
-        &client,
+        &clients.watches,
         &mut watches,
         flags.load_balancer_class,
         flags.exclude_cordoned_nodes,
@@ -133,18 +140,12 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?,
     };
+    // On the node's address only: the speaker runs in the host's network, and gossip has no
+    // business on its other interfaces. Datagrams to the others then leave from this address.
     let gossip_address = SocketAddr::new(gossip_ip, flags.gossip_port);
-    let bind = SocketAddr::new(
-        if gossip_ip.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        },
-        flags.gossip_port,
-    );
-    let socket = tokio::net::UdpSocket::bind(bind)
+    let socket = tokio::net::UdpSocket::bind(gossip_address)
         .await
-        .with_context(|| format!("binding the gossip port {bind}"))?;
+        .with_context(|| format!("binding the gossip port {gossip_address}"))?;
     // A restarted speaker must win over its previous self: start from the clock.
     let generation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -191,8 +192,17 @@ async fn main() -> anyhow::Result<()> {
         gossip_address,
         metrics,
         handoff: flags.handoff_time,
+        probes,
     };
-    let result = control::run(client, settings, stores, watches, membership, shutdown).await;
+    let result = control::run(
+        clients.requests,
+        settings,
+        stores,
+        watches,
+        membership,
+        shutdown,
+    )
+    .await;
     // Let the leave (sent at the signal, or now that its sender is gone) reach the others.
     tokio::time::sleep(Duration::from_millis(100)).await;
     result

@@ -51,6 +51,13 @@ pub(crate) struct Metrics {
     pub(crate) send_errors: Counter,
     /// Speakers alive, this one included.
     pub(crate) members: Gauge,
+    /// Nodes expected to run a speaker (with a gossip address), this one included.
+    pub(crate) gossip_nodes: Gauge,
+    /// Nodes whose gossip this speaker hears but cannot authenticate.
+    pub(crate) gossip_unauthenticated_nodes: Gauge,
+    /// 1 while this speaker answers for nothing in layer 2, outvoted by speakers with
+    /// another gossip key.
+    pub(crate) gossip_outvoted: Gauge,
     /// Times this node became the owner of an address.
     pub(crate) ownership_changes: Counter,
     /// 1 while the BGP session is established.
@@ -129,6 +136,10 @@ impl prometheus_client::collector::Collector for GossipCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter},
+        };
         for (name, help, value) in [
             (
                 "gossip_datagrams_received",
@@ -136,26 +147,28 @@ impl prometheus_client::collector::Collector for GossipCollector {
                 &self.0.datagrams_received,
             ),
             (
-                "gossip_datagrams_rejected",
-                "Gossip datagrams dropped: unauthenticated or undecodable",
-                &self.0.datagrams_rejected,
-            ),
-            (
                 "gossip_datagrams_sent",
                 "Gossip datagrams sent",
                 &self.0.datagrams_sent,
             ),
         ] {
-            let counter = prometheus_client::metrics::counter::ConstCounter::new(
-                value.load(Ordering::Relaxed),
-            );
-            let metric = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            prometheus_client::encoding::EncodeMetric::encode(&counter, metric)?;
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "gossip_datagrams_rejected",
+            "Gossip datagrams dropped, by reason: rate_limited (over their source's budget, unchecked), unauthenticated (another key, forged) or undecodable",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("rate_limited", &self.0.datagrams_rate_limited),
+            ("unauthenticated", &self.0.datagrams_unauthenticated),
+            ("undecodable", &self.0.datagrams_undecodable),
+        ] {
+            let labels = [("reason", reason)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
         }
         Ok(())
     }
@@ -190,6 +203,21 @@ impl Metrics {
             "members",
             "Speakers alive according to gossip, this one included",
             metrics.members.clone(),
+        );
+        registry.register(
+            "gossip_nodes",
+            "Nodes expected to run a speaker (those with a gossip address), this one included: members below it mean speakers not heard from",
+            metrics.gossip_nodes.clone(),
+        );
+        registry.register(
+            "gossip_unauthenticated_nodes",
+            "Nodes whose gossip this speaker hears but cannot authenticate (a gossip key that differs)",
+            metrics.gossip_unauthenticated_nodes.clone(),
+        );
+        registry.register(
+            "gossip_outvoted",
+            "1 while this speaker answers for nothing in layer 2: more speakers with another gossip key are heard than share its own",
+            metrics.gossip_outvoted.clone(),
         );
         registry.register(
             "ownership_changes",

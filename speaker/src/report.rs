@@ -31,7 +31,7 @@ use std::{
 };
 
 use herald_api::{
-    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceBGPStatus,
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, GossipStatus, ServiceBGPStatus,
     ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec, SpeakerStatus, SpeakerStatusSpec,
     status::{NODE_LABEL, Owner, PEER_LABEL, SERVICE_LABEL, SPEAKER_LABEL, record_metadata},
 };
@@ -448,9 +448,14 @@ impl Reporter {
         self.bgp_records.set(desired);
     }
 
-    /// Writes this node's SpeakerStatus: whether it announces, and the `problems` only this
-    /// node has.
-    pub(crate) fn speaker_status(&self, node: &NodeView, mut problems: Vec<String>) {
+    /// Writes this node's SpeakerStatus: whether it announces, what it hears by `gossip`, and
+    /// the `problems` only this node has.
+    pub(crate) fn speaker_status(
+        &self,
+        node: &NodeView,
+        gossip: GossipStatus,
+        mut problems: Vec<String>,
+    ) {
         problems.sort();
         problems.dedup();
         let spec = SpeakerStatusSpec {
@@ -459,6 +464,7 @@ impl Reporter {
             withheld: node.state.withheld.map(|w| w.describe().to_owned()),
             problem_count: i64::try_from(problems.len()).unwrap_or(i64::MAX),
             problems,
+            gossip: Some(gossip),
         };
         let owner = node.uid.as_deref().map(|uid| Owner {
             kind: "Node",

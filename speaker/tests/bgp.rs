@@ -253,10 +253,7 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
         ..RouterOptions::default()
     };
     let (router, router_link) = world.router(daemon, NODE_ASN, options)?;
-    world.apply(
-        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": "bgp-password"}, "stringData": {"password": password}}),
-    )?;
+    world.password_secret("bgp-password", password)?;
     world.bgp_peers(
         &router_link,
         NODE_ASN,
@@ -284,14 +281,8 @@ async fn signed_sessions_survive_a_speaker_restart(daemon: BgpDaemon) -> anyhow:
     }
     wait_sessions(&world, &router, &[1]).await?;
     for ip in &ips {
-        let routes = router.routes(Family::of(*ip))?;
-        let hops: BTreeSet<IpAddr> = routes
-            .iter()
-            .filter(|r| r.prefix == host_prefix(*ip))
-            .filter_map(|r| r.next_hop)
-            .collect();
         assert_eq!(
-            hops,
+            router.next_hops(*ip)?,
             world.next_hops(*ip, &[0, 1]),
             "{} kept n1's path to {ip}",
             daemon.name()

@@ -33,11 +33,17 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     release.wait_for_bindings(&lan).await?;
 
     // The whole story with the chart's credentials.
-    lan.controller = Controller::start_as(
+    // The chart leaves the gossip key to the controller (a key rendered by the chart would
+    // change with every `helm template`).
+    let gossip_secret = format!("{name}-gossip");
+    let found = lan.kubectl(&["get", "secrets", "-o", "name"])?;
+    assert!(!found.contains(&gossip_secret), "{found}");
+    lan.controller = Controller::start_as_with(
         &controller_config,
         &namespace,
         &format!("{name}-controller"),
         "rbac",
+        &[&format!("--gossip-secret={gossip_secret}")],
     )?;
     lan.speaker_kubeconfig = speaker_config.clone();
     lan.start_speakers()?;
@@ -70,6 +76,19 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     );
     let lease = lan.kubectl(&["get", "lease", &format!("{name}-controller"), "-o", "name"])?;
     assert!(lease.contains("lease"), "{lease}");
+    // The controller created the gossip key Secret with the chart's credentials: 64 hex
+    // digits, where the chart's speakers mount it.
+    let key = lan.kubectl(&[
+        "get",
+        "secret",
+        &gossip_secret,
+        "-o",
+        "go-template={{.data.key | base64decode}}",
+    ])?;
+    assert!(
+        key.len() == 64 && key.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{key:?}"
+    );
 
     // BGP with the chart's credentials: the speakers get the MD5 password Secret in Herald's
     // namespace (the release's) and write their BGPSessionStatus records there.
@@ -80,10 +99,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         ..RouterOptions::default()
     };
     let (_router, router_link) = lan.router(BgpDaemon::Gobgp, 64513, options)?;
-    lan.apply(
-        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": "bgp-password"}, "stringData": {"password": password}}),
-    )?;
+    lan.password_secret("bgp-password", password)?;
     lan.bgp_peers(
         &router_link,
         64513,

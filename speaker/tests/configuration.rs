@@ -334,10 +334,7 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
         &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BFDProfile",
         "metadata": {"name": format!("{ns}-fast")}, "spec": {}}),
     )?;
-    lan.apply(
-        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": "md5"}, "stringData": {"password": "config-test"}}),
-    )?;
+    lan.password_secret("md5", "config-test")?;
     lan.apply_owned(&peer("nowhere", json!({})))?;
     lan.apply_owned(
         &json!({"apiVersion": "herald.dev/v1alpha1", "kind": "BFDProfile",
@@ -406,10 +403,7 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
         },
     )
     .await?;
-    lan.apply(
-        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-        "metadata": {"name": "nokey"}, "stringData": {"password": "config-test"}}),
-    )?;
+    lan.password_secret("nokey", "config-test")?;
     // Speakers read password Secrets again every 30 s.
     all_fine(PASSWORD_REREAD).await?;
     Ok(())

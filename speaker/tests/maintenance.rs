@@ -6,45 +6,14 @@
 
 use std::{
     collections::BTreeSet,
-    net::IpAddr,
     time::{Duration, Instant},
 };
 
-use herald_domain::{Family, Prefix};
-use herald_tests::routers::{BgpDaemon, BgpRouter};
+use herald_tests::routers::BgpDaemon;
 use herald_tests::wait_for;
 use herald_tests::world::{Lan, TIMEOUT};
 use nix::sys::signal::Signal;
 use serde_json::json;
-
-/// Waits until the router's paths to `ip` go through exactly `next_hops`.
-async fn wait_next_hops(
-    router: &BgpRouter,
-    ip: IpAddr,
-    next_hops: &BTreeSet<IpAddr>,
-) -> anyhow::Result<()> {
-    let prefix = Prefix::host(ip).to_string();
-    wait_for(
-        &format!("paths to {prefix} via {next_hops:?}"),
-        TIMEOUT,
-        || async {
-            let hops: BTreeSet<IpAddr> = router
-                .routes(Family::of(ip))
-                .map_err(|e| e.to_string())?
-                .iter()
-                .filter(|r| r.prefix == prefix)
-                .filter_map(|r| r.next_hop)
-                .collect();
-            if hops == *next_hops {
-                Ok(())
-            } else {
-                Err(format!("{hops:?}"))
-            }
-        },
-    )
-    .await?;
-    Ok(())
-}
 
 /// One way a node leaves load balancing, and how it comes back.
 struct Predicate {
@@ -135,17 +104,17 @@ async fn a_node_under_maintenance_or_failing_stops_announcing_in_layer_2_and_bgp
     let owner = lan.resolve(ip).await?;
     let other = 1 - owner;
     let both = lan.next_hops(ip, &[0, 1]);
-    wait_next_hops(&router, ip, &both).await?;
+    router.wait_next_hops(ip, &both, TIMEOUT).await?;
     let node = lan.nodes[owner].name.clone();
     let moved = |lan: &Lan| lan.next_hops(ip, &[other]);
 
     for predicate in &PREDICATES {
         (predicate.apply)(&lan, &node)?;
         lan.wait_answers(ip, &[other]).await?;
-        wait_next_hops(&router, ip, &moved(&lan)).await?;
+        router.wait_next_hops(ip, &moved(&lan), TIMEOUT).await?;
         (predicate.undo)(&lan, &node)?;
         lan.wait_answers(ip, &[owner]).await?;
-        wait_next_hops(&router, ip, &both).await?;
+        router.wait_next_hops(ip, &both, TIMEOUT).await?;
         println!(
             "{}: the address moved and the route was withdrawn, then both came back",
             predicate.name
@@ -156,7 +125,7 @@ async fn a_node_under_maintenance_or_failing_stops_announcing_in_layer_2_and_bgp
     lan.cp.kubectl(&["cordon", &node])?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(lan.answers(ip)?, [lan.nodes[owner].link.mac.clone()]);
-    wait_next_hops(&router, ip, &both).await?;
+    router.wait_next_hops(ip, &both, TIMEOUT).await?;
     lan.cp.kubectl(&["uncordon", &node])?;
 
     // With --exclude-cordoned-nodes (the chart's speaker.excludeCordonedNodes), it does.
@@ -166,13 +135,13 @@ async fn a_node_under_maintenance_or_failing_stops_announcing_in_layer_2_and_bgp
         lan.start_speaker(i)?;
     }
     lan.wait_answers(ip, &[owner]).await?;
-    wait_next_hops(&router, ip, &both).await?;
+    router.wait_next_hops(ip, &both, TIMEOUT).await?;
     lan.cp.kubectl(&["cordon", &node])?;
     lan.wait_answers(ip, &[other]).await?;
-    wait_next_hops(&router, ip, &moved(&lan)).await?;
+    router.wait_next_hops(ip, &moved(&lan), TIMEOUT).await?;
     lan.cp.kubectl(&["uncordon", &node])?;
     lan.wait_answers(ip, &[owner]).await?;
-    wait_next_hops(&router, ip, &both).await?;
+    router.wait_next_hops(ip, &both, TIMEOUT).await?;
     assert!(
         lan.speaker_logs().contains("this node announces nothing"),
         "the speaker says why"

@@ -61,7 +61,18 @@ impl Controller {
         lease: &str,
         instance: &str,
     ) -> Result<Controller> {
-        Self::start_leasing(kubeconfig, namespace, lease, instance, SHORT_LEASE)
+        Self::start_leasing(kubeconfig, namespace, lease, instance, SHORT_LEASE, &[])
+    }
+
+    /// [`Controller::start_as`] with `extra` flags.
+    pub fn start_as_with(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        lease: &str,
+        instance: &str,
+        extra: &[&str],
+    ) -> Result<Controller> {
+        Self::start_leasing(kubeconfig, namespace, lease, instance, SHORT_LEASE, extra)
     }
 
     /// [`Controller::start`] with Lease times `(duration, grace)` in seconds.
@@ -77,6 +88,7 @@ impl Controller {
             "herald-controller",
             instance,
             times,
+            &[],
         )
     }
 
@@ -86,6 +98,7 @@ impl Controller {
         lease: &str,
         instance: &str,
         (duration, grace): (u64, u64),
+        extra: &[&str],
     ) -> Result<Controller> {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -116,6 +129,7 @@ impl Controller {
             .arg(format!("--lease-duration-seconds={duration}"))
             .arg(format!("--lease-grace-seconds={grace}"))
             .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",

@@ -16,6 +16,8 @@
 //! (`127.0.0.1:<port>`, see [`Topology::give_api_access`]): a forwarder listens on the host's
 //! own loopback and relays to the API server on the test's loopback, so one kubeconfig works
 //! everywhere and no traffic leaves loopback or the test's namespaces.
+//! [`Topology::silence_api`] makes every forwarder hold what it relays, as an API server that
+//! was stopped (SIGSTOP) looks to its clients: connections are accepted, nothing answers.
 
 use std::{
     ffi::OsStr,
@@ -61,6 +63,8 @@ pub struct Topology {
     dir: PathBuf,
     namespaces: Mutex<Vec<String>>,
     forwarders: Mutex<Vec<ApiForwarder>>,
+    /// While set, the forwarders relay nothing (see [`Topology::silence_api`]).
+    api_silent: Arc<AtomicBool>,
 }
 
 impl Topology {
@@ -81,6 +85,7 @@ impl Topology {
             dir,
             namespaces: Mutex::default(),
             forwarders: Mutex::default(),
+            api_silent: Arc::default(),
         })
     }
 
@@ -166,12 +171,19 @@ impl Topology {
     /// Makes the API server at `api` (a loopback address of the test) reachable from inside
     /// `host` at the same address.
     pub fn give_api_access(&self, host: &Host, api: SocketAddr) -> Result<()> {
-        let forwarder = ApiForwarder::start(&host.netns, api)?;
+        let forwarder = ApiForwarder::start(&host.netns, api, self.api_silent.clone())?;
         self.forwarders
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(forwarder);
         Ok(())
+    }
+
+    /// With `silent`, the API server stops answering every host of the topology, as if it
+    /// were stopped: open connections and new ones are held, what is sent either way waits;
+    /// without, everything held goes through. The test itself still reaches the API server.
+    pub fn silence_api(&self, silent: bool) {
+        self.api_silent.store(silent, Ordering::Relaxed);
     }
 }
 
@@ -537,7 +549,7 @@ struct ApiForwarder {
 }
 
 impl ApiForwarder {
-    fn start(netns: &str, address: SocketAddr) -> Result<Self> {
+    fn start(netns: &str, address: SocketAddr, silent: Arc<AtomicBool>) -> Result<Self> {
         let listener = in_netns(netns, || {
             let listener = TcpListener::bind(address)?;
             listener.set_nonblocking(true)?;
@@ -550,10 +562,18 @@ impl ApiForwarder {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((inbound, _)) => {
-                        if let Ok(outbound) = TcpStream::connect(address) {
-                            let _ = inbound.set_nonblocking(false);
-                            relay(inbound, outbound);
-                        }
+                        let (silent, stopped) = (silent.clone(), stopped.clone());
+                        // Held (unanswered) while the API is silent, as a stopped server's
+                        // kernel accepts connections its process never serves.
+                        std::thread::spawn(move || {
+                            if !wait_while_silent(&silent, &stopped) {
+                                return;
+                            }
+                            if let Ok(outbound) = TcpStream::connect(address) {
+                                let _ = inbound.set_nonblocking(false);
+                                relay(inbound, outbound, &silent, &stopped);
+                            }
+                        });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(10));
@@ -571,11 +591,29 @@ impl ApiForwarder {
     }
 }
 
-/// Copies bytes both ways until either side closes.
-fn relay(a: TcpStream, b: TcpStream) {
+/// Waits while `silent` is set; false if the forwarder stopped meanwhile.
+fn wait_while_silent(silent: &AtomicBool, stopped: &AtomicBool) -> bool {
+    while silent.load(Ordering::Relaxed) {
+        if stopped.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Copies bytes both ways until either side closes, holding them while `silent` is set.
+fn relay(a: TcpStream, b: TcpStream, silent: &Arc<AtomicBool>, stopped: &Arc<AtomicBool>) {
     let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        let (silent, stopped) = (silent.clone(), stopped.clone());
         std::thread::spawn(move || {
-            let _ = io::copy(&mut from, &mut to);
+            use std::io::{Read, Write};
+            let mut buffer = vec![0; 64 * 1024];
+            while let Ok(n @ 1..) = from.read(&mut buffer) {
+                if !wait_while_silent(&silent, &stopped) || to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
             let _ = to.shutdown(std::net::Shutdown::Write);
         })
     };

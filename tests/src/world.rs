@@ -370,9 +370,14 @@ impl Lan {
     }
 
     pub fn speaker_command(&self, node: &Node) -> Result<Command> {
+        self.speaker_command_with_key(node, &self.key_file)
+    }
+
+    /// [`Lan::speaker_command`] with the gossip key in `key_file`.
+    fn speaker_command_with_key(&self, node: &Node, key_file: &std::path::Path) -> Result<Command> {
         let mut cmd = Command::new(binary("herald-speaker")?);
         cmd.arg("--gossip-key-file")
-            .arg(&self.key_file)
+            .arg(key_file)
             .args(["--metrics-address", "127.0.0.1:7473"])
             .args(&self.speaker_args)
             .env("KUBECONFIG", &self.speaker_kubeconfig)
@@ -386,6 +391,19 @@ impl Lan {
     /// Starts (or restarts) the speaker of node `i`.
     pub fn start_speaker(&mut self, i: usize) -> Result<()> {
         let command = self.speaker_command(&self.nodes[i])?;
+        self.spawn_speaker(i, command)
+    }
+
+    /// Starts the speaker of node `i` with its own gossip `key` (the others keep theirs).
+    pub fn start_speaker_with_key(&mut self, i: usize, key: &str) -> Result<()> {
+        let key_file = self.topology.dir().join(format!("gossip-{i}.key"));
+        std::fs::write(&key_file, key)
+            .map_err(Error::io(format!("writing {}", key_file.display())))?;
+        let command = self.speaker_command_with_key(&self.nodes[i], &key_file)?;
+        self.spawn_speaker(i, command)
+    }
+
+    fn spawn_speaker(&mut self, i: usize, command: Command) -> Result<()> {
         let process = self.nodes[i].host.spawn("speaker", command)?;
         self.nodes[i].speaker = Some(process);
         Ok(())
@@ -584,6 +602,14 @@ impl Lan {
     pub fn apply(&self, object: &serde_json::Value) -> Result<()> {
         self.kubectl_with_input(&["apply", "-f", "-"], &object.to_string())?;
         Ok(())
+    }
+
+    /// A BGP password Secret `name` in the test's namespace (Herald's) holding `password`.
+    pub fn password_secret(&self, name: &str, password: &str) -> Result<()> {
+        self.apply(
+            &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+            "metadata": {"name": name}, "stringData": {"password": password}}),
+        )
     }
 
     /// The page's example Service for `app` (port 8765 to 9376), with `policy`

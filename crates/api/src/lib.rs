@@ -38,7 +38,7 @@ pub use bgp::{BFDProfile, BFDProfileSpec, BGPPeer, BGPPeerSpec, SecretReference}
 pub use conditions::ConfigurationStatus;
 pub use pool::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation};
 pub use status::{
-    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, ServiceBGPStatus,
+    BGPSessionStatus, BGPSessionStatusSpec, BfdSessionStatus, GossipStatus, ServiceBGPStatus,
     ServiceBGPStatusSpec, ServiceL2Status, ServiceL2StatusSpec, SpeakerStatus, SpeakerStatusSpec,
 };
 

@@ -180,11 +180,14 @@ pub struct ServiceBGPStatusSpec {
 ///
 /// ```text
 ///   kubectl get speakerstatuses -n herald-system
-///   NAME     NODE     ANNOUNCING   WITHHELD                            PROBLEMS
-///   node-1   node-1   true                                             0
-///   node-2   node-2   false        its Ready condition is not True     0
-///   node-3   node-3   true                                             1
+///   NAME     NODE     ANNOUNCING   WITHHELD                          MEMBERS   NODES   PROBLEMS
+///   node-1   node-1   true                                           2         3       1
+///   node-2   node-2   false        its Ready condition is not True   2         3       1
+///   node-3   node-3   true                                           1         3       1
 /// ```
+///
+/// MEMBERS below NODES means speakers this one does not gossip with: not running, cut off,
+/// or with another gossip key (then named in `gossip.unauthenticated`).
 ///
 /// One object per node with a live speaker, in Herald's namespace, owned by the Node.
 /// Problems of a whole object (a selector that does not parse, a missing pool) are in that
@@ -203,6 +206,8 @@ pub struct ServiceBGPStatusSpec {
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
     printcolumn = r#"{"name":"Announcing","type":"boolean","jsonPath":".spec.announcing"}"#,
     printcolumn = r#"{"name":"Withheld","type":"string","jsonPath":".spec.withheld"}"#,
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".spec.gossip.members"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".spec.gossip.nodes"}"#,
     printcolumn = r#"{"name":"Problems","type":"integer","jsonPath":".spec.problemCount"}"#,
     printcolumn = r#"{"name":"First Problem","type":"string","priority":1,"jsonPath":".spec.problems[0]"}"#
 )]
@@ -222,6 +227,26 @@ pub struct SpeakerStatusSpec {
     pub problems: Vec<String>,
     /// How many problems there are.
     pub problem_count: i64,
+    /// What this speaker hears of the others by gossip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip: Option<GossipStatus>,
+}
+
+/// One speaker's view of the gossip between speakers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GossipStatus {
+    /// Speakers it gossips with, itself included.
+    pub members: i64,
+    /// Nodes expected to run a speaker (those with a gossip address), itself included.
+    pub nodes: i64,
+    /// Nodes whose gossip it hears but cannot authenticate: their gossip key differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unauthenticated: Vec<String>,
+    /// True while it answers for nothing in layer 2 because more speakers with another key
+    /// are heard than share its own (BGP is not affected).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outvoted: bool,
 }
 
 /// What a record is about, as its owner: the record goes when its owner goes (garbage

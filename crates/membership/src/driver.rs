@@ -4,20 +4,24 @@
 //!   seeds (node, address) ──► announce ─┐
 //!   UDP datagrams ──────────► receive ──┼─► Membership ──► Send: UDP
 //!   timer heap (earliest) ──► timer ────┘                 Schedule: timer heap
-//!                                    live set changed ──► watch channel
+//!                                    members changed ──► watch channel
 //! ```
 //!
-//! Bad datagrams (unauthenticated, undecodable) are counted and dropped; nothing a peer sends
-//! stops the loop.
+//! Each source's datagrams are checked within its budget ([`crate::budget`]); bad datagrams
+//! (over budget, unauthenticated, undecodable) are counted and dropped; nothing a peer sends
+//! stops the loop. A datagram that fails authentication is logged at warn, at most once per
+//! [`WARN_EVERY`] and source, naming the node whose gossip address sent it; such nodes are
+//! [`Members::unauthenticated`] for [`UNAUTHENTICATED_WINDOW`] after their last datagram.
 
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, BinaryHeap},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use tokio::{
@@ -27,21 +31,39 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{Membership, Output, Timer, machine::Speaker};
+use crate::{
+    Members, Membership, MembershipError, Output, Timer, budget::Budgets, machine::Speaker,
+};
+
+/// How long after its last datagram that failed authentication a node counts as
+/// [`Members::unauthenticated`]: speakers ask the nodes missing from their live set to let
+/// them join every [`REANNOUNCE`], so a node with another key is heard several times in it.
+pub const UNAUTHENTICATED_WINDOW: Duration = Duration::from_secs(5);
+/// How often a source whose datagrams fail authentication is logged at most.
+pub const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How many sources of failing datagrams are remembered for rate-limiting their logs (a
+/// flood of forged sources must not grow memory).
+const REMEMBERED_SOURCES: usize = 1024;
 
 /// Counters the speaker exports as metrics.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub datagrams_received: AtomicU64,
-    pub datagrams_rejected: AtomicU64,
+    /// Failed authentication (another key, forged, corrupted).
+    pub datagrams_unauthenticated: AtomicU64,
+    /// Authenticated but not understood by the protocol.
+    pub datagrams_undecodable: AtomicU64,
+    /// Over their source's budget ([`crate::budget`]): dropped unchecked.
+    pub datagrams_rate_limited: AtomicU64,
     pub datagrams_sent: AtomicU64,
 }
 
 /// The handle of a running membership.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    /// The nodes whose speakers are alive, this one included.
-    pub live: watch::Receiver<BTreeSet<String>>,
+    /// The speakers this one knows of: alive (this one included) and heard but not
+    /// authenticated.
+    pub members: watch::Receiver<Members>,
     seeds: mpsc::UnboundedSender<BTreeMap<String, SocketAddr>>,
     pub counters: Arc<Counters>,
 }
@@ -61,7 +83,10 @@ pub fn spawn(
     socket: UdpSocket,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Handle {
-    let (live_tx, live) = watch::channel(membership.live());
+    let (members_tx, members) = watch::channel(Members {
+        live: membership.live(),
+        unauthenticated: BTreeSet::new(),
+    });
     let (seeds, seeds_rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     let driver = Driver {
@@ -69,12 +94,14 @@ pub fn spawn(
         socket,
         timers: BinaryHeap::new(),
         next_timer_id: 0,
-        live: live_tx,
+        members: members_tx,
+        failing: BTreeMap::new(),
+        budgets: Budgets::new(std::time::Instant::now()),
         counters: counters.clone(),
     };
     tokio::spawn(driver.run(seeds_rx, shutdown));
     Handle {
-        live,
+        members,
         seeds,
         counters,
     }
@@ -86,8 +113,20 @@ struct Driver {
     /// Pending timers by deadline; the id keeps equal deadlines in order.
     timers: BinaryHeap<Reverse<(Instant, u64, TimerSlot)>>,
     next_timer_id: u64,
-    live: watch::Sender<BTreeSet<String>>,
+    members: watch::Sender<Members>,
+    /// Sources of datagrams that failed authentication: when the last came, and when one
+    /// was last logged.
+    failing: BTreeMap<IpAddr, Failing>,
+    /// How many datagrams each source may have checked.
+    budgets: Budgets,
     counters: Arc<Counters>,
+}
+
+/// A source whose datagrams fail authentication.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    last: Instant,
+    logged: Instant,
 }
 
 /// A foca timer in the heap (ordered by deadline and id only).
@@ -131,11 +170,18 @@ impl Driver {
                 received = self.socket.recv_from(&mut buffer) => match received {
                     Ok((len, from)) => {
                         self.counters.datagrams_received.fetch_add(1, Ordering::Relaxed);
+                        if !self.budgets.admit(from.ip(), std::time::Instant::now()) {
+                            self.counters.datagrams_rate_limited.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         let result = self.membership.receive(&buffer[..len]);
                         match result {
                             Ok(outputs) => self.perform(outputs).await,
+                            Err(MembershipError::Unauthenticated) => {
+                                self.unauthenticated(from, &seeds);
+                            }
                             Err(e) => {
-                                self.counters.datagrams_rejected.fetch_add(1, Ordering::Relaxed);
+                                self.counters.datagrams_undecodable.fetch_add(1, Ordering::Relaxed);
                                 debug!(%from, error = %e, "gossip datagram dropped");
                             }
                         }
@@ -159,12 +205,20 @@ impl Driver {
                 },
                 _ = reannounce.tick() => self.announce_missing(&seeds).await,
             }
-            self.live.send_if_modified(|live| {
-                let now = self.membership.live();
-                let changed = *live != now;
+            let now = Members {
+                live: self.membership.live(),
+                unauthenticated: self.unauthenticated_nodes(&seeds),
+            };
+            self.members.send_if_modified(|members| {
+                let changed = *members != now;
                 if changed {
-                    info!(live = ?now, "speakers alive");
-                    *live = now;
+                    if members.live != now.live {
+                        info!(live = ?now.live, "speakers alive");
+                    }
+                    if members.unauthenticated != now.unauthenticated {
+                        info!(unauthenticated = ?now.unauthenticated, "speakers heard whose gossip fails authentication");
+                    }
+                    *members = now;
                 }
                 changed
             });
@@ -173,6 +227,73 @@ impl Driver {
             self.perform(outputs).await;
         }
         info!("gossip stopped; told the others this speaker left");
+    }
+
+    /// A datagram from `from` failed authentication: counted, remembered, and logged unless
+    /// that source was logged lately.
+    fn unauthenticated(&mut self, from: SocketAddr, seeds: &BTreeMap<String, SocketAddr>) {
+        self.counters
+            .datagrams_unauthenticated
+            .fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let node = seeds
+            .iter()
+            .find(|(_, address)| address.ip() == from.ip())
+            .map(|(node, _)| node.as_str());
+        if !self.failing.contains_key(&from.ip()) && self.failing.len() >= REMEMBERED_SOURCES {
+            self.failing
+                .retain(|_, f| now.duration_since(f.last) < UNAUTHENTICATED_WINDOW);
+            if self.failing.len() >= REMEMBERED_SOURCES {
+                debug!(%from, "gossip datagram failed authentication");
+                return;
+            }
+        }
+        let log = match self.failing.get_mut(&from.ip()) {
+            Some(failing) => {
+                failing.last = now;
+                let due = now.duration_since(failing.logged) >= WARN_EVERY;
+                if due {
+                    failing.logged = now;
+                }
+                due
+            }
+            None => {
+                self.failing.insert(
+                    from.ip(),
+                    Failing {
+                        last: now,
+                        logged: now,
+                    },
+                );
+                true
+            }
+        };
+        if log {
+            match node {
+                Some(node) => warn!(
+                    %from, %node,
+                    "gossip from node {node}'s speaker fails authentication: its gossip key differs from this speaker's"
+                ),
+                None => warn!(
+                    %from,
+                    "gossip datagram from an address that is no node's fails authentication (another cluster, or forged)"
+                ),
+            }
+        }
+    }
+
+    /// The nodes among `seeds` whose gossip failed authentication within the window.
+    fn unauthenticated_nodes(&self, seeds: &BTreeMap<String, SocketAddr>) -> BTreeSet<String> {
+        let now = Instant::now();
+        seeds
+            .iter()
+            .filter(|(_, address)| {
+                self.failing
+                    .get(&address.ip())
+                    .is_some_and(|f| now.duration_since(f.last) < UNAUTHENTICATED_WINDOW)
+            })
+            .map(|(node, _)| node.clone())
+            .collect()
     }
 
     async fn announce_missing(&mut self, seeds: &BTreeMap<String, SocketAddr>) {

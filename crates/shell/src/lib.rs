@@ -4,6 +4,7 @@
 //! `l2`, `membership`, `bgp`). The I/O they have in common lives here, once:
 //!
 //! ```text
+//!   api::connect ── Kubernetes API clients whose every request is bounded in time
 //!   logging::init ── text or JSON logs, RUST_LOG filter
 //!   watch::Watches ── watch a kind into a reflector store, wake the loop on every change
 //!   events::Publisher ── core/v1 Events that `kubectl describe` shows
@@ -11,6 +12,7 @@
 //!   records::spawn ── keep the records a process writes for people equal to a desired set
 //! ```
 
+pub mod api;
 pub mod events;
 pub mod logging;
 pub mod probes;

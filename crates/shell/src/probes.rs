@@ -1,13 +1,16 @@
 //! `/metrics` (OpenMetrics text, with its content type, so that scrapers keep the metric
 //! types), `/healthz` and `/readyz` for the kubelet's probes and for scrapers, served from one
-//! registry and one readiness flag.
+//! registry, one readiness flag and, for a process whose main loop must keep turning, that
+//! loop's heartbeat: `/healthz` fails once the loop has not turned for too long, so the
+//! kubelet restarts a process that is stuck rather than leave it up doing nothing.
 
 use std::{
     net::SocketAddr,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -28,6 +31,12 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 pub struct Probes {
     registry: OnceLock<Registry>,
     ready: AtomicBool,
+    /// When the probes were made: heartbeats count from it.
+    started: Instant,
+    /// Milliseconds from `started` to the loop's last turn.
+    last_beat: AtomicU64,
+    /// Once set, how long the loop may go without turning before `/healthz` fails.
+    stall_limit: OnceLock<Duration>,
 }
 
 impl Probes {
@@ -45,6 +54,9 @@ impl Probes {
         Arc::new(Probes {
             registry: OnceLock::new(),
             ready: AtomicBool::new(false),
+            started: Instant::now(),
+            last_beat: AtomicU64::new(0),
+            stall_limit: OnceLock::new(),
         })
     }
 
@@ -55,6 +67,29 @@ impl Probes {
 
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on `/healthz` fails when [`Probes::beat`] was not called for `limit` (the
+    /// first limit set stays). Call it where the loop starts, with a limit well above the
+    /// longest a turn may take.
+    pub fn watch_loop(&self, limit: Duration) {
+        self.beat();
+        let _ = self.stall_limit.set(limit);
+    }
+
+    /// The loop turned.
+    pub fn beat(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_beat.store(now, Ordering::Relaxed);
+    }
+
+    /// `None` when alive; otherwise how long the loop has not turned.
+    pub fn stalled(&self) -> Option<Duration> {
+        let limit = self.stall_limit.get()?;
+        let since = self.started.elapsed().saturating_sub(Duration::from_millis(
+            self.last_beat.load(Ordering::Relaxed),
+        ));
+        (since > *limit).then_some(since)
     }
 
     /// The metrics in OpenMetrics text format ([`OPENMETRICS`]).
@@ -92,7 +127,21 @@ pub async fn bind(
                 ([(CONTENT_TYPE, OPENMETRICS)], p.render())
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(|State(p): State<Arc<Probes>>| async move {
+                match p.stalled() {
+                    None => (StatusCode::OK, "ok".to_owned()),
+                    Some(since) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "stuck: the main loop has not turned for {}s",
+                            since.as_secs()
+                        ),
+                    ),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(p): State<Arc<Probes>>| async move {
@@ -145,5 +194,20 @@ mod tests {
         assert!(get("/readyz").await.starts_with("http/1.0 503"));
         probes.set_ready();
         assert!(get("/readyz").await.starts_with("http/1.0 200"));
+
+        // Alive while the loop turns, not once it stops.
+        assert!(get("/healthz").await.starts_with("http/1.0 200"));
+        probes.watch_loop(Duration::from_millis(200));
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            probes.beat();
+            assert!(get("/healthz").await.starts_with("http/1.0 200"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stuck = get("/healthz").await;
+        assert!(stuck.starts_with("http/1.0 503"), "{stuck}");
+        assert!(stuck.contains("main loop has not turned"), "{stuck}");
+        probes.beat();
+        assert!(get("/healthz").await.starts_with("http/1.0 200"));
     }
 }

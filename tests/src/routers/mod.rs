@@ -457,6 +457,40 @@ impl BgpRouter {
         }
     }
 
+    /// The next hops of the router's paths to the host prefix of `ip`.
+    pub fn next_hops(&self, ip: IpAddr) -> Result<std::collections::BTreeSet<IpAddr>> {
+        let prefix = herald_domain::Prefix::host(ip).to_string();
+        Ok(self
+            .routes(Family::of(ip))?
+            .into_iter()
+            .filter(|r| r.prefix == prefix)
+            .filter_map(|r| r.next_hop)
+            .collect())
+    }
+
+    /// Waits (up to `timeout`) until the router's paths to `ip` go through exactly
+    /// `next_hops`.
+    pub async fn wait_next_hops(
+        &self,
+        ip: IpAddr,
+        next_hops: &std::collections::BTreeSet<IpAddr>,
+        timeout: Duration,
+    ) -> Result<()> {
+        crate::wait_for(
+            &format!("paths to {ip} via {next_hops:?}"),
+            timeout,
+            || async {
+                let hops = self.next_hops(ip).map_err(|e| e.to_string())?;
+                if hops == *next_hops {
+                    Ok(())
+                } else {
+                    Err(format!("{hops:?}"))
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits (up to `timeout`) until the router has exactly `sessions` BFD sessions, all Up.
     pub async fn wait_bfd_up(&self, sessions: usize, timeout: Duration) -> Result<()> {
         crate::wait_for(

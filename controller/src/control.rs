@@ -27,7 +27,10 @@ use herald_shell::{
     watch::{Views, Watches},
 };
 use k8s_openapi::{
-    api::core::v1::{Namespace, Node, Secret, Service},
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Namespace, Node, Secret, Service},
+    },
     jiff::Timestamp,
 };
 use kube::{
@@ -40,6 +43,7 @@ use crate::{
     decide::{Decider, Snapshot},
     judge::{Configuration, NodeLabels, SecretKeys},
     metrics::Metrics,
+    uninstall,
     write::{self, Fence, Writer},
 };
 
@@ -50,11 +54,15 @@ pub(crate) struct Settings {
     pub(crate) class: Option<String>,
     /// The instance name Events are reported under.
     pub(crate) instance: String,
-    /// Herald's namespace, where BGPPeers' password Secrets are.
+    /// Herald's namespace, where BGPPeers' password Secrets are and the Lease is held.
     pub(crate) namespace: String,
+    /// The Lease's name: a request to release every Service comes as its annotation.
+    pub(crate) lease_name: String,
     pub(crate) metrics: Arc<Metrics>,
     /// Whether this replica may write.
     pub(crate) fence: Fence,
+    /// The id of a request to release every Service ([`crate::uninstall`]), if one stands.
+    pub(crate) release_requested: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// Runs the controller until the process ends.
@@ -149,19 +157,66 @@ pub(crate) async fn run(clients: ApiClients, settings: Settings) -> anyhow::Resu
         "state rebuilt from Service status; serving"
     );
     let mut retry = RETRY_FIRST;
+    let mut release_requested = settings.release_requested.clone();
+    // The request carried out last (said on the Lease once).
+    let mut released: Option<String> = None;
+    let leases: Api<Lease> = Api::namespaced(writer.client.clone(), &settings.namespace);
     loop {
+        let request = release_requested.borrow_and_update().clone();
+        if request.is_some() != decider.releasing() {
+            match &request {
+                Some(id) => {
+                    warn!(%id, "asked to release every Service (Herald is being uninstalled): serving none")
+                }
+                None => info!("the release was called off: serving Services again"),
+            }
+        }
+        decider.set_releasing(request.is_some());
         let snapshot = take_snapshot(&services, &pools, &namespaces, &configuration);
         let writes = decider.pass(&snapshot, Timestamp::now());
         for (pool, usage) in decider.pool_usage(&snapshot) {
             settings.metrics.set_pool_usage(&pool, &usage);
         }
+        settings
+            .metrics
+            .services_without_address
+            .set(i64::try_from(decider.without_address(&snapshot)).unwrap_or(i64::MAX));
         let done = writer.apply(writes).await;
         let failed = done.iter().filter(|(_, landed)| !landed).count();
         decider.record(done);
         settings.metrics.set_not_in_effect(decider.not_in_effect());
         if failed == 0 {
             retry = RETRY_FIRST;
-            notify.notified().await;
+            if let Some(id) = request.filter(|id| released.as_ref() != Some(id))
+                && decider.holds_nothing(&snapshot)
+                && writer.fence.holds()
+            {
+                match uninstall::annotate(
+                    &leases,
+                    &settings.lease_name,
+                    uninstall::RELEASED_ALL,
+                    Some(&id),
+                )
+                .await
+                {
+                    Ok(()) => {
+                        info!(%id, "every Service released; told the Lease");
+                        released = Some(id);
+                    }
+                    Err(e) => warn!(error = %e, "telling the Lease every Service is released"),
+                }
+            }
+            tokio::select! {
+                () = notify.notified() => {}
+                changed = release_requested.changed() => {
+                    if changed.is_err() {
+                        // No Lease, no request: only the watches wake the loop.
+                        notify.notified().await;
+                    }
+                }
+                // Until the releases land and come back through the watch, look again.
+                () = tokio::time::sleep(RETRY_FIRST), if decider.releasing() && released.is_none() => {}
+            }
         } else {
             // What did not land is decided again after a while even if nothing else
             // changes: a quiet cluster sends no watch event to trigger the next pass.

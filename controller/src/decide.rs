@@ -195,6 +195,8 @@ pub(crate) struct Decider {
     generation: u64,
     /// The namespaces' labels as of the last pass.
     namespaces: NamespaceLabels,
+    /// Herald is being uninstalled: every Service is released, none is served.
+    releasing: bool,
 }
 
 impl Decider {
@@ -212,7 +214,36 @@ impl Decider {
             settled: HashMap::new(),
             generation: 0,
             namespaces: NamespaceLabels::new(),
+            releasing: false,
         }
+    }
+
+    /// While `releasing` (Herald being uninstalled), every Service is given back what Herald
+    /// holds of it (finalizer, address in status, marks) and none is served, new ones
+    /// included; once it is over, Services are served again.
+    pub(crate) fn set_releasing(&mut self, releasing: bool) {
+        if self.releasing != releasing {
+            self.releasing = releasing;
+            self.generation += 1;
+        }
+    }
+
+    /// Whether every Service is being released.
+    pub(crate) fn releasing(&self) -> bool {
+        self.releasing
+    }
+
+    /// Whether no Service of `snapshot` holds anything of Herald's: no address from it, no
+    /// mark of it.
+    pub(crate) fn holds_nothing(&self, snapshot: &Snapshot) -> bool {
+        snapshot.services.iter().all(|s| {
+            self.allocator.assignment(&s.key).is_none() && !s.held_by(self.class.as_deref())
+        })
+    }
+
+    /// Whether this Decider serves `service` now.
+    fn serves(&self, service: &ServiceView) -> bool {
+        !self.releasing && service.eligibility.is_served(self.class.as_deref())
     }
 
     /// Rebuilds the allocator from the pools and what Service status says; the Events to send.
@@ -220,7 +251,7 @@ impl Decider {
         let mut writes = self.sync_pools(snapshot);
         for service in &snapshot.services {
             let ips = &service.status_ips;
-            if ips.is_empty() || !service.eligibility.is_served(self.class.as_deref()) {
+            if ips.is_empty() || !self.serves(service) {
                 continue;
             }
             let key = service.key.clone();
@@ -303,6 +334,17 @@ impl Decider {
         &self.not_in_effect
     }
 
+    /// How many Services this Herald serves hold no address (none free, a requested one
+    /// taken, no pool for them), for the metrics and their alert.
+    pub(crate) fn without_address(&self, snapshot: &Snapshot) -> usize {
+        snapshot
+            .services
+            .iter()
+            .filter(|s| self.serves(s))
+            .filter(|s| self.allocator.assignment(&s.key).is_none())
+            .count()
+    }
+
     /// The address counts of every pool of the snapshot, for the metrics.
     pub(crate) fn pool_usage(&self, snapshot: &Snapshot) -> Vec<(String, PoolUsage)> {
         snapshot
@@ -380,7 +422,7 @@ impl Decider {
         }
         let mut writes = ServiceWrite::new(service, self.generation);
         let has_finalizer = service.finalizers.iter().any(|f| f == CLEANUP_FINALIZER);
-        if !service.eligibility.is_served(self.class.as_deref()) {
+        if !self.serves(service) {
             let released = self.allocator.release(&key);
             if let Some(released) = &released {
                 let note = format!("released {}", ips_text(&released.ips));
@@ -394,7 +436,8 @@ impl Decider {
                     writes.finalizer = Some(false);
                 }
                 if !service.eligibility.deleting && !service.status_ips.is_empty() {
-                    // No longer ours (type changed): take our address out of status.
+                    // No longer ours (type changed, Herald uninstalled): take our address
+                    // out of status.
                     writes.status = Some(Vec::new());
                 }
                 for mark in annotations::WRITTEN {
@@ -692,6 +735,67 @@ mod tests {
         decider.record(landed(writes, true));
         let again = decider.pass(&world, now());
         assert!(again.is_empty(), "nothing new to write: {again:?}");
+    }
+
+    #[test]
+    fn while_releasing_every_service_gives_back_what_herald_holds_and_none_is_served() {
+        let mut decider = Decider::new(None);
+        let lan = vec![pool("lan", &["192.0.2.10/31"])];
+        let served = json!({
+            "metadata": {"finalizers": [CLEANUP_FINALIZER],
+                         "annotations": {SERVED: "", IP_ALLOCATED_FROM_POOL: "lan"}},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}
+        });
+        let world = snapshot(vec![service("web", 1, "1", served)], lan.clone());
+        decider.restore(&world);
+        assert!(
+            decider
+                .pass(&world, now())
+                .iter()
+                .all(|w| !matches!(w, Write::Service(_)))
+        );
+        assert!(!decider.holds_nothing(&world));
+
+        decider.set_releasing(true);
+        let writes = decider.pass(&world, now());
+        let [web] = service_writes(&writes)[..] else {
+            panic!("one Service write: {writes:?}")
+        };
+        assert_eq!(web.finalizer, Some(false));
+        assert_eq!(web.status, Some(Vec::new()));
+        assert_eq!(web.annotations.get(SERVED), Some(&None));
+        // As the API returns it once written: nothing of Herald's left, and a new Service
+        // gets nothing either.
+        let released = snapshot(
+            vec![
+                service("web", 1, "2", json!({})),
+                service("new", 2, "1", json!({})),
+            ],
+            lan.clone(),
+        );
+        assert!(service_writes(&decider.pass(&released, now())).is_empty());
+        assert!(decider.holds_nothing(&released));
+        assert_eq!(decider.without_address(&released), 0);
+
+        // The uninstall was called off: both are served again.
+        decider.set_releasing(false);
+        let writes = decider.pass(&released, now());
+        assert_eq!(service_writes(&writes).len(), 2, "{writes:?}");
+    }
+
+    #[test]
+    fn services_without_an_address_are_counted_until_a_pool_has_room() {
+        let mut decider = Decider::new(None);
+        let services = vec![
+            service("web", 1, "1", json!({})),
+            service("api", 2, "1", json!({})),
+        ];
+        let small = snapshot(services.clone(), vec![pool("lan", &["192.0.2.10/32"])]);
+        decider.pass(&small, now());
+        assert_eq!(decider.without_address(&small), 1);
+        let larger = snapshot(services, vec![pool("lan", &["192.0.2.10/31"])]);
+        decider.pass(&larger, now());
+        assert_eq!(decider.without_address(&larger), 0);
     }
 
     #[test]

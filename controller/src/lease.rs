@@ -98,9 +98,16 @@ impl Candidate {
         }
     }
 
-    /// Runs the election: this replica's term, and the task, which releases the Lease and
-    /// ends once every receiver is dropped.
-    pub(crate) async fn elect(self) -> (watch::Receiver<Term>, JoinHandle<()>) {
+    /// Runs the election: this replica's term, the id of a request to release every Service
+    /// (the annotation [`crate::uninstall::RELEASE_ALL`] on the Lease), and the task, which
+    /// releases the Lease and ends once every receiver of the term is dropped.
+    pub(crate) async fn elect(
+        self,
+    ) -> (
+        watch::Receiver<Term>,
+        watch::Receiver<Option<String>>,
+        JoinHandle<()>,
+    ) {
         // An API server out of reach at start is waited for, not a reason to exit (and be
         // restarted in a loop).
         let mut manager = loop {
@@ -113,6 +120,7 @@ impl Candidate {
             }
         };
         let (leading, receiver) = watch::channel(Term::default());
+        let (release, release_requested) = watch::channel(None);
         let api: Api<Lease> = Api::namespaced(self.clients.watches.clone(), &self.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         let task = tokio::spawn(async move {
@@ -146,6 +154,12 @@ impl Candidate {
                         leading.send_replace(Term::default());
                     }
                     Some(Ok(lease)) = changes.next() => {
+                        release.send_if_modified(|requested| {
+                            let now = crate::uninstall::annotation(&lease, crate::uninstall::RELEASE_ALL);
+                            let changed = *requested != now;
+                            *requested = now;
+                            changed
+                        });
                         let holder = lease
                             .spec
                             .as_ref()
@@ -171,6 +185,6 @@ impl Candidate {
                 }
             }
         });
-        (receiver, task)
+        (receiver, release_requested, task)
     }
 }

@@ -11,7 +11,8 @@
 //! pool and configuration status, [`judge`] for the configuration objects' conditions and
 //! [`reason`] for why); the one writer, fenced by the Lease, in [`write`]. SIGTERM stops the
 //! writes, releases the Lease and exits 0. The speakers' gossip key Secret is created when
-//! missing in [`gossip_key`].
+//! missing in [`gossip_key`]. `herald-controller release-all` (the chart's pre-delete hook)
+//! has the leader give back everything Herald holds before an uninstall ([`uninstall`]).
 
 mod control;
 mod decide;
@@ -22,6 +23,7 @@ mod metrics;
 mod reason;
 mod status;
 mod translate;
+mod uninstall;
 mod write;
 
 use clap::Parser;
@@ -69,6 +71,27 @@ struct Flags {
     /// alone.
     #[arg(long, env = "HERALD_GOSSIP_SECRET")]
     gossip_secret: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to do instead of running the controller.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Ask the leading controller (of `--lease-name` in `--namespace`) to give back everything
+    /// Herald holds on Services (cleanup finalizer, address in status, its annotations) and to
+    /// serve none until the request is removed from the Lease; wait until it has. Run by the
+    /// chart before an uninstall.
+    ReleaseAll {
+        /// How long to wait for the leader.
+        #[arg(long, default_value = "2m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+/// `250ms`, `2s`, `1m30s`: durations are written as in Herald's objects.
+fn parse_duration(text: &str) -> Result<std::time::Duration, herald_api::values::ValueError> {
+    herald_api::values::Duration(text.to_owned()).parse()
 }
 
 #[tokio::main]
@@ -76,6 +99,15 @@ async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     logging::init(flags.log_format);
     let clients = herald_shell::api::connect().await?;
+    if let Some(Command::ReleaseAll { timeout }) = flags.command {
+        return uninstall::request(
+            clients.requests,
+            &flags.namespace,
+            &flags.lease_name,
+            timeout,
+        )
+        .await;
+    }
     if let Some(name) = flags.gossip_secret.clone() {
         tokio::spawn(gossip_key::ensure(
             clients.requests.clone(),
@@ -87,18 +119,21 @@ async fn main() -> anyhow::Result<()> {
     // A port that cannot be bound is a start-up error, not a silent lack of probes.
     tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
     probes.set_ready();
-    let settings = |fence| control::Settings {
+    let settings = |fence, release_requested| control::Settings {
         class: flags.load_balancer_class.clone(),
         instance: flags.instance.clone(),
         namespace: flags.namespace.clone(),
+        lease_name: flags.lease_name.clone(),
         metrics: metrics.clone(),
         fence,
+        release_requested,
     };
     let mut shutdown = std::pin::pin!(shutdown_signal()?);
     if !flags.leader_election {
         metrics.leader.set(1);
         return tokio::select! {
-            result = control::run(clients, settings(write::Fence::open())) => result,
+            // Without a Lease nobody can ask for a release: the request never comes.
+            result = control::run(clients, settings(write::Fence::open(), tokio::sync::watch::channel(None).1)) => result,
             () = &mut shutdown => {
                 info!("stopping on a signal");
                 Ok(())
@@ -108,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     if flags.lease_grace_seconds >= flags.lease_duration_seconds {
         anyhow::bail!("--lease-grace-seconds must be shorter than --lease-duration-seconds");
     }
-    let (mut leading, lease_task) = lease::Candidate {
+    let (mut leading, release_requested, lease_task) = lease::Candidate {
         clients: clients.clone(),
         namespace: flags.namespace.clone(),
         name: flags.lease_name.clone(),
@@ -130,7 +165,7 @@ async fn main() -> anyhow::Result<()> {
         metrics.leader.set(1);
         let fence = write::Fence::lease(leading.clone());
         let stop = tokio::select! {
-            result = control::run(clients.clone(), settings(fence)) => return result,
+            result = control::run(clients.clone(), settings(fence, release_requested.clone())) => return result,
             lost = leading.wait_for(|term| !term.holds()) => {
                 lost.map_err(|_| anyhow::anyhow!("the Lease manager stopped"))?;
                 warn!("lost the Lease: stopped allocating");

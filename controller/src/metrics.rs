@@ -53,6 +53,8 @@ pub(crate) struct Metrics {
     pub(crate) write_failures: Family<WriteLabels, Counter>,
     /// Configuration objects whose `Ready` condition is False, by kind.
     pub(crate) not_in_effect: Family<KindLabels, Gauge>,
+    /// Services Herald serves that hold no address.
+    pub(crate) services_without_address: Gauge,
     /// 1 while this replica leads.
     pub(crate) leader: Gauge,
 }
@@ -60,7 +62,9 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// The metrics, and the probes that serve them.
     pub(crate) fn new() -> (Arc<Self>, Arc<Probes>) {
-        let mut registry = Registry::with_prefix("herald_controller");
+        let mut root = Registry::default();
+        herald_shell::process::register(&mut root, "controller", env!("CARGO_PKG_VERSION"));
+        let registry = root.sub_registry_with_prefix("herald_controller");
         let metrics = Metrics {
             pool_addresses: Family::default(),
             allocations: Counter::default(),
@@ -68,6 +72,7 @@ impl Metrics {
             failures: Family::default(),
             write_failures: Family::default(),
             not_in_effect: Family::default(),
+            services_without_address: Gauge::default(),
             leader: Gauge::default(),
         };
         registry.register(
@@ -101,11 +106,16 @@ impl Metrics {
             metrics.not_in_effect.clone(),
         );
         registry.register(
+            "services_without_address",
+            "Services of type LoadBalancer this Herald serves that hold no address (set by the leader)",
+            metrics.services_without_address.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica leads",
             metrics.leader.clone(),
         );
-        (Arc::new(metrics), Probes::new(registry))
+        (Arc::new(metrics), Probes::new(root))
     }
 
     /// Counts a write of `what` that did not land.

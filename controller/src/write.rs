@@ -62,7 +62,8 @@ impl Fence {
         Fence(Some(leading))
     }
 
-    fn holds(&self) -> bool {
+    /// Whether this replica may write now.
+    pub(crate) fn holds(&self) -> bool {
         self.0
             .as_ref()
             .is_none_or(|leading| leading.borrow().holds())

@@ -702,6 +702,46 @@ async fn metrics_count_allocations_and_pool_usage_and_the_probes_answer() -> any
         )),
         "{metrics}"
     );
+    // What build runs and what it costs, under the names dashboards know.
+    assert!(
+        metrics.contains(&format!(
+            "herald_build_info{{component=\"controller\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(metrics.contains(&format!("\n{name} ")), "{name}: {metrics}");
+    }
+    // A Service asking for an address no pool has is counted as one without an address.
+    w.apply(
+        &EXAMPLE_SERVICE
+            .replace("example-service", "nowhere")
+            .replace(
+                "metadata:\n",
+                "metadata:\n  annotations: {herald.dev/loadBalancerIPs: 198.51.100.77}\n",
+            ),
+    )?;
+    wait_for(
+        "the Service without an address to be counted",
+        TIMEOUT,
+        || async {
+            let (_, body) = controller.http_get("/metrics").map_err(|e| e.to_string())?;
+            let count = body
+                .lines()
+                .find_map(|l| l.strip_prefix("herald_controller_services_without_address "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            match count {
+                Some(n) if n >= 1.0 => Ok(()),
+                _ => Err(body),
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   local control plane (etcd, kube-apiserver, kube-controller-manager)
-//!        ▲  helm install charts/herald (CRDs, RBAC, BGPPeers, BGPAdvertisement from values)
+//!        ▲  helm install charts/herald (RBAC, BGPPeers, BGPAdvertisement from values; the
+//!        │  CRDs, shared by every namespace of the local control plane, applied before)
 //!        │  herald-controller and three herald-speakers with the chart's ServiceAccounts
 //!   n1 ─┐
 //!   n2 ─┼─ LAN 192.0.2.0/24, 2001:db8::/64 ─┬─ client (192.0.2.100): resolves the address
@@ -44,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let mut lan = Lan::new("demo", 3).await?;
     let (router, router_link) = lan.router(BgpDaemon::Frr, NODE_ASN, RouterOptions::default())?;
 
-    // Herald from its chart: CRDs, RBAC, and the BGP setup from values.
+    // Herald from its chart: RBAC and the BGP setup from values (the CRDs are applied by
+    // Lan::new, as the local control plane is shared).
     let namespace = lan.ns.name().to_owned();
     let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/herald");
     let release = Release::install(

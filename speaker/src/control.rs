@@ -337,6 +337,12 @@ impl<'a> Speaker<'a> {
                 .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers));
             let passwords = self.secrets.reading();
             self.reporter.bgp_advertisements(&self.services, &bgp_plan);
+            let advertised = bgp_plan
+                .values()
+                .flat_map(|routes| routes.values())
+                .flat_map(|route| route.services.iter().cloned())
+                .collect();
+            settings.metrics.set_announced("bgp", advertised);
             let inputs = BgpInputs {
                 plan: bgp_plan,
                 peers: bgp_peers,
@@ -383,6 +389,19 @@ impl<'a> Speaker<'a> {
         }
         let told = self.announcer.apply(&share).await;
         self.reporter.told(told, &self.services);
+        let answered = self
+            .announcer
+            .owned()
+            .keys()
+            .filter_map(|ip| share.services.get(ip))
+            .flatten()
+            .cloned()
+            .collect();
+        self.settings.metrics.set_announced("l2", answered);
+        self.settings
+            .metrics
+            .unanswerable_addresses
+            .set(i64::try_from(share.unanswerable.len()).unwrap_or(i64::MAX));
         self.reporter
             .l2_records(&self.services, &share, &self.announcer.owned());
         self.l2_applied = share;

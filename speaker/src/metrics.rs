@@ -1,12 +1,16 @@
 //! What the speaker exposes on `/metrics` (Prometheus text format; served with `/healthz`
 //! and `/readyz` by [`herald_shell::probes`]).
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use herald_bgp::{
     driver::EventSink,
     session::{Event, State},
 };
+use herald_domain::ServiceKey;
 use herald_membership::driver::Counters;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -27,6 +31,15 @@ pub(crate) const NDP: ProtocolLabels = ProtocolLabels { protocol: "ndp" };
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct PeerLabels {
     pub(crate) peer: String,
+}
+
+/// A Service this node announces, and how.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServiceLabels {
+    pub(crate) namespace: String,
+    pub(crate) service: String,
+    /// `l2` (this node answers ARP / NDP for it) or `bgp` (it offers routes to its peers).
+    pub(crate) mode: &'static str,
 }
 
 /// A NOTIFICATION sent or received, by peer and error code.
@@ -60,6 +73,13 @@ pub(crate) struct Metrics {
     pub(crate) gossip_outvoted: Gauge,
     /// Times this node became the owner of an address.
     pub(crate) ownership_changes: Counter,
+    /// Addresses this node owns but cannot answer for (no interface its L2Advertisements
+    /// name is up here): nobody answers for them.
+    pub(crate) unanswerable_addresses: Gauge,
+    /// 1 for each Service this node announces, by mode; absent otherwise.
+    pub(crate) service_announced: Family<ServiceLabels, Gauge>,
+    /// The Services last set in `service_announced`, by mode.
+    announced: Mutex<BTreeMap<&'static str, BTreeSet<ServiceKey>>>,
     /// 1 while the BGP session is established.
     pub(crate) bgp_session_up: Family<PeerLabels, Gauge>,
     /// Prefixes the peer has from this node.
@@ -178,7 +198,9 @@ impl Metrics {
     /// The metrics, and the registry that serves them with the gossip counters.
     pub(crate) fn new(gossip: Arc<Counters>) -> (Arc<Self>, Registry) {
         let metrics = Metrics::default();
-        let mut registry = Registry::with_prefix("herald_speaker");
+        let mut root = Registry::default();
+        herald_shell::process::register(&mut root, "speaker", env!("CARGO_PKG_VERSION"));
+        let registry = root.sub_registry_with_prefix("herald_speaker");
         registry.register(
             "owned_addresses",
             "Service addresses this node answers ARP / NDP for",
@@ -225,6 +247,16 @@ impl Metrics {
             metrics.ownership_changes.clone(),
         );
         registry.register(
+            "unanswerable_addresses",
+            "Addresses this node owns in layer 2 but cannot answer for: no interface their L2Advertisements name is up here, so nobody answers",
+            metrics.unanswerable_addresses.clone(),
+        );
+        registry.register(
+            "service_announced",
+            "1 for each Service this node announces, by mode: l2 (answers ARP / NDP for its addresses) or bgp (offers routes for them to its BGP peers)",
+            metrics.service_announced.clone(),
+        );
+        registry.register(
             "bgp_session_up",
             "1 while the BGP session with the peer is established",
             metrics.bgp_session_up.clone(),
@@ -251,7 +283,25 @@ impl Metrics {
         );
         registry.register_collector(Box::new(GossipCollector(gossip)));
         registry.register_collector(Box::new(BfdCollector(metrics.bfd.clone())));
-        (Arc::new(metrics), registry)
+        (Arc::new(metrics), root)
+    }
+
+    /// This node now announces exactly `services` in `mode` (`l2`, `bgp`).
+    pub(crate) fn set_announced(&self, mode: &'static str, services: BTreeSet<ServiceKey>) {
+        let labels = |key: &ServiceKey| ServiceLabels {
+            namespace: key.namespace.clone(),
+            service: key.name.clone(),
+            mode,
+        };
+        let mut announced = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let before = announced.entry(mode).or_default();
+        for gone in before.difference(&services) {
+            self.service_announced.remove(&labels(gone));
+        }
+        for key in services.difference(before) {
+            self.service_announced.get_or_create(&labels(key)).set(1);
+        }
+        *before = services;
     }
 
     /// A sink that keeps the metrics of the session with `peer` from its events.

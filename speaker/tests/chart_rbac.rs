@@ -219,5 +219,78 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+
+    // Each node offers the Service's routes to its peers, and says so per Service.
+    for i in 0..lan.nodes.len() {
+        let announced = lan.metric(
+            i,
+            &format!(
+                "herald_speaker_service_announced{{namespace=\"{namespace}\",service=\"web\",mode=\"bgp\"}}"
+            ),
+        )?;
+        assert_eq!(announced, 1.0, "node {i}");
+    }
+
+    // A clean uninstall. The chart's pre-delete hook runs as Helm would run it (no kubelet
+    // runs its Job here): its arguments, with its own account's token.
+    let hooks = lan.cp.helm(&["get", "hooks", &name, "-n", &namespace])?;
+    let job: serde_yaml::Value = serde_yaml::Deserializer::from_str(&hooks)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .find(|d: &serde_yaml::Value| d["kind"].as_str() == Some("Job"))
+        .expect("the pre-delete hook's Job");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"].as_str(),
+        Some("pre-delete")
+    );
+    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    let uninstall_config = dir.join("uninstall.kubeconfig");
+    lan.cp.service_account_kubeconfig(
+        &namespace,
+        &format!("{name}-uninstall"),
+        &uninstall_config,
+    )?;
+    let started = std::time::Instant::now();
+    let hook = Command::new(herald_tests::herald::binary("herald-controller")?)
+        .args(&args)
+        .env("KUBECONFIG", &uninstall_config)
+        .env("RUST_LOG", "info")
+        .output()?;
+    assert!(
+        hook.status.success(),
+        "the hook: {}{}",
+        String::from_utf8_lossy(&hook.stdout),
+        String::from_utf8_lossy(&hook.stderr)
+    );
+    println!("the pre-delete hook returned in {:?}", started.elapsed());
+    // Nothing of Herald's is left on the Service, and a Service created now gets nothing.
+    let web = lan.kubectl(&["get", "service", "web", "-o", "json"])?;
+    let web: serde_json::Value = serde_json::from_str(&web)?;
+    assert_eq!(
+        web["metadata"]["finalizers"],
+        serde_json::Value::Null,
+        "{web}"
+    );
+    assert_eq!(web["status"]["loadBalancer"], json!({}), "{web}");
+    let annotations = web["metadata"]["annotations"].to_string();
+    assert!(!annotations.contains("herald.dev/"), "{annotations}");
+    lan.service("late", "web", "Cluster", false)?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let late = lan.kubectl(&[
+        "get",
+        "service",
+        "late",
+        "-o",
+        "jsonpath={.metadata.finalizers}",
+    ])?;
+    assert!(late.is_empty(), "{late}");
+    // With the controller gone, as after `helm uninstall`, Services are deleted at once.
+    lan.controller.kill();
+    lan.kubectl(&["delete", "service", "web", "late", "--timeout=20s"])?;
+
     Ok(())
 }

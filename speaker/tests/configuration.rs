@@ -198,8 +198,17 @@ async fn every_bad_configuration_is_shown_in_its_condition_and_fixing_it_clears_
         },
     )
     .await?;
+    // The alert's metric counts it.
+    assert_eq!(
+        lan.metric(owner, "herald_speaker_unanswerable_addresses")?,
+        1.0
+    );
     lan.advertise(json!({}))?;
     lan.wait_answers(ip, &[owner]).await?;
+    assert_eq!(
+        lan.metric(owner, "herald_speaker_unanswerable_addresses")?,
+        0.0
+    );
     // Everything that can be wrong cluster-wide, at once.
     let peer = |name: &str, extra: serde_json::Value| {
         let mut spec = json!({"myASN": 64513, "peerASN": 64512, "peerAddress": "198.51.100.1",

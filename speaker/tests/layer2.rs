@@ -67,6 +67,25 @@ async fn the_client_resolves_each_address_to_one_owner_and_follows_it_when_its_s
         )? >= 1.0
     );
     assert!(lan.metric(owner, "herald_speaker_gossip_datagrams_received_total")? >= 1.0);
+    let announced = |mode: &str| {
+        format!(
+            "herald_speaker_service_announced{{namespace=\"{}\",service=\"web\",mode=\"{mode}\"}}",
+            lan.ns.name()
+        )
+    };
+    assert_eq!(lan.metric(owner, &announced("l2"))?, 1.0);
+    assert!(lan.metric(owner, &announced("bgp")).is_err(), "no BGP here");
+    assert_eq!(
+        lan.metric(
+            owner,
+            &format!(
+                "herald_build_info{{component=\"speaker\",version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        )?,
+        1.0
+    );
+    assert!(lan.metric(owner, "process_resident_memory_bytes")? > 0.0);
     lan.nodes[owner]
         .host
         .run("curl", &["-sf", "http://127.0.0.1:7473/readyz"])?;

@@ -47,6 +47,29 @@ impl ControlPlane {
         Self::from_env_lines(&out)
     }
 
+    /// A control plane of the calling test's own, beside the shared one (its own state
+    /// directory and ports from `port_base`: etcd `port_base`, its peer port + 1, the API
+    /// server + 2, kube-controller-manager + 3), for a test that needs a cluster nobody else
+    /// touches (e.g. one without Herald's CRDs). Stopped and removed when dropped.
+    pub fn private(name: &str, port_base: u16) -> Result<PrivateControlPlane> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster");
+        let env = vec![
+            (
+                "HERALD_CLUSTER_DIR".to_owned(),
+                format!("/tmp/herald-{name}-{}", std::process::id()),
+            ),
+            ("HERALD_ETCD_PORT".to_owned(), port_base.to_string()),
+            ("HERALD_API_PORT".to_owned(), (port_base + 2).to_string()),
+            ("HERALD_KCM_PORT".to_owned(), (port_base + 3).to_string()),
+        ];
+        let out = run(Command::new(&script).arg("up").envs(env.clone()))?;
+        Ok(PrivateControlPlane {
+            control_plane: Self::from_env_lines(&out)?,
+            script,
+            env,
+        })
+    }
+
     fn from_env_lines(out: &str) -> Result<Self> {
         let vars: HashMap<&str, &str> = out
             .lines()
@@ -139,7 +162,7 @@ impl ControlPlane {
         run(self.helm_command().args(args))
     }
 
-    /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
+    /// Applies Herald's generated CRDs (`charts/herald/files/crds/`) and waits until they are
     /// served; once per test process, later calls return at once.
     pub fn install_herald_crds(&self) -> Result<()> {
         static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
@@ -147,7 +170,7 @@ impl ControlPlane {
         if *installed {
             return Ok(());
         }
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/crds");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/files/crds");
         self.kubectl(&[
             "apply",
             "--server-side",
@@ -200,5 +223,23 @@ mod tests {
     fn a_missing_line_is_named_in_the_error() {
         let err = ControlPlane::from_env_lines("KUBECONFIG=/k\n").expect_err("incomplete");
         assert!(err.to_string().contains("HERALD_API_ADDRESS"), "{err}");
+    }
+}
+
+/// A control plane of one test's own ([`ControlPlane::private`]); `tests/cluster down` when
+/// dropped.
+#[derive(Debug)]
+pub struct PrivateControlPlane {
+    pub control_plane: ControlPlane,
+    script: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("down")
+            .envs(self.env.clone())
+            .output();
     }
 }

@@ -337,6 +337,9 @@ async fn a_namespace_enforcing_restricted_pod_security_is_refused_with_the_fix()
                 "-n",
                 namespace,
                 "--dry-run=server",
+                // The shared control plane's CRDs are the harness's.
+                "--set",
+                "crds.enabled=false",
             ],
         )
     };
@@ -396,4 +399,261 @@ async fn the_api_server_accepts_every_rendered_object() -> anyhow::Result<()> {
         assert!(out.contains(kind), "{kind} accepted:\n{out}");
     }
     Ok(())
+}
+
+/// Monitoring is optional and named for what it makes: PodMonitors, a PrometheusRule with
+/// Herald's alerts, and the Grafana dashboard for the sidecar.
+#[test]
+fn pod_monitors_alerts_and_the_dashboard_come_when_asked() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(cp, "herald-system", &[]);
+    for kind in ["PodMonitor", "PrometheusRule", "ConfigMap"] {
+        assert!(
+            docs.iter().all(|d| d["kind"].as_str() != Some(kind)),
+            "no {kind} by default"
+        );
+    }
+    let (_, docs) = render(
+        cp,
+        "herald-system",
+        &[
+            "--set",
+            "podMonitor.enabled=true",
+            "--set",
+            "prometheusRule.enabled=true",
+            // Helm's --set keeps decimals as strings; --set-json gives the number.
+            "--set-json",
+            "prometheusRule.poolUsageRatio=0.8",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+    );
+    for component in ["controller", "speaker"] {
+        let monitor = find(&docs, "PodMonitor", &format!("r-{component}"));
+        assert_eq!(
+            monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"].as_str(),
+            Some(component)
+        );
+    }
+    let rule = find(&docs, "PrometheusRule", "r");
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "HeraldPoolNearlyExhausted",
+            "HeraldServiceWithoutAddress",
+            "HeraldBGPSessionDown",
+            "HeraldL2AddressUnanswered",
+            "HeraldGossipPartitioned",
+            "HeraldGossipKeyMismatch",
+            "HeraldConfigurationNotInEffect",
+            "HeraldWritesFailing",
+        ]
+    );
+    let pool = rule["spec"]["groups"][0]["rules"][0]["expr"]
+        .as_str()
+        .expect("an expression");
+    assert!(pool.contains("> 0.8"), "{pool}");
+    let dashboard = find(&docs, "ConfigMap", "r-dashboard");
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["herald.json"]
+            .as_str()
+            .expect("the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    assert_eq!(json["uid"], "herald");
+    assert!(json["panels"].as_array().expect("panels").len() >= 10);
+    // The old name says PodMonitors are ServiceMonitors: refused, with the field named.
+    let chart = chart();
+    let out = helm(
+        cp,
+        &[
+            "template",
+            "r",
+            chart.to_str().expect("a UTF-8 path"),
+            "--set",
+            "serviceMonitor.enabled=true",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("serviceMonitor"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every metric the chart's alerts and dashboard read is one the binaries register: a name
+/// mistyped in a rule would make an alert that never fires.
+#[test]
+fn the_alerts_and_the_dashboard_read_only_metrics_herald_serves() {
+    let cp = ControlPlane::shared();
+    let (text, _) = render(
+        cp,
+        "herald-system",
+        &[
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+    );
+    let root = chart().join("../..");
+    let source = |path: &str| std::fs::read_to_string(root.join(path)).expect("the source");
+    let (controller, speaker, process) = (
+        source("controller/src/metrics.rs"),
+        source("speaker/src/metrics.rs"),
+        source("crates/shell/src/process.rs"),
+    );
+    let referenced: std::collections::BTreeSet<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("herald_") || word.starts_with("process_"))
+        .collect();
+    assert!(referenced.len() >= 15, "{referenced:?}");
+    for name in referenced {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        let registered = if let Some(short) = family.strip_prefix("herald_controller_") {
+            controller.contains(&format!("\"{short}\""))
+        } else if let Some(short) = family.strip_prefix("herald_speaker_") {
+            speaker.contains(&format!("\"{short}\""))
+        } else {
+            process.contains(&format!("\"{family}\""))
+        };
+        assert!(
+            registered,
+            "{name}, read by the chart, is registered by no binary"
+        );
+    }
+}
+
+/// The alerts, checked by Prometheus' own `promtool` and unit-tested on series as the
+/// PodMonitors scrape them: each fires on what it is for, not before its `for`, and the
+/// controller's gauges count from the leader only (a replica that led before keeps stale
+/// values).
+#[test]
+fn the_alerts_fire_on_what_they_are_for_and_read_the_leader_only() {
+    let cp = ControlPlane::shared();
+    let (_, docs) = render(
+        cp,
+        "herald-system",
+        &["--set", "prometheusRule.enabled=true"],
+    );
+    let rule = find(&docs, "PrometheusRule", "r");
+    let dir = std::env::temp_dir().join(format!("herald-alerts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, serde_yaml::to_string(&rule["spec"]).expect("YAML")).expect("written");
+    let promtool = |args: &[&str]| {
+        let out = std::process::Command::new(cp.tool("promtool"))
+            .args(args)
+            .output()
+            .expect("promtool runs (tests/install-deps builds it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool(&["check", "rules", rules.to_str().expect("UTF-8")]);
+
+    // The annotations as Prometheus expands them for `labels` and `value`.
+    let annotations = |alert: &str, labels: &[(&str, &str)], value: &str| {
+        let rule = rule["spec"]["groups"][0]["rules"]
+            .as_sequence()
+            .expect("rules")
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(alert))
+            .expect("the alert")
+            .clone();
+        let mut expanded = serde_yaml::Mapping::new();
+        for (key, text) in rule["annotations"].as_mapping().expect("annotations") {
+            let mut text = text.as_str().expect("text").replace("{{ $value }}", value);
+            for (name, label) in labels {
+                text = text.replace(&format!("{{{{ $labels.{name} }}}}"), label);
+            }
+            expanded.insert(key.clone(), text.into());
+        }
+        serde_yaml::Value::Mapping(expanded)
+    };
+    let controller =
+        |pod: &str, rest: &str| format!("{{namespace=\"herald-system\",pod=\"{pod}\"{rest}}}");
+    let speaker =
+        |pod: &str, rest: &str| format!("{{namespace=\"herald-system\",pod=\"{pod}\"{rest}}}");
+    let series = |name: &str, labels: String, values: &str| serde_json::json!({"series": format!("{name}{labels}"), "values": values});
+    let pool = |pod: &str, pool: &str, state: &str, values: &str| {
+        series(
+            "herald_controller_pool_addresses",
+            controller(
+                pod,
+                &format!(",pool=\"{pool}\",family=\"ipv4\",state=\"{state}\""),
+            ),
+            values,
+        )
+    };
+    let tests = serde_json::json!({
+        "rule_files": [rules.to_str().expect("UTF-8")],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                series("herald_controller_leader", controller("c-0", ""), "1x30"),
+                series("herald_controller_leader", controller("c-1", ""), "0x30"),
+                // The leader: lan 60 of 64 assigned (94 %), big 1 of 64.
+                pool("c-0", "lan", "assigned", "60x30"),
+                pool("c-0", "lan", "available", "4x30"),
+                pool("c-0", "big", "assigned", "1x30"),
+                pool("c-0", "big", "available", "63x30"),
+                // A replica that led before: stale values, big full.
+                pool("c-1", "big", "assigned", "64x30"),
+                pool("c-1", "big", "available", "0x30"),
+                series("herald_controller_services_without_address", controller("c-0", ""), "2x30"),
+                series("herald_controller_services_without_address", controller("c-1", ""), "9x30"),
+                // One speaker sees only itself; its BGP session is down.
+                series("herald_speaker_members", speaker("s-0", ""), "3x30"),
+                series("herald_speaker_members", speaker("s-1", ""), "3x30"),
+                series("herald_speaker_members", speaker("s-2", ""), "1x30"),
+                series("herald_speaker_bgp_session_up", speaker("s-0", ",peer=\"tor\""), "1x30"),
+                series("herald_speaker_bgp_session_up", speaker("s-2", ",peer=\"tor\""), "0x30"),
+                series("herald_speaker_gossip_unauthenticated_nodes", speaker("s-0", ""), "0x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "HeraldPoolNearlyExhausted", "exp_alerts": []},
+                {"eval_time": "15m", "alertname": "HeraldPoolNearlyExhausted", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "pool": "lan", "family": "ipv4"},
+                    "exp_annotations": annotations("HeraldPoolNearlyExhausted",
+                        &[("pool", "lan"), ("family", "ipv4")], ""),
+                }]},
+                {"eval_time": "10m", "alertname": "HeraldServiceWithoutAddress", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": annotations("HeraldServiceWithoutAddress", &[], "2"),
+                }]},
+                {"eval_time": "1m", "alertname": "HeraldGossipPartitioned", "exp_alerts": []},
+                {"eval_time": "5m", "alertname": "HeraldGossipPartitioned", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": annotations("HeraldGossipPartitioned", &[], ""),
+                }]},
+                {"eval_time": "10m", "alertname": "HeraldBGPSessionDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "namespace": "herald-system",
+                                   "pod": "s-2", "peer": "tor"},
+                    "exp_annotations": annotations("HeraldBGPSessionDown",
+                        &[("peer", "tor"), ("pod", "s-2")], "0"),
+                }]},
+                {"eval_time": "10m", "alertname": "HeraldGossipKeyMismatch", "exp_alerts": []},
+            ],
+        }],
+    });
+    let test_file = dir.join("tests.yaml");
+    std::fs::write(&test_file, serde_yaml::to_string(&tests).expect("YAML")).expect("written");
+    promtool(&["test", "rules", test_file.to_str().expect("UTF-8")]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

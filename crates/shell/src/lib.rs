@@ -6,6 +6,7 @@
 //! ```text
 //!   api::connect ── Kubernetes API clients whose every request is bounded in time
 //!   logging::init ── text or JSON logs, RUST_LOG filter
+//!   process::register ── herald_build_info and process_* metrics
 //!   watch::Watches ── watch a kind into a reflector store, wake the loop on every change
 //!   events::Publisher ── core/v1 Events that `kubectl describe` shows
 //!   probes::serve ── /metrics (Prometheus text), /healthz, /readyz
@@ -16,5 +17,6 @@ pub mod api;
 pub mod events;
 pub mod logging;
 pub mod probes;
+pub mod process;
 pub mod records;
 pub mod watch;

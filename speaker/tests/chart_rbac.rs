@@ -7,7 +7,7 @@
 
 use std::{path::PathBuf, process::Command};
 
-use herald_tests::world::{Lan, Release, RouterOptions};
+use herald_tests::world::{Lan, Release, RouterOptions, TIMEOUT};
 use herald_tests::{herald::Controller, routers::BgpDaemon, wait_for};
 use serde_json::json;
 
@@ -108,7 +108,7 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     lan.bgp_advertise(json!({}))?;
     wait_for(
         "every session Established in its record",
-        herald_tests::world::TIMEOUT,
+        TIMEOUT,
         || async {
             let states = lan
                 .kubectl(&[
@@ -134,27 +134,23 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
     // password Secret has, and wrote the condition.
     for family in ["v4", "v6"] {
         let peer = format!("{namespace}-{family}");
-        wait_for(
-            &format!("BGPPeer {peer} Ready"),
-            herald_tests::world::TIMEOUT,
-            || async {
-                let ready = lan
-                    .cp
-                    .kubectl(&[
-                        "get",
-                        "bgppeer",
-                        &peer,
-                        "-o",
-                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
-                    ])
-                    .map_err(|e| e.to_string())?;
-                if ready == "InEffect" {
-                    Ok(())
-                } else {
-                    Err(ready)
-                }
-            },
-        )
+        wait_for(&format!("BGPPeer {peer} Ready"), TIMEOUT, || async {
+            let ready = lan
+                .cp
+                .kubectl(&[
+                    "get",
+                    "bgppeer",
+                    &peer,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if ready == "InEffect" {
+                Ok(())
+            } else {
+                Err(ready)
+            }
+        })
         .await?;
     }
     // Nothing they tried was refused by RBAC (other refusals, such as Events in another
@@ -231,29 +227,48 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         assert_eq!(announced, 1.0, "node {i}");
     }
 
-    // A clean uninstall. The chart's pre-delete hook runs as Helm would run it (no kubelet
-    // runs its Job here): its arguments, with its own account's token.
-    let hooks = lan.cp.helm(&["get", "hooks", &name, "-n", &namespace])?;
-    let job: serde_yaml::Value = serde_yaml::Deserializer::from_str(&hooks)
-        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
-        .find(|d: &serde_yaml::Value| d["kind"].as_str() == Some("Job"))
-        .expect("the pre-delete hook's Job");
-    assert_eq!(
-        job["metadata"]["annotations"]["helm.sh/hook"].as_str(),
-        Some("pre-delete")
-    );
-    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        .as_sequence()
-        .expect("args")
-        .iter()
-        .filter_map(|a| a.as_str().map(str::to_owned))
-        .collect();
+    // A clean uninstall: `helm uninstall` with live Services. No kubelet runs here, so the
+    // test plays it for the pre-delete hook's Job: it runs the Job's container as Helm created
+    // it (its arguments, its account's token) and reports the Job complete.
     let uninstall_config = dir.join("uninstall.kubeconfig");
     lan.cp.service_account_kubeconfig(
         &namespace,
         &format!("{name}-uninstall"),
         &uninstall_config,
     )?;
+    let cp = lan.cp;
+    let (release_name, release_namespace) = (name.clone(), namespace.clone());
+    let uninstall = std::thread::spawn(move || {
+        cp.helm(&[
+            "uninstall",
+            &release_name,
+            "-n",
+            &release_namespace,
+            "--timeout=2m",
+        ])
+    });
+    let job_name = format!("{name}-release-all");
+    let job = wait_for("Helm to create the hook's Job", TIMEOUT, || async {
+        lan.kubectl(&["get", "job", &job_name, "-o", "json"])
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let job: serde_json::Value = serde_json::from_str(&job)?;
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"].as_str(),
+        Some("pre-delete")
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["serviceAccountName"].as_str(),
+        Some(format!("{name}-uninstall").as_str())
+    );
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
     let started = std::time::Instant::now();
     let hook = Command::new(herald_tests::herald::binary("herald-controller")?)
         .args(&args)
@@ -266,7 +281,10 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         String::from_utf8_lossy(&hook.stdout),
         String::from_utf8_lossy(&hook.stderr)
     );
-    println!("the pre-delete hook returned in {:?}", started.elapsed());
+    println!(
+        "the pre-delete hook's command returned in {:?}",
+        started.elapsed()
+    );
     // Nothing of Herald's is left on the Service, and a Service created now gets nothing.
     let web = lan.kubectl(&["get", "service", "web", "-o", "json"])?;
     let web: serde_json::Value = serde_json::from_str(&web)?;
@@ -288,7 +306,26 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         "jsonpath={.metadata.finalizers}",
     ])?;
     assert!(late.is_empty(), "{late}");
-    // With the controller gone, as after `helm uninstall`, Services are deleted at once.
+    // The Job is done, as its kubelet would report it; Helm goes on and removes the release.
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let now = k8s_openapi::jiff::Timestamp::from_second(now)?.to_string();
+    let done = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now});
+    lan.kubectl(&[
+        "patch",
+        "job",
+        &job_name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &json!({"status": {"startTime": now, "completionTime": now, "succeeded": 1,
+                           "conditions": [done("SuccessCriteriaMet"), done("Complete")]}})
+        .to_string(),
+    ])?;
+    let uninstalled = uninstall
+        .join()
+        .map_err(|_| anyhow::anyhow!("helm uninstall panicked"))??;
+    assert!(uninstalled.contains("uninstalled"), "{uninstalled}");
+    // With the release and the controller gone, Services are deleted at once.
     lan.controller.kill();
     lan.kubectl(&["delete", "service", "web", "late", "--timeout=20s"])?;
 

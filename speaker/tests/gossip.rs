@@ -46,6 +46,14 @@ async fn a_speaker_with_another_gossip_key_is_reported_and_claims_no_address_a_h
         lan.resolve(ip).await?;
     }
     one_healthy_answer(&lan, &ips, 2)?;
+    // Gossip listens on the node's address, not on every interface of the host.
+    let listening = lan.nodes[0].host.run("ss", &["-Hunl", "sport = :7952"])?;
+    assert!(
+        listening.contains(&format!("{}:7952", lan.nodes[0].link.ipv4))
+            && !listening.contains("0.0.0.0:7952")
+            && !listening.contains("*:7952"),
+        "{listening}"
+    );
 
     // Node 3's speaker starts with a key of its own. Alone in its gossip it would take every
     // address for its own after its join grace; it hears the two others instead.

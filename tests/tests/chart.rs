@@ -89,6 +89,19 @@ fn the_speaker_gets_the_host_network_and_raw_sockets_and_nothing_more() {
         pod["volumes"][0]["secret"]["secretName"].as_str(),
         Some("r-gossip")
     );
+    // In the host's network, gossip and the probes listen on the node's address only.
+    let env = pod["containers"][0]["env"].as_sequence().expect("env");
+    for name in ["HERALD_GOSSIP_ADDRESS", "HERALD_METRICS_HOST"] {
+        let var = env
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{name} is set"));
+        assert_eq!(
+            var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            Some("status.hostIP"),
+            "{name}"
+        );
+    }
 
     let controller = find(&docs, "Deployment", "r-controller");
     let pod = &controller["spec"]["template"]["spec"];

@@ -16,7 +16,10 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header::CONTENT_TYPE},
+    http::{
+        StatusCode,
+        header::{ACCEPT, CONTENT_TYPE},
+    },
     routing::get,
 };
 use prometheus_client::{encoding::text::encode, registry::Registry};
@@ -25,6 +28,46 @@ use prometheus_client::{encoding::text::encode, registry::Registry};
 /// OpenMetrics; Prometheus (2.5 and later) and the other common scrapers ask for it first,
 /// and served as `text/plain` its types and units would be lost.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the older Prometheus text format, for a scraper that does not accept
+/// OpenMetrics ([`prometheus_text`]).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The metrics as `accept` (a request's `Accept` header) asks: OpenMetrics when it names
+/// it, the Prometheus text format otherwise (a scraper that asks for nothing in particular, or
+/// for `text/plain` only).
+pub fn negotiate(accept: Option<&str>, openmetrics: String) -> (&'static str, String) {
+    if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+        (OPENMETRICS, openmetrics)
+    } else {
+        (PROMETHEUS_TEXT, prometheus_text(&openmetrics))
+    }
+}
+
+/// OpenMetrics text (as `prometheus-client` writes it: counters and gauges) in the
+/// Prometheus text format 0.0.4: a counter's family is named as its samples are (`_total`),
+/// `# UNIT` lines and the closing `# EOF` go.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
 
 /// What the HTTP server shows: a metrics registry and whether the process is ready.
 #[derive(Debug)]
@@ -123,9 +166,13 @@ pub async fn bind(
     let app = Router::new()
         .route(
             "/metrics",
-            get(|State(p): State<Arc<Probes>>| async move {
-                ([(CONTENT_TYPE, OPENMETRICS)], p.render())
-            }),
+            get(
+                |State(p): State<Arc<Probes>>, headers: axum::http::HeaderMap| async move {
+                    let accept = headers.get(ACCEPT).and_then(|a| a.to_str().ok());
+                    let (content_type, text) = negotiate(accept, p.render());
+                    ([(CONTENT_TYPE, content_type)], text)
+                },
+            ),
         )
         .route(
             "/healthz",
@@ -172,25 +219,41 @@ mod tests {
         drop(free);
         let probes = Probes::new(Registry::default());
         tokio::spawn(bind(address, probes.clone()).await.expect("bound"));
-        let get = |path: &'static str| async move {
+        let get_as = |path: &'static str, accept: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(address)
                 .await
                 .expect("connected");
             stream
-                .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .write_all(
+                    format!("GET {path} HTTP/1.0\r\nHost: x\r\nAccept: {accept}\r\n\r\n")
+                        .as_bytes(),
+                )
                 .await
                 .expect("sent");
             let mut response = String::new();
             stream.read_to_string(&mut response).await.expect("read");
             response.to_lowercase()
         };
-        let metrics = get("/metrics").await;
+        let get = |path: &'static str| get_as(path, "*/*");
+        // What Prometheus asks for.
+        let metrics = get_as(
+            "/metrics",
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        )
+        .await;
         assert!(metrics.starts_with("http/1.0 200"), "{metrics}");
         assert!(
             metrics.contains(&format!("content-type: {OPENMETRICS}")),
             "{metrics}"
         );
         assert!(metrics.trim_end().ends_with("# eof"), "{metrics}");
+        // A scraper that knows only the older format gets it.
+        let metrics = get_as("/metrics", "text/plain;version=0.0.4").await;
+        assert!(
+            metrics.contains(&format!("content-type: {PROMETHEUS_TEXT}")),
+            "{metrics}"
+        );
+        assert!(!metrics.contains("# eof"), "{metrics}");
         assert!(get("/readyz").await.starts_with("http/1.0 503"));
         probes.set_ready();
         assert!(get("/readyz").await.starts_with("http/1.0 200"));
@@ -209,5 +272,26 @@ mod tests {
         assert!(stuck.contains("main loop has not turned"), "{stuck}");
         probes.beat();
         assert!(get("/healthz").await.starts_with("http/1.0 200"));
+    }
+
+    #[test]
+    fn counters_are_named_as_their_samples_in_the_prometheus_text_format() {
+        let openmetrics = "# HELP herald_speaker_send_errors Frames that could not be sent.\n\
+                           # TYPE herald_speaker_send_errors counter\n\
+                           herald_speaker_send_errors_total 3\n\
+                           # HELP herald_speaker_members Speakers alive.\n\
+                           # TYPE herald_speaker_members gauge\n\
+                           # UNIT herald_speaker_members speakers\n\
+                           herald_speaker_members 2\n\
+                           # EOF\n";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP herald_speaker_send_errors_total Frames that could not be sent.\n\
+             # TYPE herald_speaker_send_errors_total counter\n\
+             herald_speaker_send_errors_total 3\n\
+             # HELP herald_speaker_members Speakers alive.\n\
+             # TYPE herald_speaker_members gauge\n\
+             herald_speaker_members 2\n"
+        );
     }
 }

@@ -162,7 +162,7 @@ impl ControlPlane {
         run(self.helm_command().args(args))
     }
 
-    /// Applies Herald's generated CRDs (`charts/herald/files/crds/`) and waits until they are
+    /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
     /// served; once per test process, later calls return at once.
     pub fn install_herald_crds(&self) -> Result<()> {
         static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
@@ -170,7 +170,7 @@ impl ControlPlane {
         if *installed {
             return Ok(());
         }
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/files/crds");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/crds");
         self.kubectl(&[
             "apply",
             "--server-side",

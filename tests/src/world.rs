@@ -1019,16 +1019,7 @@ impl Release {
         sets: &[String],
     ) -> Result<Release> {
         let chart = chart.to_str().expect("a UTF-8 path");
-        // The test harness applies the CRDs itself (ControlPlane::install_herald_crds).
-        let mut args = vec![
-            "install",
-            name,
-            chart,
-            "-n",
-            namespace,
-            "--set",
-            "crds.enabled=false",
-        ];
+        let mut args = vec!["install", name, chart, "-n", namespace];
         for set in sets {
             args.extend(["--set", set.as_str()]);
         }

@@ -350,9 +350,6 @@ async fn a_namespace_enforcing_restricted_pod_security_is_refused_with_the_fix()
                 "-n",
                 namespace,
                 "--dry-run=server",
-                // The shared control plane's CRDs are the harness's.
-                "--set",
-                "crds.enabled=false",
             ],
         )
     };

@@ -1,9 +1,8 @@
 //! `helm upgrade` from the previous chart version, on a control plane of this test's own (the
 //! shared one has the CRDs applied by the test harness). The previous chart (0.1.0,
-//! `tests/fixtures/herald-0.1.0.tgz`, packaged from the chart as it was before its CRDs became
-//! templates) installed its CRDs from `crds/`, which Helm never upgrades; this chart
-//! installs, upgrades and keeps them. The guide's upgrade section says the one step this takes
-//! once: `--take-ownership`, as the CRDs Helm installed from `crds/` carry no release.
+//! `tests/fixtures/herald-0.1.0.tgz`, packaged from the chart as it was at `a253d53`)
+//! installed its CRDs from `crds/`, which Helm never upgrades: the guide's upgrade section
+//! has the CRDs applied first, then `helm upgrade`. This test follows it.
 
 use std::path::PathBuf;
 
@@ -81,31 +80,19 @@ fn upgrading_from_the_previous_chart_brings_the_changed_crds_and_keeps_every_obj
     )
     .expect("a pool");
 
-    // Without the flag, Helm refuses to take over the CRDs it installed from crds/, and says
-    // which; nothing changes.
+    // The guide's steps: the CRDs first (Helm leaves crds/ alone on upgrade), then the chart.
     let chart = chart();
+    let crds = chart.join("crds");
+    cp.kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crds.to_str().expect("UTF-8"),
+    ])
+    .expect("the CRDs applied");
     let chart = chart.to_str().expect("UTF-8");
-    let refused = helm(cp, &["upgrade", "herald", chart, "-n", namespace])
-        .expect_err("CRDs without a release are not taken over silently");
-    assert!(
-        refused.contains("CustomResourceDefinition") && refused.contains("herald.dev"),
-        "{refused}"
-    );
-    assert_eq!(columns(cp, "speakerstatuses.herald.dev"), before);
-
-    // The guide's step.
-    helm(
-        cp,
-        &[
-            "upgrade",
-            "herald",
-            chart,
-            "-n",
-            namespace,
-            "--take-ownership",
-        ],
-    )
-    .expect("the upgrade");
+    helm(cp, &["upgrade", "herald", chart, "-n", namespace]).expect("the upgrade");
     let after = columns(cp, "speakerstatuses.herald.dev");
     assert!(
         after.contains("Members") && after.contains("Nodes"),
@@ -143,8 +130,6 @@ fn upgrading_from_the_previous_chart_brings_the_changed_crds_and_keeps_every_obj
         ])
         .expect("the gossip key");
     assert_eq!(key_after, key_before, "running speakers keep their key");
-    // Later upgrades need no flag.
-    helm(cp, &["upgrade", "herald", chart, "-n", namespace]).expect("a plain upgrade");
 
     // Uninstalling keeps the CRDs, and so every pool and peer. (No kubelet runs the
     // pre-delete hook's Job here, and no controller runs to answer it: `chart_rbac` tests the

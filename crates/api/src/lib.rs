@@ -5,7 +5,7 @@
 //! writes for people to read (records: [`ServiceL2Status`] and [`ServiceBGPStatus`], namespaced, beside
 //! their Service; [`BGPSessionStatus`] and [`SpeakerStatus`], in Herald's namespace), the Service
 //! annotations Herald reads and writes ([`annotations`]), and the CRD manifests generated from
-//! these types (`crdgen` writes them into `charts/herald/files/crds/`). Kubernetes label selectors
+//! these types (`crdgen` writes them into `charts/herald/crds/`). Kubernetes label selectors
 //! become [`herald_domain::LabelSelector`]s in [`selector`], with errors naming the field.
 //!
 //! Validation lives in the CRD schemas, so the API server rejects a bad object at
@@ -16,7 +16,7 @@
 //! ([`conditions`]).
 //!
 //! ```text
-//!   types (this crate) ──► crds() ──► crdgen ──► charts/herald/files/crds/*.yaml ──► API server
+//!   types (this crate) ──► crds() ──► crdgen ──► charts/herald/crds/*.yaml ──► API server
 //!                                                  (a test fails when they differ)
 //! ```
 
@@ -63,7 +63,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// The manifest file of each CRD: `(file name, YAML)`, as committed in `charts/herald/files/crds/`.
+/// The manifest file of each CRD: `(file name, YAML)`, as committed in `charts/herald/crds/`.
 pub fn crd_manifests() -> Result<Vec<(String, String)>, serde_yaml::Error> {
     crds()
         .into_iter()

@@ -1,18 +1,18 @@
-//! The CRD manifests committed in `charts/herald/files/crds/` and the reference in
+//! The CRD manifests committed in `charts/herald/crds/` and the reference in
 //! `docs/reference.md` are exactly what the types generate.
 
 use std::{fs, path::Path};
 
 #[test]
 fn the_committed_crd_manifests_match_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/files/crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/crds");
     let manifests = herald_api::crd_manifests().expect("the CRDs serialise");
     assert_eq!(manifests.len(), 9);
     for (file, yaml) in manifests {
         let committed = fs::read_to_string(dir.join(&file)).unwrap_or_default();
         assert!(
             committed == yaml,
-            "charts/herald/files/crds/{file} is stale: run `cargo run -p herald-api --bin crdgen`"
+            "charts/herald/crds/{file} is stale: run `cargo run -p herald-api --bin crdgen`"
         );
     }
 }

@@ -1,5 +1,5 @@
 //! Writes the CRD manifests generated from `herald-api`'s types into a directory (by default
-//! `charts/herald/files/crds/`) and the configuration reference into `docs/reference.md`, or with
+//! `charts/herald/crds/`) and the configuration reference into `docs/reference.md`, or with
 //! `--check` fails when the committed files differ.
 //!
 //! `cargo run -p herald-api --bin crdgen [-- --check] [DIR]`
@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 fn main() -> anyhow::Result<()> {
     let mut check = false;
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/files/crds");
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/herald/crds");
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--check" => check = true,

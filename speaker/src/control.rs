@@ -337,12 +337,6 @@ impl<'a> Speaker<'a> {
                 .keep(&bgp::wanted_secrets(&bgp_plan, &bgp_peers));
             let passwords = self.secrets.reading();
             self.reporter.bgp_advertisements(&self.services, &bgp_plan);
-            let advertised = bgp_plan
-                .values()
-                .flat_map(|routes| routes.values())
-                .flat_map(|route| route.services.iter().cloned())
-                .collect();
-            settings.metrics.set_announced("bgp", advertised);
             let inputs = BgpInputs {
                 plan: bgp_plan,
                 peers: bgp_peers,
@@ -353,6 +347,13 @@ impl<'a> Speaker<'a> {
             };
             // Most input changes (other nodes, layer 2) leave this node's BGP as it was.
             if self.bgp_last.as_ref().map(|(last, _)| last) != Some(&inputs) {
+                let advertised = inputs
+                    .plan
+                    .values()
+                    .flat_map(|routes| routes.values())
+                    .flat_map(|route| route.services.iter().cloned())
+                    .collect();
+                settings.metrics.set_announced("bgp", advertised);
                 let (share, unusable_settings) = bgp::bgp_share(&inputs, &passwords.passwords);
                 let told = self.sessions.apply(&share).await;
                 self.reporter.told(told, &self.services);
@@ -401,7 +402,7 @@ impl<'a> Speaker<'a> {
         self.settings
             .metrics
             .unanswerable_addresses
-            .set(i64::try_from(share.unanswerable.len()).unwrap_or(i64::MAX));
+            .set(count(share.unanswerable.len()));
         self.reporter
             .l2_records(&self.services, &share, &self.announcer.owned());
         self.l2_applied = share;
@@ -435,7 +436,6 @@ impl<'a> Speaker<'a> {
             problems.extend(unusable.iter().cloned());
         }
         problems.extend(self.gossip_problem());
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let gossip = GossipStatus {
             members: count(self.members.live.len()),
             nodes: count(self.seeds.len() + 1),
@@ -449,7 +449,6 @@ impl<'a> Speaker<'a> {
     /// steps back from layer 2 or comes back.
     fn heard(&mut self, members: Members) {
         let metrics = &self.settings.metrics;
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         metrics.members.set(count(members.live.len()));
         metrics.gossip_nodes.set(count(self.seeds.len() + 1));
         metrics
@@ -497,4 +496,9 @@ impl<'a> Speaker<'a> {
         told.extend(self.announcer.stop().await);
         self.reporter.told(told, &self.services);
     }
+}
+
+/// `n` as a gauge's value.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

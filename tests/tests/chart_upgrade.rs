@@ -31,6 +31,19 @@ fn helm(cp: &ControlPlane, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The key in the gossip key Secret the chart made.
+fn gossip_key(cp: &ControlPlane, namespace: &str) -> herald_tests::Result<String> {
+    cp.kubectl(&[
+        "get",
+        "secret",
+        "herald-gossip",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.key}",
+    ])
+}
+
 /// The names of the printer columns of CRD `name`.
 fn columns(cp: &ControlPlane, name: &str) -> String {
     cp.kubectl(&[
@@ -62,17 +75,7 @@ fn upgrading_from_the_previous_chart_brings_the_changed_crds_and_keeps_every_obj
     .expect("the previous chart installs");
     let before = columns(cp, "speakerstatuses.herald.dev");
     assert!(!before.contains("Members"), "the old CRD: {before}");
-    let key_before = cp
-        .kubectl(&[
-            "get",
-            "secret",
-            "herald-gossip",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.data.key}",
-        ])
-        .expect("the old chart's gossip key");
+    let key_before = gossip_key(cp, namespace).expect("the old chart's gossip key");
     cp.kubectl_with_input(
         &["apply", "-f", "-"],
         r#"{"apiVersion": "herald.dev/v1alpha1", "kind": "IPAddressPool",
@@ -118,17 +121,7 @@ fn upgrading_from_the_previous_chart_brings_the_changed_crds_and_keeps_every_obj
         ])
         .expect("the pool is still there");
     assert!(pool.contains("192.0.2.64/26"), "{pool}");
-    let key_after = cp
-        .kubectl(&[
-            "get",
-            "secret",
-            "herald-gossip",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.data.key}",
-        ])
-        .expect("the gossip key");
+    let key_after = gossip_key(cp, namespace).expect("the gossip key");
     assert_eq!(key_after, key_before, "running speakers keep their key");
 
     // Uninstalling keeps the CRDs, and so every pool and peer. (No kubelet runs the

@@ -13,14 +13,15 @@
 //!
 //! Speakers mount the Secret; their Pods wait for it to exist.
 
-use std::{collections::BTreeMap, io::Read, time::Duration};
+use std::{collections::BTreeMap, io::Read};
 
+use herald_shell::api::retry_until_done;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
-use tracing::{info, warn};
+use tracing::info;
 
 /// The key inside the Secret (the chart mounts it as the file `key`).
 pub(crate) const KEY: &str = "key";
@@ -29,20 +30,9 @@ pub(crate) const KEY: &str = "key";
 /// not; retries until it does.
 pub(crate) async fn ensure(client: Client, namespace: String, name: String) {
     let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match ensure_once(&api, &name).await {
-            Ok(true) => {
-                info!(secret = %name, %namespace, "created the gossip key Secret");
-                return;
-            }
-            Ok(false) => return,
-            Err(e) => {
-                warn!(secret = %name, %namespace, error = %e, retry_in = ?wait, "cannot make sure the gossip key Secret exists");
-            }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(30));
+    let what = format!("making sure the gossip key Secret {namespace}/{name} exists");
+    if retry_until_done(&what, || ensure_once(&api, &name)).await {
+        info!(secret = %name, %namespace, "created the gossip key Secret");
     }
 }
 

@@ -9,12 +9,14 @@
 //! [`lease`]; the loop in [`control`]; what to write, decided purely over a snapshot, in
 //! [`decide`] (with [`translate`] between Kubernetes objects and the allocator, [`status`] for
 //! pool and configuration status, [`judge`] for the configuration objects' conditions and
-//! [`reason`] for why); the one writer, fenced by the Lease, in [`write`]. SIGTERM stops the
+//! [`reason`] for why); the one writer, fenced by the Lease, in [`write`]. With `--manage-crds`
+//! the CRDs are brought to this release's at start ([`crds`]). SIGTERM stops the
 //! writes, releases the Lease and exits 0. The speakers' gossip key Secret is created when
 //! missing in [`gossip_key`]. `herald-controller release-all` (the chart's pre-delete hook)
 //! has the leader give back everything Herald holds before an uninstall ([`uninstall`]).
 
 mod control;
+mod crds;
 mod decide;
 mod gossip_key;
 mod judge;
@@ -71,6 +73,10 @@ struct Flags {
     /// alone.
     #[arg(long, env = "HERALD_GOSSIP_SECRET")]
     gossip_secret: Option<String>,
+    /// Bring Herald's CRDs to this release's at start (Helm never upgrades a chart's CRDs);
+    /// a newer release's are left alone.
+    #[arg(long, env = "HERALD_MANAGE_CRDS")]
+    manage_crds: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -118,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
     let (metrics, probes) = metrics::Metrics::new();
     // A port that cannot be bound is a start-up error, not a silent lack of probes.
     tokio::spawn(herald_shell::probes::bind(flags.metrics_address, probes.clone()).await?);
+    if flags.manage_crds {
+        crds::keep_current(clients.requests.clone()).await;
+    }
     probes.set_ready();
     let settings = |fence, release_requested| control::Settings {
         class: flags.load_balancer_class.clone(),

@@ -63,3 +63,22 @@ fn bounded(mut config: Config, read: Duration) -> Config {
     config.reset_reader_on_write = true;
     config
 }
+
+/// Runs `attempt` until it succeeds and returns what it gave. Each failure is logged at warn
+/// with `what` and followed by a wait of 1 s, doubling to 30 s: for what a process must get
+/// done once against an API server that may be away for a while.
+pub async fn retry_until_done<T, E, Attempt>(what: &str, mut attempt: impl FnMut() -> Attempt) -> T
+where
+    E: std::fmt::Display,
+    Attempt: std::future::Future<Output = Result<T, E>>,
+{
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => tracing::warn!(%what, error = %e, retry_in = ?wait, "failed; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}

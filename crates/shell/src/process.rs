@@ -4,7 +4,7 @@
 //! at scrape time.
 //!
 //! ```text
-//!   herald_build_info{component="speaker",version="0.1.0"} 1
+//!   herald_build_info{component="speaker",version="0.2.0"} 1
 //!   process_cpu_seconds_total  process_resident_memory_bytes  process_virtual_memory_bytes
 //!   process_open_fds  process_max_fds  process_start_time_seconds
 //! ```

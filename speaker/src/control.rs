@@ -441,6 +441,7 @@ impl<'a> Speaker<'a> {
             nodes: count(self.seeds.len() + 1),
             unauthenticated: self.members.unauthenticated.iter().cloned().collect(),
             outvoted: self.members.outvoted(),
+            keys: self.members.keys.clone(),
         };
         self.reporter.speaker_status(node, gossip, problems);
     }

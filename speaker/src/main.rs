@@ -8,7 +8,7 @@
 //! crates (`crates/l2`, `crates/membership`, `crates/bgp`): flags, wiring, `/metrics`,
 //! `/healthz`, `/readyz`. The loop is in [`control`]; the translation of objects in
 //! [`cluster`] (Services, EndpointSlices, Nodes, advertisements) and [`peer`] (BGPPeers);
-//! BGP passwords in [`secrets`]. Two drivers of one shape, `apply(&share) -> Vec<Told>` and
+//! BGP passwords in [`secrets`]; gossip keys in [`gossip_keys`]. Two drivers of one shape, `apply(&share) -> Vec<Told>` and
 //! `stop()`: layer 2 in [`announce`], the BGP sessions in [`bgp`]. Everything told (logs,
 //! Events, records) in [`report`]; metrics in [`metrics`].
 
@@ -19,6 +19,7 @@ mod announce;
 mod bgp;
 mod cluster;
 mod control;
+mod gossip_keys;
 mod metrics;
 mod peer;
 mod report;
@@ -28,7 +29,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use herald_membership::{Key, Membership, Settings as GossipSettings, Speaker};
+use herald_membership::{Membership, Settings as GossipSettings, Speaker};
 use herald_shell::{
     logging::{self, LogFormat},
     watch::Watches,
@@ -63,9 +64,17 @@ struct Flags {
     /// Address other speakers reach this one at; default: the node's first InternalIP.
     #[arg(long, env = "HERALD_GOSSIP_ADDRESS")]
     gossip_address: Option<std::net::IpAddr>,
-    /// File holding the key shared by every speaker (at least 16 bytes; a Secret's key).
+    /// File holding the key shared by every speaker (at least 16 bytes; a Secret's key):
+    /// gossip is sealed with it.
     #[arg(long, env = "HERALD_GOSSIP_KEY_FILE")]
     gossip_key_file: PathBuf,
+    /// File holding a key accepted as well, during a key rotation; a missing or empty file
+    /// means none.
+    #[arg(long, env = "HERALD_GOSSIP_ADDITIONAL_KEY_FILE")]
+    gossip_additional_key_file: Option<PathBuf>,
+    /// How often the key files are read again (a rotation needs no restart).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    gossip_key_reload_interval: Duration,
     /// Each speaker probes one other per period.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     gossip_probe_period: Duration,
@@ -105,10 +114,11 @@ fn parse_duration(text: &str) -> Result<Duration, herald_api::values::ValueError
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     logging::init(flags.log_format);
-    let key_bytes = std::fs::read(&flags.gossip_key_file)
-        .with_context(|| format!("reading the gossip key {}", flags.gossip_key_file.display()))?;
-    let key = Key::new(&key_bytes)
-        .with_context(|| format!("the gossip key in {}", flags.gossip_key_file.display()))?;
+    let key_files = gossip_keys::KeyFiles {
+        key: flags.gossip_key_file.clone(),
+        additional: flags.gossip_additional_key_file.clone(),
+    };
+    let keys = key_files.load()?;
     // The probes first, before anything waits on the API server: the speaker is alive (and
     // not restarted by its liveness probe) while the API is out of reach, and ready only once
     // it has the cluster's objects. A port that cannot be bound is a start-up error.
@@ -163,13 +173,14 @@ async fn main() -> anyhow::Result<()> {
     };
     let (leave_tx, leave_rx) = tokio::sync::oneshot::channel::<()>();
     let membership = herald_membership::driver::spawn(
-        Membership::new(me, gossip_settings, key, generation),
+        Membership::new(me, gossip_settings, keys.clone(), generation),
         socket,
         async move {
             let _ = leave_rx.await;
         },
     );
 
+    tokio::spawn(key_files.follow(keys, membership.clone(), flags.gossip_key_reload_interval));
     let (metrics, registry) = metrics::Metrics::new(membership.counters.clone());
     probes.set_registry(registry);
     probes.set_ready();

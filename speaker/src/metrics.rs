@@ -185,6 +185,7 @@ impl prometheus_client::collector::Collector for GossipCollector {
             ("rate_limited", &self.0.datagrams_rate_limited),
             ("unauthenticated", &self.0.datagrams_unauthenticated),
             ("undecodable", &self.0.datagrams_undecodable),
+            ("replayed", &self.0.datagrams_replayed),
         ] {
             let labels = [("reason", reason)];
             let metric = family.encode_family(&labels)?;

@@ -403,6 +403,31 @@ impl Lan {
         self.spawn_speaker(i, command)
     }
 
+    /// Starts the speaker of node `i` with its gossip keys in a directory of its own, laid
+    /// out as the chart mounts the Secret: `key` (the LAN's key to begin with) and
+    /// `additional-key` (none to begin with), read again every second. Returns the
+    /// directory, whose files the test rewrites as the kubelet would.
+    pub fn start_speaker_with_key_dir(&mut self, i: usize) -> Result<std::path::PathBuf> {
+        let dir = self.topology.dir().join(format!("gossip-{i}"));
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let key_file = dir.join("key");
+        std::fs::copy(&self.key_file, &key_file)
+            .map_err(Error::io(format!("writing {}", key_file.display())))?;
+        let mut command = self.speaker_command_with_key(&self.nodes[i], &key_file)?;
+        command
+            .arg("--gossip-additional-key-file")
+            .arg(dir.join("additional-key"))
+            .arg("--gossip-key-reload-interval=1s");
+        self.spawn_speaker(i, command)?;
+        Ok(dir)
+    }
+
+    /// The LAN's gossip key, as every speaker started by [`Lan::start_speaker`] has it.
+    pub fn gossip_key(&self) -> Result<String> {
+        std::fs::read_to_string(&self.key_file)
+            .map_err(Error::io(format!("reading {}", self.key_file.display())))
+    }
+
     fn spawn_speaker(&mut self, i: usize, command: Command) -> Result<()> {
         let process = self.nodes[i].host.spawn("speaker", command)?;
         self.nodes[i].speaker = Some(process);

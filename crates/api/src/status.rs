@@ -247,6 +247,10 @@ pub struct GossipStatus {
     /// are heard than share its own (BGP is not affected).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outvoted: bool,
+    /// Fingerprints of the gossip keys it accepts, the one it seals with first (a rotation
+    /// step is done when every speaker shows it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 /// What a record is about, as its owner: the record goes when its owner goes (garbage

@@ -1,19 +1,28 @@
 //! Authentication of gossip datagrams with a key shared by every speaker (from a Secret).
 //!
 //! ```text
-//!   datagram = HMAC-SHA256(key, "herald-gossip-v1" || payload) (32 bytes) || payload
+//!   datagram = HMAC-SHA256(key, "herald-gossip-v2" || payload) (32 bytes) || payload
 //! ```
 //!
+//! (v2 since the payload starts with the replay envelope; speakers of v1 and v2 cannot read
+//! each other's datagrams, so during a rolling upgrade each side sees the other as gossip
+//! that fails authentication, and the smaller side steps back as for a wrong key.)
+//!
 //! A datagram whose tag does not verify (another cluster, a forged or corrupted packet) is
-//! dropped. Tags are compared in constant time. Replayed datagrams are not detected here: SWIM
-//! state only moves forward by incarnation, so a replay can at most repeat old news.
+//! dropped. Tags are compared in constant time. Replays are caught after this, by the
+//! envelope inside the payload ([`crate::replay`]).
+//!
+//! Keys are rotated without a split: a speaker seals with one key and also accepts an
+//! additional one ([`Keyring`]). Rotating from OLD to NEW takes three steps, each waited out
+//! until every speaker has it: accept NEW (seal OLD); seal NEW, accept OLD; drop OLD. At
+//! each step every speaker accepts what every other seals with.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// Length of the tag in front of every datagram.
 pub const TAG_LEN: usize = 32;
-const DOMAIN: &[u8] = b"herald-gossip-v1";
+const DOMAIN: &[u8] = b"herald-gossip-v2";
 
 /// The shared key.
 #[derive(Clone)]
@@ -68,9 +77,89 @@ impl Key {
     }
 }
 
+impl Key {
+    /// A short name of the key that gives nothing of it away (the first 4 bytes of a SHA-256
+    /// over a fixed prefix and the key, in hex): what a speaker reports it holds, so that a
+    /// rotation can be followed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let digest = Sha256::new()
+            .chain_update(b"herald-gossip-key-fingerprint")
+            .chain_update(&self.0)
+            .finalize();
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Key {}
+
+/// The key a speaker seals with, and one more it accepts during a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyring {
+    pub sealing: Key,
+    pub additional: Option<Key>,
+}
+
+impl Keyring {
+    /// One key, for sealing and opening.
+    pub fn single(key: Key) -> Self {
+        Keyring {
+            sealing: key,
+            additional: None,
+        }
+    }
+
+    /// The datagram that carries `payload`, sealed with the sealing key.
+    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
+        self.sealing.seal(payload)
+    }
+
+    /// The payload of `datagram`, if its tag verifies with either key.
+    pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        self.sealing
+            .open(datagram)
+            .or_else(|| self.additional.as_ref()?.open(datagram))
+    }
+
+    /// The fingerprints of the keys accepted, the sealing key's first.
+    pub fn fingerprints(&self) -> Vec<String> {
+        std::iter::once(&self.sealing)
+            .chain(&self.additional)
+            .map(Key::fingerprint)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keyring_opens_what_either_key_sealed_and_seals_with_one() {
+        let (old, new) = (
+            Key::new(b"the old key of the cluster").expect("long enough"),
+            Key::new(b"the new key of the cluster").expect("long enough"),
+        );
+        let rotating = Keyring {
+            sealing: new.clone(),
+            additional: Some(old.clone()),
+        };
+        assert_eq!(rotating.open(&old.seal(b"x")), Some(&b"x"[..]));
+        assert_eq!(rotating.open(&new.seal(b"y")), Some(&b"y"[..]));
+        assert_eq!(new.open(&rotating.seal(b"z")), Some(&b"z"[..]));
+        assert_eq!(old.open(&rotating.seal(b"z")), None);
+        let other = Key::new(b"another cluster's key").expect("long enough");
+        assert_eq!(rotating.open(&other.seal(b"w")), None);
+        let prints = rotating.fingerprints();
+        assert_eq!(prints, [new.fingerprint(), old.fingerprint()]);
+        assert_eq!(prints[0].len(), 8);
+        assert_ne!(prints[0], prints[1]);
+    }
 
     #[test]
     fn a_sealed_datagram_opens_only_with_the_same_key_and_unaltered() {

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Each source's datagrams are checked within its budget ([`crate::budget`]); bad datagrams
-//! (over budget, unauthenticated, undecodable) are counted and dropped; nothing a peer sends
+//! (over budget, unauthenticated, replayed, undecodable) are counted and dropped; new keys
+//! ([`Handle::set_keys`]) take effect at once; nothing a peer sends
 //! stops the loop. A datagram that fails authentication is logged at warn, at most once per
 //! [`WARN_EVERY`] and source, naming the node whose gossip address sent it; such nodes are
 //! [`Members::unauthenticated`] for [`UNAUTHENTICATED_WINDOW`] after their last datagram.
@@ -32,7 +33,7 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    Members, Membership, MembershipError, Output, Timer, budget::Budgets, machine::Speaker,
+    Keyring, Members, Membership, MembershipError, Output, Timer, budget::Budgets, machine::Speaker,
 };
 
 /// How long after its last datagram that failed authentication a node counts as
@@ -53,6 +54,8 @@ pub struct Counters {
     pub datagrams_unauthenticated: AtomicU64,
     /// Authenticated but not understood by the protocol.
     pub datagrams_undecodable: AtomicU64,
+    /// Authenticated but seen before, or from a speaker's ended run ([`crate::replay`]).
+    pub datagrams_replayed: AtomicU64,
     /// Over their source's budget ([`crate::budget`]): dropped unchecked.
     pub datagrams_rate_limited: AtomicU64,
     pub datagrams_sent: AtomicU64,
@@ -65,6 +68,7 @@ pub struct Handle {
     /// authenticated.
     pub members: watch::Receiver<Members>,
     seeds: mpsc::UnboundedSender<BTreeMap<String, SocketAddr>>,
+    keys: mpsc::UnboundedSender<Keyring>,
     pub counters: Arc<Counters>,
 }
 
@@ -73,6 +77,11 @@ impl Handle {
     /// live are asked to let this one join, now and whenever they are missing.
     pub fn set_seeds(&self, seeds: BTreeMap<String, SocketAddr>) {
         let _ = self.seeds.send(seeds);
+    }
+
+    /// Seal and open with `keys` from now on (a step of a key rotation).
+    pub fn set_keys(&self, keys: Keyring) {
+        let _ = self.keys.send(keys);
     }
 }
 
@@ -83,14 +92,18 @@ pub fn spawn(
     socket: UdpSocket,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Handle {
+    let fingerprints = membership.keys().fingerprints();
     let (members_tx, members) = watch::channel(Members {
         live: membership.live(),
         unauthenticated: BTreeSet::new(),
+        keys: fingerprints.clone(),
     });
     let (seeds, seeds_rx) = mpsc::unbounded_channel();
+    let (keys, keys_rx) = mpsc::unbounded_channel();
     let counters = Arc::new(Counters::default());
     let driver = Driver {
         membership,
+        keys: fingerprints,
         socket,
         timers: BinaryHeap::new(),
         next_timer_id: 0,
@@ -99,16 +112,19 @@ pub fn spawn(
         budgets: Budgets::new(std::time::Instant::now()),
         counters: counters.clone(),
     };
-    tokio::spawn(driver.run(seeds_rx, shutdown));
+    tokio::spawn(driver.run(seeds_rx, keys_rx, shutdown));
     Handle {
         members,
         seeds,
+        keys,
         counters,
     }
 }
 
 struct Driver {
     membership: Membership,
+    /// The fingerprints of the membership's keys.
+    keys: Vec<String>,
     socket: UdpSocket,
     /// Pending timers by deadline; the id keeps equal deadlines in order.
     timers: BinaryHeap<Reverse<(Instant, u64, TimerSlot)>>,
@@ -156,6 +172,7 @@ impl Driver {
     async fn run(
         mut self,
         mut seeds_rx: mpsc::UnboundedReceiver<BTreeMap<String, SocketAddr>>,
+        mut keys_rx: mpsc::UnboundedReceiver<Keyring>,
         shutdown: impl Future<Output = ()>,
     ) {
         info!(me = ?self.membership.me(), "gossip started");
@@ -180,6 +197,10 @@ impl Driver {
                             Err(MembershipError::Unauthenticated) => {
                                 self.unauthenticated(from, &seeds);
                             }
+                            Err(MembershipError::Replayed) => {
+                                self.counters.datagrams_replayed.fetch_add(1, Ordering::Relaxed);
+                                debug!(%from, "replayed gossip datagram dropped");
+                            }
                             Err(e) => {
                                 self.counters.datagrams_undecodable.fetch_add(1, Ordering::Relaxed);
                                 debug!(%from, error = %e, "gossip datagram dropped");
@@ -203,11 +224,17 @@ impl Driver {
                     }
                     None => break,
                 },
+                Some(keys) = keys_rx.recv() => {
+                    self.keys = keys.fingerprints();
+                    info!(keys = ?self.keys, "gossip keys changed (sealing first)");
+                    self.membership.set_keys(keys);
+                }
                 _ = reannounce.tick() => self.announce_missing(&seeds).await,
             }
             let now = Members {
                 live: self.membership.live(),
                 unauthenticated: self.unauthenticated_nodes(&seeds),
+                keys: self.keys.clone(),
             };
             self.members.send_if_modified(|members| {
                 let changed = *members != now;

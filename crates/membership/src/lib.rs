@@ -7,8 +7,8 @@
 //! changes) through [foca], over UDP between the nodes' addresses.
 //!
 //! ```text
-//!   datagram in ──► budget (per source) ──► auth::open (HMAC-SHA256, shared key) ──► foca
-//!                                                               ──► live set changed?
+//!   datagram in ──► budget (per source) ──► auth::open (HMAC-SHA256, keyring)
+//!               ──► replay::Guard (sender, run, sequence) ──► foca ──► live set changed?
 //!   foca output ──► auth::seal ──► datagram out       timers ──► foca
 //!         Membership (sans-IO, this crate's core)  ◄──  driver::run (tokio UDP, clock)
 //! ```
@@ -16,7 +16,9 @@
 //! [`Membership`] is sans-IO: datagrams and timer expiries in, [`Output`]s (datagrams to
 //! send, timers to set) out, so its behaviour is tested on a simulated network with a virtual
 //! clock. [`driver`] runs it on a real UDP socket. Every datagram carries an HMAC over its
-//! contents with the cluster's shared key; anything else is dropped before foca sees it. The
+//! contents with the cluster's shared key (two during a rotation, [`Keyring`]) and a sequence
+//! number per sender and run inside it; anything unauthenticated or replayed is dropped before
+//! foca sees it. The
 //! driver remembers which nodes sent datagrams that failed, so that a speaker whose key
 //! differs from most others' steps back instead of splitting the cluster ([`Members`]).
 
@@ -25,8 +27,9 @@ pub mod budget;
 pub mod driver;
 mod machine;
 mod members;
+pub mod replay;
 
-pub use auth::Key;
+pub use auth::{Key, Keyring};
 pub use foca::Timer;
 pub use machine::{Membership, MembershipError, Output, Settings, Speaker};
 pub use members::Members;

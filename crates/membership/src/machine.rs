@@ -1,5 +1,5 @@
-//! The sans-IO membership of one speaker: foca's SWIM machine with authenticated datagrams
-//! and the set of live nodes derived from it.
+//! The sans-IO membership of one speaker: foca's SWIM machine with authenticated datagrams,
+//! replays dropped ([`crate::replay`]), and the set of live nodes derived from it.
 
 use std::{collections::BTreeSet, net::SocketAddr, num::NonZeroU32, time::Duration};
 
@@ -7,7 +7,10 @@ use foca::{AccumulatingRuntime, Foca, Identity, NoCustomBroadcast, PostcardCodec
 use rand::{SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Key;
+use crate::{
+    auth::Keyring,
+    replay::{self, Envelope, Guard},
+};
 
 /// A speaker as the cluster knows it: its node, where it listens, and which run of it this
 /// is (a restarted speaker has a higher generation, so it rejoins at once instead of waiting
@@ -62,6 +65,9 @@ impl Default for Settings {
     }
 }
 
+/// The largest protocol payload a datagram carries (foca's limit, both ways).
+const MAX_PAYLOAD: usize = 1_100;
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -79,6 +85,8 @@ pub enum Output {
 pub enum MembershipError {
     #[error("a datagram failed authentication (another cluster's key, or forged)")]
     Unauthenticated,
+    #[error("a datagram was replayed (seen before, or from a speaker's ended run)")]
+    Replayed,
     #[error("gossip: {0}")]
     Protocol(#[from] foca::Error),
 }
@@ -87,7 +95,10 @@ pub enum MembershipError {
 pub struct Membership {
     foca: Foca<Speaker, PostcardCodec, SmallRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<Speaker>,
-    key: Key,
+    keys: Keyring,
+    /// The sequence number of the next datagram this speaker sends.
+    sequence: u64,
+    guard: Guard,
 }
 
 impl std::fmt::Debug for Membership {
@@ -101,8 +112,11 @@ impl std::fmt::Debug for Membership {
 
 impl Membership {
     /// `seed` seeds the choice of whom to probe.
-    pub fn new(me: Speaker, settings: Settings, key: Key, seed: u64) -> Self {
+    pub fn new(me: Speaker, settings: Settings, keys: Keyring, seed: u64) -> Self {
         let mut config = foca::Config::new_lan(NonZeroU32::new(16).expect("non-zero"));
+        // With the envelope (at most 273 bytes) and the tag (32), a datagram stays within
+        // an Ethernet frame's 1,472 bytes of UDP payload.
+        config.max_packet_size = std::num::NonZeroUsize::new(MAX_PAYLOAD).expect("non-zero");
         config.probe_period = settings.probe_period;
         config.probe_rtt = settings.probe_rtt;
         config.suspect_to_down_after = settings.suspect_to_down_after;
@@ -118,8 +132,20 @@ impl Membership {
         Membership {
             foca: Foca::new(me, config, SmallRng::seed_from_u64(seed), PostcardCodec),
             runtime: AccumulatingRuntime::new(),
-            key,
+            keys,
+            sequence: 0,
+            guard: Guard::default(),
         }
+    }
+
+    /// The keys datagrams are sealed and opened with.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Seals and opens with `keys` from now on (a rotation step).
+    pub fn set_keys(&mut self, keys: Keyring) {
+        self.keys = keys;
     }
 
     /// This speaker.
@@ -154,10 +180,16 @@ impl Membership {
 
     /// A datagram received from the network.
     pub fn receive(&mut self, datagram: &[u8]) -> Result<Vec<Output>, MembershipError> {
-        let payload = self
-            .key
+        let opened = self
+            .keys
             .open(datagram)
             .ok_or(MembershipError::Unauthenticated)?;
+        // Authenticated but not in an envelope: nothing a speaker of this version sends.
+        let (envelope, payload) = replay::unwrap(opened)
+            .ok_or(MembershipError::Protocol(foca::Error::MalformedPacket))?;
+        if !self.guard.admit(&envelope) {
+            return Err(MembershipError::Replayed);
+        }
         let result = self.foca.handle_data(payload, &mut self.runtime);
         // Whatever foca managed before an error still has to go out.
         let outputs = self.drain();
@@ -183,9 +215,16 @@ impl Membership {
     fn drain(&mut self) -> Vec<Output> {
         let mut outputs = Vec::new();
         while let Some((to, data)) = self.runtime.to_send() {
+            let me = self.foca.identity();
+            let envelope = Envelope {
+                sender: &me.node,
+                run: me.generation,
+                sequence: self.sequence,
+            };
+            self.sequence += 1;
             outputs.push(Output::Send {
                 to: to.address,
-                datagram: self.key.seal(&data),
+                datagram: self.keys.seal(&envelope.wrap(&data)),
             });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {

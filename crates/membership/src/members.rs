@@ -28,6 +28,10 @@ pub struct Members {
     /// Nodes (among those expected to run a speaker) whose gossip failed authentication
     /// lately and that are not live.
     pub unauthenticated: BTreeSet<String>,
+    /// The fingerprints of the keys this speaker opens gossip with, the one it seals with
+    /// first ([`crate::Keyring::fingerprints`]): what it reports, so a rotation can be
+    /// followed.
+    pub keys: Vec<String>,
 }
 
 impl Members {
@@ -55,6 +59,7 @@ mod tests {
         Members {
             live: live.iter().map(|n| (*n).to_owned()).collect(),
             unauthenticated: unauthenticated.iter().map(|n| (*n).to_owned()).collect(),
+            keys: Vec::new(),
         }
     }
 

@@ -197,6 +197,8 @@ pub struct BgpRouter {
     _zebra: Option<Process>,
     /// FRR's bfdd, when a neighbor has BFD.
     bfdd: Option<Process>,
+    /// What it was started with, to start it again ([`BgpRouter::restart`]).
+    config: BgpConfig,
 }
 
 impl BgpRouter {
@@ -284,6 +286,7 @@ impl BgpRouter {
             process,
             _zebra: zebra,
             bfdd,
+            config: config.clone(),
         };
         router.wait_until_ready()?;
         router.originate(config)?;
@@ -318,6 +321,25 @@ impl BgpRouter {
 
     pub fn daemon(&self) -> BgpDaemon {
         self.daemon
+    }
+
+    /// Kills every process of the router at once (SIGKILL: a crash, no NOTIFICATION sent)
+    /// and starts it again with the same configuration, as after a router reboot.
+    pub fn restart(self) -> Result<BgpRouter> {
+        let (host, daemon, config) = (self.host.clone(), self.daemon, self.config.clone());
+        drop(self);
+        BgpRouter::start(&host, daemon, &config)
+    }
+
+    /// Runs an FRR `vtysh -c` command (e.g. `clear bgp *`); its output.
+    pub fn vtysh(&self, command: &str) -> Result<String> {
+        if self.daemon != BgpDaemon::Frr {
+            return Err(Error::Parse {
+                what: format!("vtysh {command}"),
+                detail: format!("{} is not FRR", self.daemon.name()),
+            });
+        }
+        run(frr::cli(&self.host, &self.dir).args(["-c", command]))
     }
 
     /// The namespace the router runs in.

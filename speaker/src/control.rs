@@ -185,7 +185,7 @@ pub(crate) async fn run(
         inputs_changed = false;
         tokio::select! {
             () = &mut shutdown => break,
-            () = tokio::time::sleep_until(speaker.join_deadline), if !speaker.joined => {
+            () = tokio::time::sleep_until(speaker.join_deadline), if !speaker.joined && !speaker.gossip_link_down => {
                 inputs_changed = true;
             }
             () = notify.notified() => inputs_changed = true,
@@ -226,6 +226,10 @@ struct Speaker<'a> {
     /// The speakers gossip knows of, as last planned with.
     members: Members,
     join_deadline: tokio::time::Instant,
+    /// The interface holding the gossip address is down or has no carrier.
+    gossip_link_down: bool,
+    /// Gossip knew of no other speaker at the last plan, though other nodes run one.
+    alone: bool,
     /// The inputs and result of the last plan.
     plan: L2Plan,
     services: Vec<Arc<AnnouncedService>>,
@@ -262,6 +266,8 @@ impl<'a> Speaker<'a> {
             joined: false,
             members: Members::default(),
             join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
+            gossip_link_down: false,
+            alone: false,
             plan: L2Plan::new(),
             services: Vec::new(),
             this_node: None,
@@ -293,7 +299,8 @@ impl<'a> Speaker<'a> {
         }
         self.heard(members);
         let alive = self.members.live.clone();
-        if !self.joined {
+        self.follow_solitude(alive.len() == 1 && !self.seeds.is_empty());
+        if !self.joined && !self.gossip_link_down {
             self.joined = self.seeds.keys().all(|node| alive.contains(node))
                 || tokio::time::Instant::now() >= self.join_deadline;
             if self.joined {
@@ -373,10 +380,11 @@ impl<'a> Speaker<'a> {
     /// (`plan_changed`) or the share (the node's interfaces) changed, and reports what this
     /// node announces.
     async fn announce(&mut self, plan_changed: bool) {
-        if !self.joined {
+        self.follow_gossip_link();
+        if !self.joined && self.l2_applied == L2Share::default() {
             return;
         }
-        let share = if self.members.outvoted() {
+        let share = if !self.joined || self.members.outvoted() {
             L2Share::default()
         } else {
             let links = read_links().unwrap_or_else(|e| {
@@ -406,6 +414,50 @@ impl<'a> Speaker<'a> {
         self.reporter
             .l2_records(&self.services, &share, &self.announcer.owned());
         self.l2_applied = share;
+    }
+
+    /// Reads whether the interface holding the gossip address can carry traffic. While it
+    /// cannot (cable out, switch port down, interface down), this node answers for nothing in
+    /// layer 2: gossip soon takes it for dead, the others take its addresses, and whatever it
+    /// claimed meanwhile it could not defend. When it can again, it joins as at start:
+    /// silent until it hears every other speaker or [`JOIN_GRACE`] passes. Otherwise, in
+    /// the moment before gossip merges, it would answer for every address it took for its
+    /// own while cut off, beside their real owners.
+    fn follow_gossip_link(&mut self) {
+        let ip = self.settings.gossip_address.ip();
+        let down = match herald_l2::link::holder_of(ip) {
+            Ok(holder) => !holder.is_some_and(|h| h.running),
+            Err(e) => {
+                warn!(error = %e, "reading which interface holds the gossip address");
+                self.gossip_link_down
+            }
+        };
+        if down == self.gossip_link_down {
+            return;
+        }
+        self.gossip_link_down = down;
+        if down {
+            warn!(%ip, "the interface holding the gossip address is down or has no carrier: answering for nothing in layer 2 until it is back and the speakers are heard again");
+            self.joined = false;
+        } else {
+            info!(%ip, "the interface holding the gossip address is back: joining the speakers again");
+            self.join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
+        }
+    }
+
+    /// Every other speaker falling silent at once is more often this node cut off (a cable
+    /// out for a moment, its port down) than every other node dying: then it joins again as
+    /// at start, silent until it hears every other speaker or [`JOIN_GRACE`] passes. A
+    /// node cut off for less than that never answers beside the nodes that took its
+    /// addresses over when it is back; if the others did die, it takes their addresses
+    /// [`JOIN_GRACE`] later than it would have.
+    fn follow_solitude(&mut self, alone: bool) {
+        if alone && !self.alone && self.joined {
+            warn!(grace = ?JOIN_GRACE, "every other speaker fell silent at once: silent in layer 2 until they are heard again or the grace passes");
+            self.joined = false;
+            self.join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
+        }
+        self.alone = alone;
     }
 
     /// A BFD session changed state: BGP sessions follow, and their records say so.
@@ -472,6 +524,12 @@ impl<'a> Speaker<'a> {
 
     /// What the others' gossip keys mean for this node, for its SpeakerStatus.
     fn gossip_problem(&self) -> Option<String> {
+        if self.gossip_link_down {
+            return Some(format!(
+                "gossip: the interface holding the gossip address {} is down or has no carrier: this speaker answers for nothing in layer 2",
+                self.settings.gossip_address.ip()
+            ));
+        }
         let others = &self.members.unauthenticated;
         if others.is_empty() {
             return None;

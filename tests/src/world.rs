@@ -742,6 +742,26 @@ impl Lan {
         self.nodes.iter().position(|n| n.link.mac == mac)
     }
 
+    /// Starts the client asking who has `ip` every 10 ms (arping), for at most `seconds`,
+    /// with the client's ARP traffic recorded (tcpdump) so that each answer is counted
+    /// against the request it answers ([`ArpProbe::finish`]).
+    pub fn arp_prober(&self, ip: IpAddr, seconds: u32) -> Result<ArpProbe> {
+        let mut tcpdump = self.client_host.command("tcpdump");
+        tcpdump.args(["-l", "-n", "-e", "-tt", "-i", "eth0", "arp"]);
+        let capture = self.client_host.spawn("tcpdump", tcpdump)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let mut arping = self.client_host.command("arping");
+        let seconds = seconds.to_string();
+        let ip_text = ip.to_string();
+        arping.args(["-W", "0.01", "-w", &seconds, "-I", "eth0", &ip_text]);
+        Ok(ArpProbe {
+            arping: self.client_host.spawn("arping", arping)?,
+            capture,
+            ip,
+            client: (self.client_link.ipv4, self.client_link.mac.clone()),
+        })
+    }
+
     /// The MAC the client's kernel has for `ip` right now, without asking the network.
     pub fn client_entry(&self, ip: IpAddr) -> Result<Option<String>> {
         Ok(self
@@ -1103,5 +1123,120 @@ impl Drop for Release {
             .cp
             // No kubelet runs the pre-delete hook's Job here: tests run its command themselves.
             .helm(&["uninstall", &self.name, "-n", &self.namespace, "--no-hooks"]);
+    }
+}
+
+/// The client asking who has an address every 10 ms, recorded ([`Lan::arp_prober`]).
+#[derive(Debug)]
+pub struct ArpProbe {
+    arping: crate::Process,
+    capture: crate::Process,
+    ip: IpAddr,
+    /// The client's address and MAC: its requests say "tell" it, answers go to it.
+    client: (Ipv4Addr, String),
+}
+
+impl ArpProbe {
+    /// Stops asking; what became of each request the client sent, in order.
+    pub fn finish(mut self) -> Result<Vec<Asked>> {
+        self.arping.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        self.capture.signal(nix::sys::signal::Signal::SIGINT)?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(answers_per_request(
+            &self.capture.log(),
+            self.ip,
+            &self.client,
+        ))
+    }
+}
+
+/// One ARP request of an [`ArpProbe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The MACs whose replies came after it and before the next request: two means two
+    /// nodes answered at once.
+    pub macs: std::collections::BTreeSet<String>,
+    /// A reply came within [`ANSWER_WITHIN`] of it (a reply slower than the 10 ms between
+    /// requests still counts for the request it answers).
+    pub answered: bool,
+}
+
+/// How soon after a request a reply counts as its answer (Linux asks again after 1 s).
+pub const ANSWER_WITHIN: Duration = Duration::from_millis(50);
+
+/// Reads `tcpdump -n -e -tt` lines of ARP: requests for `ip` from the client, and the
+/// replies sent to the client's MAC (not the speakers' gratuitous announcements, which go to
+/// everyone).
+fn answers_per_request(
+    log: &str,
+    ip: IpAddr,
+    (client_ip, client_mac): &(Ipv4Addr, String),
+) -> Vec<Asked> {
+    let request = format!("Request who-has {ip} tell {client_ip},");
+    let reply = format!("Reply {ip} is-at ");
+    let to_client = format!("> {client_mac},");
+    let mut requests: Vec<(f64, Asked)> = Vec::new();
+    let mut replies: Vec<f64> = Vec::new();
+    for line in log.lines() {
+        let Some(at) = line
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if line.contains(&request) {
+            requests.push((at, Asked::default()));
+        } else if line.contains(&to_client)
+            && let Some(mac) = line
+                .split(&reply)
+                .nth(1)
+                .and_then(|rest| rest.split([',', ' ']).next())
+        {
+            replies.push(at);
+            if let Some((_, last)) = requests.last_mut() {
+                last.macs.insert(mac.to_lowercase());
+            }
+        }
+    }
+    let within = ANSWER_WITHIN.as_secs_f64();
+    requests
+        .into_iter()
+        .map(|(at, mut asked)| {
+            asked.answered = replies.iter().any(|&r| r >= at && r < at + within);
+            asked
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod arp_probe_tests {
+    use super::*;
+
+    #[test]
+    fn replies_count_for_the_request_before_them_and_announcements_not_at_all() {
+        let log = "\
+1.0 02:00:00:00:00:64 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: Request who-has 192.0.2.64 tell 192.0.2.100, length 28
+1.1 02:00:00:00:00:01 > 02:00:00:00:00:64, ethertype ARP (0x0806), length 42: Reply 192.0.2.64 is-at 02:00:00:00:00:01, length 28
+1.2 02:00:00:00:00:02 > 02:00:00:00:00:64, ethertype ARP (0x0806), length 42: Reply 192.0.2.64 is-at 02:00:00:00:00:02, length 28
+2.0 02:00:00:00:00:64 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: Request who-has 192.0.2.64 tell 192.0.2.100, length 28
+2.1 02:00:00:00:00:01 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: Reply 192.0.2.64 is-at 02:00:00:00:00:01, length 28
+3.0 02:00:00:00:00:64 > ff:ff:ff:ff:ff:ff, ethertype ARP (0x0806), length 42: Request who-has 192.0.2.64 tell 192.0.2.100, length 28
+3.01 02:00:00:00:00:01 > 02:00:00:00:00:64, ethertype ARP (0x0806), length 42: Reply 192.0.2.64 is-at 02:00:00:00:00:01, length 28
+";
+        let client = (
+            Ipv4Addr::new(192, 0, 2, 100),
+            "02:00:00:00:00:64".to_owned(),
+        );
+        let requests = answers_per_request(log, "192.0.2.64".parse().expect("an address"), &client);
+        let counts: Vec<usize> = requests.iter().map(|r| r.macs.len()).collect();
+        assert_eq!(counts, [2, 0, 1]);
+        let answered: Vec<bool> = requests.iter().map(|r| r.answered).collect();
+        assert_eq!(
+            answered,
+            [false, false, true],
+            "0.1 s is too late for 1.0 s"
+        );
     }
 }

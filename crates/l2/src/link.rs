@@ -64,6 +64,30 @@ impl Link {
     }
 }
 
+/// The interface that holds an address, and whether it can carry traffic now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub name: String,
+    /// Up with a carrier (`IFF_RUNNING`): a cable out, or the switch port down, clears it.
+    pub running: bool,
+}
+
+/// The interface of this namespace that holds `ip`; `None` when none does.
+pub fn holder_of(ip: std::net::IpAddr) -> io::Result<Option<Holder>> {
+    use nix::{ifaddrs::getifaddrs, net::if_::InterfaceFlags};
+    let held = |address: &nix::sys::socket::SockaddrStorage| match ip {
+        std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|a| a.ip() == v4),
+        std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|a| a.ip() == v6),
+    };
+    Ok(getifaddrs()
+        .map_err(io::Error::from)?
+        .find(|entry| entry.address.as_ref().is_some_and(held))
+        .map(|entry| Holder {
+            running: entry.flags.contains(InterfaceFlags::IFF_RUNNING),
+            name: entry.interface_name,
+        }))
+}
+
 /// Every interface of the node's network namespace.
 pub fn read_links() -> io::Result<Vec<Link>> {
     read_links_from(Path::new("/sys/class/net"))
@@ -186,5 +210,23 @@ mod tests {
         let links = read_links().expect("/sys/class/net is readable");
         let lo = links.iter().find(|l| l.name == "lo").expect("a loopback");
         assert!(!lo.is_suitable_by_default());
+    }
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_holds_127_0_0_1_and_no_interface_holds_a_documentation_address() {
+        let lo = holder_of("127.0.0.1".parse().expect("an address"))
+            .expect("getifaddrs")
+            .expect("lo holds it");
+        assert_eq!(lo.name, "lo");
+        assert!(lo.running);
+        assert_eq!(
+            holder_of("203.0.113.254".parse().expect("an address")).expect("getifaddrs"),
+            None
+        );
     }
 }

@@ -8,19 +8,25 @@
 //! watch extends it to the Lease's expiry less half the grace period, and if none comes (the
 //! API server unreachable, the process frozen), the term ends before any other replica may
 //! take the Lease. The writer checks the term before every write, so a leader cut off or
-//! paused past its Lease writes nothing when it comes back.
+//! paused past its Lease writes nothing when it comes back. Its lease manager, which never
+//! learnt that it lost the Lease (every request failed), is then replaced by a fresh one,
+//! tried every second until the API answers: the fresh one takes the Lease again if nobody
+//! else has, and says so. (Before, the replica waited for its Lease watch to show a renewal;
+//! after the API server had been killed, that watch came back only after its backoff, and no
+//! replica led meanwhile.)
 //!
 //! ```text
 //!   watch Lease ──free, and we do not lead──► a fresh LeaseManager (reads the Lease)
 //!               ──held by us (a renewal)───► term until now + duration − grace/2
 //!               ──held by another──────────► no term
 //!   LeaseManager::changed() (renew, or take a free or expired Lease) ──► term or none
-//!   term ran out without a renewal ──► no term
+//!   term ran out without a renewal ──► no term; a fresh LeaseManager (every second until
+//!                                      one reads the Lease)
 //!   every receiver dropped ──► release the Lease, end
 //! ```
 
 use futures::StreamExt;
-use herald_shell::api::ApiClients;
+use herald_shell::{api::ApiClients, watch::RetryBackoff};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
     Api,
@@ -124,8 +130,13 @@ impl Candidate {
         let api: Api<Lease> = Api::namespaced(self.clients.watches.clone(), &self.namespace);
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         let task = tokio::spawn(async move {
-            let mut changes =
-                std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+            // When to try a fresh lease manager after the term ran out.
+            let mut refresh: Option<Instant> = None;
+            let mut changes = std::pin::pin!(
+                watcher(api, config)
+                    .backoff(RetryBackoff::default())
+                    .applied_objects()
+            );
             loop {
                 tokio::select! {
                     biased;
@@ -152,6 +163,17 @@ impl Candidate {
                     () = sleep_until(leading.borrow().until), if leading.borrow().until.is_some() => {
                         warn!("no renewal of the Lease seen in time: stopped writing");
                         leading.send_replace(Term::default());
+                        refresh = Some(Instant::now());
+                    }
+                    () = sleep_until(refresh), if refresh.is_some() => {
+                        match self.manager().await {
+                            Ok(fresh) => {
+                                info!("the Lease can be read again: competing for it afresh");
+                                manager = fresh;
+                                refresh = None;
+                            }
+                            Err(_) => refresh = Some(Instant::now() + RETRY),
+                        }
                     }
                     Some(Ok(lease)) = changes.next() => {
                         release.send_if_modified(|requested| {

@@ -163,11 +163,12 @@ impl ControlPlane {
     }
 
     /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
-    /// served; once per test process, later calls return at once.
+    /// served; once per control plane and test process, later calls return at once.
     pub fn install_herald_crds(&self) -> Result<()> {
-        static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+        static INSTALLED: std::sync::Mutex<std::collections::BTreeSet<std::net::SocketAddr>> =
+            std::sync::Mutex::new(std::collections::BTreeSet::new());
         let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-        if *installed {
+        if installed.contains(&self.api_address) {
             return Ok(());
         }
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/herald/crds");
@@ -194,7 +195,7 @@ impl ControlPlane {
             }
         }
         self.kubectl(&wait.iter().map(String::as_str).collect::<Vec<_>>())?;
-        *installed = true;
+        installed.insert(self.api_address);
         Ok(())
     }
 
@@ -235,11 +236,59 @@ pub struct PrivateControlPlane {
     env: Vec<(String, String)>,
 }
 
-impl Drop for PrivateControlPlane {
-    fn drop(&mut self) {
+impl PrivateControlPlane {
+    /// The process ID of `component` (`etcd`, `kube-apiserver`, `kube-controller-manager`).
+    pub fn pid(&self, component: &str) -> Result<nix::unistd::Pid> {
+        let dir = self
+            .env
+            .iter()
+            .find(|(key, _)| key == "HERALD_CLUSTER_DIR")
+            .map(|(_, dir)| dir.clone())
+            .unwrap_or_default();
+        let path = Path::new(&dir).join(format!("{component}.pid"));
+        let text = std::fs::read_to_string(&path)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
+        text.trim()
+            .parse()
+            .map(nix::unistd::Pid::from_raw)
+            .map_err(|e| Error::Parse {
+                what: path.display().to_string(),
+                detail: format!("{e}"),
+            })
+    }
+
+    /// Sends `signal` to `component`.
+    pub fn signal(&self, component: &str, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid(component)?;
+        nix::sys::signal::kill(pid, signal).map_err(|e| Error::Command {
+            what: format!("kill -{signal} {component}"),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Starts kube-apiserver again over the running etcd (after a test killed it); returns
+    /// once it is ready.
+    pub fn restart_apiserver(&self) -> Result<()> {
+        run(Command::new(&self.script)
+            .arg("restart_apiserver")
+            .envs(self.env.clone()))?;
+        Ok(())
+    }
+}
+
+impl PrivateControlPlane {
+    /// Stops it and removes its state (what dropping it does; for one leaked to live as long
+    /// as a test).
+    pub fn down(&self) {
         let _ = Command::new(&self.script)
             .arg("down")
             .envs(self.env.clone())
             .output();
+    }
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        self.down();
     }
 }

@@ -121,8 +121,18 @@ impl Lan {
 
     /// [`Lan::new`] with a pool of the given addresses.
     pub async fn with_pool(prefix: &str, count: u32, addresses: &[&str]) -> Result<Lan> {
+        Self::on(ControlPlane::shared(), prefix, count, addresses).await
+    }
+
+    /// [`Lan::with_pool`] on control plane `cp` (e.g. a private one a test stops and kills;
+    /// leaked to live as long as the test).
+    pub async fn on(
+        cp: &'static ControlPlane,
+        prefix: &str,
+        count: u32,
+        addresses: &[&str],
+    ) -> Result<Lan> {
         let turn = TURN.lock().await;
-        let cp = ControlPlane::shared();
         cp.install_herald_crds()?;
         let client = cp.client().await?;
         let ns = TestNamespace::create(cp, &client, prefix).await?;

@@ -8,8 +8,10 @@
 //! its watch event arrives (or nothing, for objects the binary never looks at), so whole
 //! objects never pile up in memory.
 //!
-//! A watch that fails retries with kube's default backoff and says so in the log; the loop
-//! keeps working from what the stores hold meanwhile.
+//! A watch that fails retries with [`RetryBackoff`] (0.5 s doubling to 5 s; kube's default
+//! grows to 30 s, so after a minute without the API server a watch could come back half a
+//! minute after it) and says so in the log; the loop keeps working from what the stores hold
+//! meanwhile.
 
 use std::{
     collections::HashMap,
@@ -30,6 +32,54 @@ use kube::{
 };
 use tokio::sync::Notify;
 use tracing::warn;
+
+/// How a failed watch waits before it tries again: 0.5 s, doubling to 5 s, each wait drawn
+/// between 75 % and 100 % of that (so that replicas and nodes do not retry in step), back
+/// to 0.5 s once a watch succeeds. At most one attempt per watch every 5 s while the API
+/// server is away, and back within 5 s of its return.
+#[derive(Debug, Clone)]
+pub struct RetryBackoff {
+    next: std::time::Duration,
+    random: u64,
+}
+
+impl RetryBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        RetryBackoff {
+            next: Self::FIRST,
+            random: seed | 1,
+        }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // xorshift64: enough to spread retries.
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        let permille = 750 + (self.random % 251) as u32;
+        let wait = self.next.mul_f64(f64::from(permille) / 1000.0);
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl kube::runtime::utils::Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
 
 /// The watch tasks of one run, stopped when dropped (e.g. when a leader loses its Lease).
 #[derive(Debug, Default)]
@@ -67,7 +117,7 @@ impl Watches {
         let stream = reflector::reflector(
             writer,
             watcher(api, config)
-                .default_backoff()
+                .backoff(RetryBackoff::default())
                 .modify(|object| object.meta_mut().managed_fields = None),
         );
         self.spawn(stream, std::any::type_name::<K>());
@@ -90,7 +140,7 @@ impl Watches {
         let feed = views.clone();
         let mut relist = HashMap::new();
         let stream = watcher(api, config)
-            .default_backoff()
+            .backoff(RetryBackoff::default())
             .map(move |event| event.map(|event| feed.apply(event, &view, &mut relist)));
         self.spawn(stream, std::any::type_name::<K>());
         views
@@ -204,5 +254,26 @@ impl<V> Views<V> {
                 self.ready.notify_waiters();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn retries_grow_to_five_seconds_with_jitter_and_start_over_after_a_success() {
+        let mut backoff = RetryBackoff::default();
+        let waits: Vec<std::time::Duration> = backoff.by_ref().take(8).collect();
+        let ms = |d: &std::time::Duration| d.as_millis();
+        assert!((375..=500).contains(&ms(&waits[0])), "{waits:?}");
+        assert!((750..=1000).contains(&ms(&waits[1])), "{waits:?}");
+        assert!(
+            waits[5..].iter().all(|w| (3750..=5000).contains(&ms(w))),
+            "{waits:?}"
+        );
+        backoff.reset();
+        assert!(ms(&backoff.next().expect("endless")) <= 500);
     }
 }

@@ -194,7 +194,20 @@ impl ControlPlane {
                 wait.push(format!("crd/{name}"));
             }
         }
-        self.kubectl(&wait.iter().map(String::as_str).collect::<Vec<_>>())?;
+        // A CRD created a moment ago may have no status yet, which `kubectl wait` reports as an
+        // error ("status.conditions accessor error") instead of waiting: ask again.
+        let wait: Vec<&str> = wait.iter().map(String::as_str).collect();
+        let mut attempt = 0;
+        loop {
+            match self.kubectl(&wait) {
+                Ok(_) => break,
+                Err(e) if attempt < 5 && e.to_string().contains("accessor error") => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         installed.insert(self.api_address);
         Ok(())
     }

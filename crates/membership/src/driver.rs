@@ -231,21 +231,25 @@ impl Driver {
                 }
                 _ = reannounce.tick() => self.announce_missing(&seeds).await,
             }
-            let now = Members {
-                live: self.membership.live(),
-                unauthenticated: self.unauthenticated_nodes(&seeds),
-                keys: self.keys.clone(),
-            };
+            let (live, unauthenticated) =
+                (self.membership.live(), self.unauthenticated_nodes(&seeds));
+            let keys = &self.keys;
             self.members.send_if_modified(|members| {
-                let changed = *members != now;
-                if changed {
-                    if members.live != now.live {
-                        info!(live = ?now.live, "speakers alive");
-                    }
-                    if members.unauthenticated != now.unauthenticated {
-                        info!(unauthenticated = ?now.unauthenticated, "speakers heard whose gossip fails authentication");
-                    }
-                    *members = now;
+                let mut changed = false;
+                if members.live != live {
+                    info!(live = ?live, "speakers alive");
+                    members.live = live;
+                    changed = true;
+                }
+                if members.unauthenticated != unauthenticated {
+                    info!(unauthenticated = ?unauthenticated, "speakers heard whose gossip fails authentication");
+                    members.unauthenticated = unauthenticated;
+                    changed = true;
+                }
+                // Compared in place: cloned only on a rotation, not for every datagram.
+                if members.keys != *keys {
+                    members.keys.clone_from(keys);
+                    changed = true;
                 }
                 changed
             });

@@ -3,7 +3,7 @@
 //! ```text
 //!   watch Services, EndpointSlices, Nodes, pools, advertisements, BGPPeers, BFDProfiles ─┐
 //!   gossip: live speakers ─────────────────────────────────────────────────┼─► snapshot
-//!   every second: the node's interfaces ───────────────────────────────────┘     │
+//!   the node's interfaces (netlink changes; every second) ─────────────────┘     │
 //!                        ┌──────────────────────────────────────────────┬────────┘
 //!                        ▼ plan_l2 (whole cluster)                       ▼ plan_bgp (this node)
 //!   l2_share: this node's addresses per interface       bgp_share: settings + routes per peer
@@ -23,7 +23,10 @@ use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 use herald_api::{
     BFDProfile, BGPAdvertisement, BGPPeer, GossipStatus, IPAddressPool, L2Advertisement,
 };
-use herald_l2::link::read_links;
+use herald_l2::{
+    link::{Link, read_links},
+    socket::LinkChanges,
+};
 use herald_membership::{Members, driver::Handle};
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
@@ -50,7 +53,8 @@ use crate::{
     secrets::PasswordSecrets,
 };
 
-/// How often the node's interfaces are read again (so the loop turns at least this often).
+/// How often the node's interfaces are read again besides when netlink says one changed (so
+/// the loop turns at least this often, and a change netlink did not tell is seen too).
 const LINK_SCAN: Duration = Duration::from_secs(1);
 /// How long the loop may go without turning before `/healthz` fails (a turn takes
 /// milliseconds; nothing it awaits talks to the API server).
@@ -169,22 +173,39 @@ pub(crate) async fn run(
     settings.probes.watch_loop(LOOP_STALL_LIMIT);
     let mut speaker = Speaker::new(requests, &settings, &stores, &membership);
     let mut bfd_changes = speaker.sessions.bfd_changes();
-    // The plans are made again only when an input changed; the interfaces are read every
-    // second and applied only when they changed.
+    let mut link_changes = LinkChanges::open()
+        .map_err(|e| warn!(error = %e, "cannot follow interface changes through netlink; reading them every second only"))
+        .ok();
+    // The plans are made again only when an input changed; the interfaces are read again when
+    // netlink says one changed (a cable out is seen at once) and every second.
     let mut inputs_changed = true;
+    let mut links_changed = true;
     loop {
         settings.probes.beat();
+        if links_changed {
+            speaker.read_links();
+        }
         if inputs_changed {
             // Read first: the watch's lock must not be held across the plan's awaits (the
             // gossip driver writes to it on this same thread).
             let heard = members.borrow_and_update().clone();
             speaker.plan(heard).await;
         }
-        speaker.announce(inputs_changed).await;
+        if inputs_changed || links_changed {
+            speaker.announce(inputs_changed).await;
+        }
         speaker.report_speaker();
         inputs_changed = false;
+        links_changed = false;
         tokio::select! {
             () = &mut shutdown => break,
+            changed = next_link_change(link_changes.as_ref()) => match changed {
+                Ok(()) => links_changed = true,
+                Err(e) => {
+                    warn!(error = %e, "following interface changes through netlink failed; reading them every second only");
+                    link_changes = None;
+                }
+            },
             () = tokio::time::sleep_until(speaker.join_deadline), if !speaker.joined && !speaker.gossip_link_down => {
                 inputs_changed = true;
             }
@@ -197,7 +218,10 @@ pub(crate) async fn run(
                 changed?;
                 speaker.follow_bfd().await;
             }
-            _ = scan.tick() => speaker.report_sessions(),
+            _ = scan.tick() => {
+                speaker.report_sessions();
+                links_changed = true;
+            }
             // A rotated password starts its sessions over.
             changed = speaker.secrets.changed() => {
                 changed?;
@@ -226,6 +250,8 @@ struct Speaker<'a> {
     /// The speakers gossip knows of, as last planned with.
     members: Members,
     join_deadline: tokio::time::Instant,
+    /// The node's interfaces, as last read.
+    links: Vec<Link>,
     /// The interface holding the gossip address is down or has no carrier.
     gossip_link_down: bool,
     /// Gossip knew of no other speaker at the last plan, though other nodes run one.
@@ -266,6 +292,7 @@ impl<'a> Speaker<'a> {
             joined: false,
             members: Members::default(),
             join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
+            links: Vec::new(),
             gossip_link_down: false,
             alone: false,
             plan: L2Plan::new(),
@@ -376,22 +403,27 @@ impl<'a> Speaker<'a> {
         self.reporter.problems(problems);
     }
 
+    /// Reads the node's interfaces again, and whether the one holding the gossip address can
+    /// carry traffic.
+    fn read_links(&mut self) {
+        match read_links() {
+            Ok(links) => self.links = links,
+            Err(e) => warn!(error = %e, "reading the node's interfaces"),
+        }
+        self.follow_gossip_link();
+    }
+
     /// Once joined, applies this node's share of the layer-2 plan when the plan
     /// (`plan_changed`) or the share (the node's interfaces) changed, and reports what this
     /// node announces.
     async fn announce(&mut self, plan_changed: bool) {
-        self.follow_gossip_link();
         if !self.joined && self.l2_applied == L2Share::default() {
             return;
         }
         let share = if !self.joined || self.members.outvoted() {
             L2Share::default()
         } else {
-            let links = read_links().unwrap_or_else(|e| {
-                warn!(error = %e, "reading the node's interfaces");
-                Vec::new()
-            });
-            l2_share(&self.plan, &links, &self.settings.node)
+            l2_share(&self.plan, &self.links, &self.settings.node)
         };
         if !plan_changed && share == self.l2_applied {
             return;
@@ -560,4 +592,12 @@ impl<'a> Speaker<'a> {
 /// `n` as a gauge's value.
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The next interface change netlink tells of; never, without a netlink socket.
+async fn next_link_change(changes: Option<&LinkChanges>) -> std::io::Result<()> {
+    match changes {
+        Some(changes) => changes.changed().await,
+        None => std::future::pending().await,
+    }
 }

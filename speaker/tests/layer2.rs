@@ -308,9 +308,10 @@ async fn the_address_follows_link_flaps_a_mac_change_and_a_renamed_interface() -
     let host = lan.nodes[owner].host.clone();
     let ifname = lan.nodes[owner].link.ifname.clone();
     let new_mac = "02:00:5e:00:53:77";
-    let changed = Instant::now();
+    // Timed from when `ip` returns (the command itself may take a second or two).
     host.run("ip", &["link", "set", "dev", &ifname, "address", new_mac])?;
-    wait_for("the client's entry on the new MAC", TIMEOUT, || async {
+    let changed = Instant::now();
+    let followed = wait_for("the client's entry on the new MAC", TIMEOUT, || async {
         let entry = lan.client_entry(ip).map_err(|e| e.to_string())?;
         if entry.as_deref() == Some(new_mac) {
             Ok(())
@@ -318,7 +319,11 @@ async fn the_address_follows_link_flaps_a_mac_change_and_a_renamed_interface() -
             Err(format!("entry {entry:?}"))
         }
     })
-    .await?;
+    .await;
+    if let Err(e) = followed {
+        let answers = lan.answers(ip)?;
+        anyhow::bail!("{e}; answering now: {answers:?}");
+    }
     let asked = lan.client_host.run(
         "arping",
         &["-c", "2", "-w", "3", "-I", "eth0", &ip.to_string()],

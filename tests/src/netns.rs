@@ -90,7 +90,8 @@ impl Topology {
     }
 
     /// A directory for the topology's configuration files and logs. Removed on drop unless
-    /// the test is panicking, so a failure leaves its logs to read.
+    /// the test is panicking or `HERALD_KEEP_LOGS` is set, so a failure leaves its logs to
+    /// read.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -206,7 +207,7 @@ impl Drop for Topology {
         {
             remove_namespace(&netns);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("HERALD_KEEP_LOGS").is_some() {
             eprintln!(
                 "topology {}: logs and configuration kept in {}",
                 self.id,

@@ -6,6 +6,9 @@
 //!   NdpSocket: raw ICMPv6, bound to one interface, with an ICMPv6 filter that lets through
 //!              neighbour solicitations (type 135) only; joins the solicited-node groups of
 //!              the addresses owned; sends with hop limit 255 (RFC 4861 §7.1.2, §7.2.4).
+//!   LinkChanges: rtnetlink, subscribed to the link and address groups: wakes its reader
+//!              the moment an interface or address of the node changes (a cable pulled,
+//!              a MAC changed, an interface renamed); the messages themselves are not read.
 //! ```
 //!
 //! Neither socket is promiscuous: the kernel hands over ARP frames and neighbour
@@ -372,4 +375,65 @@ fn recv_with_header(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<(Solicited, u
         },
         ifindex,
     ))
+}
+
+/// Tells when an interface or address of the node changes: an rtnetlink socket subscribed to
+/// the link and IPv4/IPv6 address groups. What changed is read again from the system by the
+/// caller; this only says when, within microseconds rather than at the next scan.
+#[derive(Debug)]
+pub struct LinkChanges {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl LinkChanges {
+    /// Subscribes (no privilege needed for these groups).
+    pub fn open() -> io::Result<Self> {
+        let fd = new_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+        // SAFETY: all-zero is a valid sockaddr_nl.
+        let mut address: libc::sockaddr_nl = unsafe { mem::zeroed() };
+        address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        address.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
+        // SAFETY: the address is a live sockaddr_nl and its length is passed.
+        check(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const address).cast(),
+                socklen::<libc::sockaddr_nl>(),
+            )
+        })?;
+        Ok(LinkChanges { fd: register(fd)? })
+    }
+
+    /// Waits for the next change, then takes every message already queued, so a burst of
+    /// changes (an interface going down drops its addresses too) wakes the caller once. A
+    /// queue that overflowed (`ENOBUFS`) also counts as a change: something was missed.
+    pub async fn changed(&self) -> io::Result<()> {
+        let mut buffer = [0u8; 8192];
+        let first = read_with(&self.fd, |fd| receive(fd, &mut buffer)).await;
+        match first {
+            Err(e) if e.raw_os_error() != Some(libc::ENOBUFS) => return Err(e),
+            _ => {}
+        }
+        loop {
+            match receive(self.fd.get_ref(), &mut buffer) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn receive(fd: &OwnedFd, buffer: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the buffer is live and its length is passed.
+    check_size(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
 }

@@ -27,7 +27,7 @@ spec:
 
 #[tokio::test]
 async fn the_pages_example_service_gets_an_ip_that_kubectl_describe_shows() -> anyhow::Result<()> {
-    let mut w = World::new("example").await?;
+    let w = World::new("example").await?;
     let pool = w.pool("lan", &["203.0.113.16/28"], "")?;
     w.apply(EXAMPLE_SERVICE)?;
     let ips = w.ingress("example-service").await?;
@@ -70,7 +70,7 @@ async fn the_pages_example_service_gets_an_ip_that_kubectl_describe_shows() -> a
 
 #[tokio::test]
 async fn kubectl_expose_deployment_gets_an_ip_too() -> anyhow::Result<()> {
-    let mut w = World::new("expose").await?;
+    let w = World::new("expose").await?;
     w.pool("lan", &["203.0.113.32/28"], "")?;
     w.kubectl(&[
         "create",
@@ -100,7 +100,7 @@ async fn kubectl_expose_deployment_gets_an_ip_too() -> anyhow::Result<()> {
 #[tokio::test]
 async fn deleting_a_service_releases_its_ip_for_reuse_and_removes_the_finalizer()
 -> anyhow::Result<()> {
-    let mut w = World::new("delete").await?;
+    let w = World::new("delete").await?;
     w.pool("lan", &["203.0.113.48/31"], "")?;
     w.apply(&EXAMPLE_SERVICE.replace("example-service", "first"))?;
     w.apply(&EXAMPLE_SERVICE.replace("example-service", "second"))?;
@@ -134,7 +134,7 @@ async fn deleting_a_service_releases_its_ip_for_reuse_and_removes_the_finalizer(
 
 #[tokio::test]
 async fn changing_the_type_away_from_load_balancer_releases_the_ip() -> anyhow::Result<()> {
-    let mut w = World::new("type").await?;
+    let w = World::new("type").await?;
     w.pool("lan", &["203.0.113.64/32"], "")?;
     w.apply(EXAMPLE_SERVICE)?;
     let ip = w.ingress("example-service").await?;
@@ -182,7 +182,7 @@ async fn changing_the_type_away_from_load_balancer_releases_the_ip() -> anyhow::
 #[tokio::test]
 async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrote()
 -> anyhow::Result<()> {
-    let mut w = World::new("class").await?;
+    let w = World::new("class").await?;
     w.pool("lan", &["203.0.113.80/30"], "")?;
     let theirs = EXAMPLE_SERVICE.replace(
         "type: LoadBalancer",
@@ -272,7 +272,7 @@ async fn a_service_of_another_load_balancer_class_keeps_what_its_controller_wrot
 #[tokio::test]
 async fn a_requested_ip_is_given_and_a_taken_one_is_refused_with_a_clear_event()
 -> anyhow::Result<()> {
-    let mut w = World::new("requested").await?;
+    let w = World::new("requested").await?;
     w.pool("lan", &["203.0.113.96/28"], "")?;
     let asking = |name: &str, ip: &str| {
         EXAMPLE_SERVICE.replace("example-service", name).replace(
@@ -299,7 +299,7 @@ async fn a_requested_ip_is_given_and_a_taken_one_is_refused_with_a_clear_event()
 
 #[tokio::test]
 async fn services_with_the_same_sharing_key_share_one_ip() -> anyhow::Result<()> {
-    let mut w = World::new("share").await?;
+    let w = World::new("share").await?;
     w.pool("lan", &["203.0.113.112/29"], "")?;
     let shared = |name: &str, port: u16| {
         EXAMPLE_SERVICE
@@ -329,7 +329,7 @@ async fn services_with_the_same_sharing_key_share_one_ip() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn a_require_dual_stack_service_gets_one_ip_per_family() -> anyhow::Result<()> {
-    let mut w = World::new("dual").await?;
+    let w = World::new("dual").await?;
     w.pool("dual", &["203.0.113.120/29", "2001:db8:1::/120"], "")?;
     w.apply(&EXAMPLE_SERVICE.replace(
         "type: LoadBalancer",
@@ -344,7 +344,7 @@ async fn a_require_dual_stack_service_gets_one_ip_per_family() -> anyhow::Result
 
 #[tokio::test]
 async fn shrinking_a_pool_keeps_a_live_services_ip_and_warns() -> anyhow::Result<()> {
-    let mut w = World::new("shrink").await?;
+    let w = World::new("shrink").await?;
     let pool = w.pool("lan", &["203.0.113.128/30"], "")?;
     w.apply(EXAMPLE_SERVICE)?;
     let ip = w.ingress("example-service").await?;
@@ -569,7 +569,7 @@ async fn a_leader_stopped_with_sigterm_releases_the_lease_and_the_standby_takes_
 /// change in the cluster to trigger a pass.
 #[tokio::test]
 async fn a_refused_write_is_retried_on_its_own_once_the_api_allows_it() -> anyhow::Result<()> {
-    let mut w = World::new("refused").await?;
+    let w = World::new("refused").await?;
     w.pool("lan", &["203.0.113.192/28"], "")?;
     let policy = format!("{}-refuse-status", w.ns.name());
     w.cp.kubectl_with_input(
@@ -674,7 +674,7 @@ spec:
 
 #[tokio::test]
 async fn metrics_count_allocations_and_pool_usage_and_the_probes_answer() -> anyhow::Result<()> {
-    let mut w = World::new("metrics").await?;
+    let w = World::new("metrics").await?;
     let pool = w.pool("lan", &["203.0.113.240/29"], "")?;
     w.apply(EXAMPLE_SERVICE)?;
     w.ingress("example-service").await?;
@@ -748,7 +748,7 @@ async fn metrics_count_allocations_and_pool_usage_and_the_probes_answer() -> any
 #[tokio::test]
 async fn an_unusable_or_overlapping_pool_is_reported_and_nothing_else_stops() -> anyhow::Result<()>
 {
-    let mut w = World::new("badpool").await?;
+    let w = World::new("badpool").await?;
     // The API server cannot compare IPv6 addresses in CEL; the controller reports the
     // inverted range instead, naming the entry.
     let inverted = w.pool("inverted", &["2001:db8:9::ff-2001:db8:9::1"], "")?;

@@ -133,6 +133,27 @@ impl ControlPlane {
         std::fs::write(path, config).map_err(Error::io(format!("writing {}", path.display())))
     }
 
+    /// The writes the API server recorded since it started (`tests/cluster` audits every
+    /// create, update, patch and delete), oldest first.
+    pub fn audited_writes(&self) -> Result<Vec<AuditedWrite>> {
+        let path = self
+            .kubeconfig
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("audit.log");
+        let text = std::fs::read_to_string(&path)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                AuditedWrite::parse(line).ok_or_else(|| Error::Parse {
+                    what: format!("audit event in {}", path.display()),
+                    detail: line.chars().take(300).collect(),
+                })
+            })
+            .collect()
+    }
+
     /// The path of a tool built for this control plane (`kubectl`, `helm`, ...).
     pub fn tool(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
@@ -303,5 +324,42 @@ impl PrivateControlPlane {
 impl Drop for PrivateControlPlane {
     fn drop(&mut self) {
         self.down();
+    }
+}
+
+/// One write the API server recorded in its audit log.
+#[derive(Debug, Clone)]
+pub struct AuditedWrite {
+    /// Who made it (`system:serviceaccount:<namespace>:<name>` for a ServiceAccount).
+    pub user: String,
+    /// `create`, `update`, `patch`, `delete` or `deletecollection`.
+    pub verb: String,
+    /// The resource (`services`, `events`, `leases`, ...) and subresource (`status`), if any.
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The HTTP status the API server answered with.
+    pub code: Option<i64>,
+    /// When the API server received it.
+    pub received: k8s_openapi::jiff::Timestamp,
+}
+
+impl AuditedWrite {
+    fn parse(line: &str) -> Option<AuditedWrite> {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        let text = |pointer: &str| event.pointer(pointer)?.as_str().map(str::to_owned);
+        Some(AuditedWrite {
+            user: text("/user/username")?,
+            verb: text("/verb")?,
+            resource: text("/objectRef/resource").unwrap_or_default(),
+            subresource: text("/objectRef/subresource"),
+            namespace: text("/objectRef/namespace"),
+            name: text("/objectRef/name"),
+            code: event
+                .pointer("/responseStatus/code")
+                .and_then(serde_json::Value::as_i64),
+            received: text("/requestReceivedTimestamp")?.parse().ok()?,
+        })
     }
 }

@@ -34,7 +34,7 @@ pub mod routers;
 pub mod wait;
 pub mod world;
 
-pub use cluster::{ControlPlane, PrivateControlPlane};
+pub use cluster::{AuditedWrite, ControlPlane, PrivateControlPlane};
 pub use error::{Error, Result};
 pub use namespace::TestNamespace;
 pub use netns::{Host, Link, Process, Segment, Topology};

@@ -2,6 +2,8 @@
 //! herald-controller process per test (one at a time, so each test sees only its own), and
 //! helpers to read what the controller wrote.
 
+#![allow(dead_code, reason = "each test binary uses a part of it")]
+
 use std::time::Duration;
 
 pub(crate) use herald_tests::herald::Controller;
@@ -18,7 +20,7 @@ pub(crate) struct World {
     pub(crate) client: Client,
     pub(crate) ns: TestNamespace,
     pub(crate) controller: Controller,
-    pools: Vec<String>,
+    pools: std::sync::Mutex<Vec<String>>,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -39,7 +41,7 @@ impl World {
             client,
             ns,
             controller,
-            pools: Vec::new(),
+            pools: std::sync::Mutex::default(),
             _turn: turn,
         })
     }
@@ -65,7 +67,7 @@ impl World {
     /// Creates (or replaces) pool `name` with `addresses`, open to this test's namespace
     /// only, so that tests never draw from each other's pools. Deleted with the world.
     pub(crate) fn pool(
-        &mut self,
+        &self,
         name: &str,
         addresses: &[&str],
         extra_spec: &str,
@@ -84,8 +86,9 @@ impl World {
                 ns = self.ns.name()
             ),
         )?;
-        if !self.pools.contains(&full) {
-            self.pools.push(full.clone());
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if !pools.contains(&full) {
+            pools.push(full.clone());
         }
         Ok(full)
     }
@@ -131,7 +134,12 @@ impl Drop for World {
         // While the controller still runs, so that it releases every finalizer: nothing is
         // left stuck in deletion, holding node ports, after the test.
         let _ = self.kubectl(&["delete", "services", "--all", "--timeout=30s"]);
-        for pool in &self.pools {
+        for pool in self
+            .pools
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = self.cp.kubectl(&[
                 "delete",
                 "ipaddresspool",

@@ -27,13 +27,14 @@ use herald_l2::{
     link::{Link, read_links},
     socket::LinkChanges,
 };
-use herald_membership::{Members, driver::Handle};
+use herald_membership::{Members, driver::Handle, heartbeats::Heartbeats};
 use herald_plan::{L2Plan, plan_bgp, plan_l2};
 use herald_shell::{
     events::Publisher,
     watch::{Views, Watches},
 };
 use k8s_openapi::api::{
+    coordination::v1::Lease,
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
@@ -48,6 +49,7 @@ use crate::{
     announce::{Announcer, L2Share, l2_share},
     bgp::{self, BgpInputs, Sessions},
     cluster::{self, AnnouncedService, NodeView, Objects, SliceView},
+    heartbeat::{self, Heartbeat},
     metrics::Metrics,
     report::Reporter,
     secrets::PasswordSecrets,
@@ -91,14 +93,19 @@ pub(crate) struct Stores {
     bgp_advertisements: Store<BGPAdvertisement>,
     bgp_peers: Store<BGPPeer>,
     bfd_profiles: Store<BFDProfile>,
+    /// The speakers' heartbeat Leases (read on the loop's schedule: they change every few
+    /// seconds each, and do not wake it).
+    heartbeats: Store<Lease>,
 }
 
 impl Stores {
     /// Starts the watches (Services of `class` only; cordoned Nodes held back when
-    /// `exclude_cordoned`) and waits for their first lists.
+    /// `exclude_cordoned`; heartbeats in Herald's `namespace`) and waits for their first
+    /// lists.
     pub(crate) async fn start(
         client: &Client,
         watches: &mut Watches,
+        namespace: &str,
         class: Option<String>,
         exclude_cordoned: bool,
     ) -> anyhow::Result<Stores> {
@@ -120,6 +127,10 @@ impl Stores {
             bgp_advertisements: watches.store(Api::all(client.clone()), config()),
             bgp_peers: watches.store(Api::all(client.clone()), config()),
             bfd_profiles: watches.store(Api::all(client.clone()), config()),
+            heartbeats: watches.quiet_store(
+                Api::namespaced(client.clone(), namespace),
+                config().labels(heartbeat::LABEL),
+            ),
         };
         stores.services.wait_until_ready().await;
         stores.slices.wait_until_ready().await;
@@ -136,6 +147,10 @@ impl Stores {
             ),
             ("BGPPeers", stores.bgp_peers.wait_until_ready().await),
             ("BFDProfiles", stores.bfd_profiles.wait_until_ready().await),
+            (
+                "heartbeat Leases",
+                stores.heartbeats.wait_until_ready().await,
+            ),
         ] {
             ready.map_err(|e| {
                 anyhow::anyhow!("the watch of {what} ended before its first list: {e}")
@@ -221,6 +236,7 @@ pub(crate) async fn run(
             _ = scan.tick() => {
                 speaker.report_sessions();
                 links_changed = true;
+                inputs_changed = speaker.heartbeats_changed();
             }
             // A rotated password starts its sessions over.
             changed = speaker.secrets.changed() => {
@@ -247,8 +263,12 @@ struct Speaker<'a> {
     seeds: BTreeMap<String, SocketAddr>,
     /// Until every other node's speaker was heard from (or `join_deadline`), announce nothing.
     joined: bool,
-    /// The speakers gossip knows of, as last planned with.
+    /// The speakers gossip knows of, and those whose heartbeats are renewed, as last planned
+    /// with.
     members: Members,
+    /// This speaker's heartbeat, and when the others' were last seen to change.
+    heartbeat: Heartbeat,
+    heartbeats: Heartbeats,
     join_deadline: tokio::time::Instant,
     /// The node's interfaces, as last read.
     links: Vec<Link>,
@@ -287,10 +307,17 @@ impl<'a> Speaker<'a> {
             announcer: Announcer::new(settings.metrics.clone()),
             sessions: Sessions::new(settings.metrics.clone()),
             secrets: PasswordSecrets::start(client.clone(), &settings.namespace),
-            reporter: Reporter::start(client, publisher, &settings.node, &settings.namespace),
+            reporter: Reporter::start(
+                client.clone(),
+                publisher,
+                &settings.node,
+                &settings.namespace,
+            ),
             seeds: BTreeMap::new(),
             joined: false,
             members: Members::default(),
+            heartbeat: Heartbeat::start(client.clone(), &settings.namespace, &settings.node),
+            heartbeats: Heartbeats::default(),
             join_deadline: tokio::time::Instant::now() + JOIN_GRACE,
             links: Vec::new(),
             gossip_link_down: false,
@@ -340,7 +367,9 @@ impl<'a> Speaker<'a> {
             // their records.
             // Nodes heard with another key are alive too: their records stay.
             let heard = alive
-                .union(&self.members.unauthenticated)
+                .iter()
+                .chain(&self.members.unauthenticated)
+                .chain(&self.members.heartbeating)
                 .cloned()
                 .collect();
             self.reporter.speakers_alive(&heard);
@@ -524,15 +553,34 @@ impl<'a> Speaker<'a> {
             members: count(self.members.live.len()),
             nodes: count(self.seeds.len() + 1),
             unauthenticated: self.members.unauthenticated.iter().cloned().collect(),
+            unreachable: self.members.unreachable().into_iter().cloned().collect(),
             outvoted: self.members.outvoted(),
             keys: self.members.keys.clone(),
         };
         self.reporter.speaker_status(node, gossip, problems);
     }
 
-    /// Takes what gossip now knows of the others: metrics, and a log when this speaker
-    /// steps back from layer 2 or comes back.
-    fn heard(&mut self, members: Members) {
+    /// The speakers (of nodes expected to run one) whose heartbeats are renewed now.
+    fn heartbeating(&mut self) -> std::collections::BTreeSet<String> {
+        heartbeat::observe(
+            &mut self.heartbeats,
+            &self.stores.heartbeats,
+            tokio::time::Instant::now(),
+        );
+        let mut alive = self.heartbeats.alive(std::time::Instant::now());
+        alive.retain(|node| *node == self.settings.node || self.seeds.contains_key(node));
+        alive
+    }
+
+    /// Whether a heartbeat started or expired since the last plan.
+    fn heartbeats_changed(&mut self) -> bool {
+        self.heartbeating() != self.members.heartbeating
+    }
+
+    /// Takes what gossip and the heartbeats now say of the others: metrics, and a log when
+    /// this speaker steps back from layer 2 or comes back.
+    fn heard(&mut self, mut members: Members) {
+        members.heartbeating = self.heartbeating();
         let metrics = &self.settings.metrics;
         metrics.members.set(count(members.live.len()));
         metrics.gossip_nodes.set(count(self.seeds.len() + 1));
@@ -544,11 +592,12 @@ impl<'a> Speaker<'a> {
         if outvoted != self.members.outvoted() {
             if outvoted {
                 warn!(
-                    unauthenticated = ?members.unauthenticated, live = ?members.live,
-                    "more speakers use another gossip key than this one's: answering for nothing in layer 2 while they are heard"
+                    unauthenticated = ?members.unauthenticated, unreachable = ?members.unreachable(),
+                    live = ?members.live,
+                    "more speakers are alive outside this one's gossip (another gossip key, or a partition) than in it: answering for nothing in layer 2 while they are"
                 );
             } else {
-                info!(live = ?members.live, "no longer outvoted by speakers with another gossip key");
+                info!(live = ?members.live, "no longer outvoted by speakers outside this one's gossip");
             }
         }
         self.members = members;
@@ -560,6 +609,23 @@ impl<'a> Speaker<'a> {
             return Some(format!(
                 "gossip: the interface holding the gossip address {} is down or has no carrier: this speaker answers for nothing in layer 2",
                 self.settings.gossip_address.ip()
+            ));
+        }
+        let unreachable = self.members.unreachable();
+        if !unreachable.is_empty() {
+            let nodes = unreachable
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let side = if self.members.outvoted() {
+                "they are more: this speaker answers for nothing in layer 2 meanwhile"
+            } else {
+                "this side is larger and answers for their addresses meanwhile"
+            };
+            return Some(format!(
+                "gossip: the speakers on {nodes} renew their heartbeat but their gossip does not reach this node (check UDP port {} between nodes); {side}",
+                self.settings.gossip_address.port()
             ));
         }
         let others = &self.members.unauthenticated;
@@ -586,6 +652,7 @@ impl<'a> Speaker<'a> {
         tokio::time::sleep_until(handed_off).await;
         told.extend(self.announcer.stop().await);
         self.reporter.told(told, &self.services);
+        self.heartbeat.stop().await;
     }
 }
 

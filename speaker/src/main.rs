@@ -20,6 +20,7 @@ mod bgp;
 mod cluster;
 mod control;
 mod gossip_keys;
+mod heartbeat;
 mod metrics;
 mod peer;
 mod report;
@@ -134,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let stores = control::Stores::start(
         &clients.watches,
         &mut watches,
+        &flags.namespace,
         flags.load_balancer_class,
         flags.exclude_cordoned_nodes,
     )

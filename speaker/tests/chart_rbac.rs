@@ -175,6 +175,8 @@ async fn the_charts_service_accounts_can_do_all_herald_needs_and_no_more() -> an
         ("speaker", "patch", "nodes", ""),
         ("controller", "delete", "pods", namespace.as_str()),
         ("controller", "update", "leases", "default"),
+        // Its heartbeat Lease lives in Herald's namespace only.
+        ("speaker", "update", "leases", "default"),
         // It only ever patches what it writes.
         ("controller", "update", "services", namespace.as_str()),
         (

@@ -758,14 +758,14 @@ impl Lan {
     pub fn arp_prober(&self, ip: IpAddr, seconds: u32) -> Result<ArpProbe> {
         let mut tcpdump = self.client_host.command("tcpdump");
         tcpdump.args(["-l", "-n", "-e", "-tt", "-i", "eth0", "arp"]);
-        let capture = self.client_host.spawn("tcpdump", tcpdump)?;
+        let capture = self.client_host.spawn(&format!("tcpdump-{ip}"), tcpdump)?;
         std::thread::sleep(Duration::from_millis(500));
         let mut arping = self.client_host.command("arping");
         let seconds = seconds.to_string();
         let ip_text = ip.to_string();
         arping.args(["-W", "0.01", "-w", &seconds, "-I", "eth0", &ip_text]);
         Ok(ArpProbe {
-            arping: self.client_host.spawn("arping", arping)?,
+            arping: self.client_host.spawn(&format!("arping-{ip}"), arping)?,
             capture,
             ip,
             client: (self.client_link.ipv4, self.client_link.mac.clone()),

@@ -243,8 +243,13 @@ pub struct GossipStatus {
     /// Nodes whose gossip it hears but cannot authenticate: their gossip key differs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unauthenticated: Vec<String>,
-    /// True while it answers for nothing in layer 2 because more speakers with another key
-    /// are heard than share its own (BGP is not affected).
+    /// Nodes whose speakers renew their heartbeat Lease but whose gossip does not reach this
+    /// one at all: a partition between nodes (check the gossip port between them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
+    /// True while it answers for nothing in layer 2 because more speakers are alive outside
+    /// its gossip (with another key, or across a partition) than in it (BGP is not
+    /// affected).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outvoted: bool,
     /// Fingerprints of the gossip keys it accepts, the one it seals with first (a rotation

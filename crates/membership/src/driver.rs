@@ -96,6 +96,7 @@ pub fn spawn(
     let (members_tx, members) = watch::channel(Members {
         live: membership.live(),
         unauthenticated: BTreeSet::new(),
+        heartbeating: BTreeSet::new(),
         keys: fingerprints.clone(),
     });
     let (seeds, seeds_rx) = mpsc::unbounded_channel();

@@ -20,11 +20,14 @@
 //! number per sender and run inside it; anything unauthenticated or replayed is dropped before
 //! foca sees it. The
 //! driver remembers which nodes sent datagrams that failed, so that a speaker whose key
-//! differs from most others' steps back instead of splitting the cluster ([`Members`]).
+//! differs from most others' steps back instead of splitting the cluster ([`Members`]). The
+//! speakers' heartbeats through the API server ([`heartbeats`]) say who is alive when gossip
+//! cannot: the smaller side of a partition steps back the same way.
 
 pub mod auth;
 pub mod budget;
 pub mod driver;
+pub mod heartbeats;
 mod machine;
 mod members;
 pub mod replay;

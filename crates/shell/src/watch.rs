@@ -112,6 +112,24 @@ impl Watches {
         K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
+        self.store_waking(api, config, true)
+    }
+
+    /// Watches `api` into a store without waking the loop: for objects that change often and
+    /// that the loop reads on its own schedule (the speakers' heartbeat Leases).
+    pub fn quiet_store<K>(&mut self, api: Api<K>, config: watcher::Config) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        self.store_waking(api, config, false)
+    }
+
+    fn store_waking<K>(&mut self, api: Api<K>, config: watcher::Config, wake: bool) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
         let (store, writer) = reflector::store();
         // Managed fields are most of an object's size and never read.
         let stream = reflector::reflector(
@@ -120,7 +138,7 @@ impl Watches {
                 .backoff(RetryBackoff::default())
                 .modify(|object| object.meta_mut().managed_fields = None),
         );
-        self.spawn(stream, std::any::type_name::<K>());
+        self.spawn(stream, std::any::type_name::<K>(), wake);
         store
     }
 
@@ -142,12 +160,12 @@ impl Watches {
         let stream = watcher(api, config)
             .backoff(RetryBackoff::default())
             .map(move |event| event.map(|event| feed.apply(event, &view, &mut relist)));
-        self.spawn(stream, std::any::type_name::<K>());
+        self.spawn(stream, std::any::type_name::<K>(), true);
         views
     }
 
-    /// Drives a watch stream, waking the loop on every event.
-    fn spawn<S, T>(&mut self, stream: S, what: &'static str)
+    /// Drives a watch stream, waking the loop on every event when `wake`.
+    fn spawn<S, T>(&mut self, stream: S, what: &'static str, wake: bool)
     where
         S: Stream<Item = Result<T, watcher::Error>> + Send + 'static,
         T: Send + 'static,
@@ -157,7 +175,8 @@ impl Watches {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(_) => notify.notify_one(),
+                    Ok(_) if wake => notify.notify_one(),
+                    Ok(_) => {}
                     Err(e) => warn!(%what, error = %e, "watch error; retrying with backoff"),
                 }
             }

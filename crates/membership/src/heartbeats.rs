@@ -15,11 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How often a speaker renews its heartbeat.
-pub const RENEW_EVERY: Duration = Duration::from_secs(3);
-/// How long after its last renewal was seen a speaker stops counting as heartbeating: a few
-/// renewals missed, so one slow write does not count as death.
-pub const EXPIRES_AFTER: Duration = Duration::from_secs(12);
+/// How often a speaker renews its heartbeat: one write to the API server per node every 5 s
+/// (twice the kubelet's node Leases, which are renewed every 10 s).
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How long after its last renewal was seen a speaker stops counting as heartbeating: three
+/// renewals missed, so one slow write does not count as death. This is how long survivors
+/// wait before they take over from most of the speakers dying at once.
+pub const EXPIRES_AFTER: Duration = Duration::from_secs(20);
 
 /// One speaker's heartbeat, as one watch shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

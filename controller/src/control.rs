@@ -133,8 +133,10 @@ pub(crate) async fn run(clients: ApiClients, settings: Settings) -> anyhow::Resu
         ready
             .map_err(|e| anyhow::anyhow!("the watch of {what} ended before its first list: {e}"))?;
     }
+    let fence = settings.fence.clone();
     let writer = Writer {
-        events: Queue::start(
+        // An Event waiting in the queue when the term ends is dropped, like any other write.
+        events: Queue::start_fenced(
             Publisher::new(
                 clients.requests.clone(),
                 "herald-controller",
@@ -143,6 +145,7 @@ pub(crate) async fn run(clients: ApiClients, settings: Settings) -> anyhow::Resu
             ),
             write::EVENT_QUEUE,
             write::EVENT_CONCURRENCY,
+            move || fence.holds(),
         ),
         client: clients.requests,
         metrics: settings.metrics.clone(),

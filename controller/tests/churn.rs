@@ -1,10 +1,11 @@
 //! Chaos for the controller (issue #16, scenario 1): two replicas under bounded churn of
 //! Services (created, deleted, retyped in bursts) and pool changes, while the leader is killed
-//! (SIGKILL) or frozen past its Lease (SIGSTOP, then SIGCONT) at random moments. Afterwards
-//! nothing is lost or doubled: every LoadBalancer Service has one address, no two share one,
-//! no deleted Service is left behind by its finalizer, and the pools count what is held. A
-//! frozen leader that comes back writes nothing once another replica leads: each replica runs
-//! as a ServiceAccount of its own, and the API server's audit log says who wrote what, when.
+//! (SIGKILL, at random moments mid-work) or frozen past its Lease (SIGSTOP once the work has
+//! settled, churn while it is frozen, then SIGCONT). Afterwards nothing is lost or doubled:
+//! every LoadBalancer Service has one address, no two share one, no deleted Service is left
+//! behind by its finalizer, and the pools count what is held. A frozen leader that comes back
+//! writes nothing once another replica leads: each replica runs as a ServiceAccount of its
+//! own, and the API server's audit log says who wrote what, when.
 
 mod common;
 
@@ -280,7 +281,7 @@ async fn churn_through_leader_kills_and_freezes_loses_nothing_and_a_frozen_leade
     let mut started = 2;
 
     w.pool("a", &[POOL_A], "")?;
-    let pool_b = w.pool("b", &[POOL_B_WIDE], "")?;
+    w.pool("b", &[POOL_B_WIDE], "")?;
     let mut b_narrow = false;
 
     let mut churn = Churn {
@@ -318,7 +319,18 @@ async fn churn_through_leader_kills_and_freezes_loses_nothing_and_a_frozen_leade
                 churn.burst().await?;
             }
             1 => {
-                // SIGSTOP the leader past its Lease, churn meanwhile, then SIGCONT.
+                // SIGSTOP the leader past its Lease, churn meanwhile, then SIGCONT. Frozen at
+                // a quiet moment: a request it had handed to its HTTP connection when frozen
+                // would reach the API server when it resumes (decided within its term, and
+                // refused by its resourceVersion if the object changed), and the audit could
+                // not tell it from one decided after. So whatever arrives from it after this
+                // freeze was decided after its term ended.
+                let range = if b_narrow { POOL_B_NARROW } else { POOL_B_WIDE };
+                wait_for("the churn to settle before the freeze", TIMEOUT, || {
+                    settled(churn.w, &churn.live, range)
+                })
+                .await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 let leader = leader_index(churn.w, &replicas).await?;
                 let frozen_at = Instant::now();
                 replicas[leader].process.signal(Signal::SIGSTOP)?;
@@ -360,81 +372,15 @@ async fn churn_through_leader_kills_and_freezes_loses_nothing_and_a_frozen_leade
     let (live, counts) = (churn.live, churn.counts);
 
     // Afterwards: every Service as it should be, and nothing left over.
-    let api = w.services();
-    let pools: Api<IPAddressPool> = Api::all(w.client.clone());
-    let settled = Instant::now();
+    let settled_at = Instant::now();
     let addresses = wait_for(
         "every Service settled: one address per LoadBalancer, none on a ClusterIP, \
          no Service left in deletion, pool counts true",
         Duration::from_secs(90),
-        || async {
-            let list = api
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut by_address: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            let mut seen = BTreeSet::new();
-            for s in &list.items {
-                let name = s.metadata.name.clone().unwrap_or_default();
-                if s.metadata.deletion_timestamp.is_some() {
-                    return Err(format!("{name} is still being deleted"));
-                }
-                let finalized = s
-                    .metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == CLEANUP_FINALIZER);
-                let ips = ingress_ips(s);
-                if live.load_balancers.contains(&name) {
-                    match ips.as_slice() {
-                        [ip] => by_address.entry(ip.clone()).or_default().push(name.clone()),
-                        other => return Err(format!("LoadBalancer {name} has {other:?}")),
-                    }
-                } else if live.cluster_ips.contains(&name) {
-                    if !ips.is_empty() || finalized {
-                        return Err(format!(
-                            "ClusterIP {name} still has {ips:?} (finalizer: {finalized})"
-                        ));
-                    }
-                } else {
-                    return Err(format!("{name} was deleted and is still there"));
-                }
-                seen.insert(name);
-            }
-            let missing = live.load_balancers.len() + live.cluster_ips.len() - seen.len();
-            if missing > 0 {
-                return Err(format!("{missing} Services the test made are gone"));
-            }
-            if let Some((ip, holders)) = by_address.iter().find(|(_, names)| names.len() > 1) {
-                return Err(format!("{ip} is held by {holders:?}"));
-            }
-            for (pool, ranges) in [
-                (format!("{ns}-a"), vec![POOL_A]),
-                (pool_b.clone(), vec![POOL_B_WIDE]),
-            ] {
-                let status = pools
-                    .get(&pool)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .status
-                    .unwrap_or_default();
-                let held = by_address
-                    .keys()
-                    .filter(|ip| ranges.iter().any(|r| within(ip, r)))
-                    .count() as i64;
-                let size: i64 = ranges.iter().map(|r| range_size(r)).sum();
-                if status.assigned_ipv4 != held || status.available_ipv4 != size - held {
-                    return Err(format!(
-                        "pool {pool} says {} assigned and {} available; {held} of {size} are held",
-                        status.assigned_ipv4, status.available_ipv4
-                    ));
-                }
-            }
-            Ok(by_address.len())
-        },
+        || settled(&w, &live, POOL_B_WIDE),
     )
     .await?;
+    let settled = settled_at;
 
     // Fencing: a replica frozen past its Lease wrote nothing (but its own Lease bids) from
     // the moment another replica led until it might have led again.
@@ -496,6 +442,79 @@ async fn churn_through_leader_kills_and_freezes_loses_nothing_and_a_frozen_leade
     drop(binding);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Whether the cluster settled as `live` says it should: every LoadBalancer Service with one
+/// address of its own, no address on a ClusterIP one, nothing left in deletion, and the pools
+/// (the second one as `pool_b` now) counting what is held. The number of addresses held.
+async fn settled(w: &World, live: &Live, pool_b: &str) -> Result<usize, String> {
+    let ns = w.ns.name();
+    let api = w.services();
+    let pools: Api<IPAddressPool> = Api::all(w.client.clone());
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut by_address: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for s in &list.items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        if s.metadata.deletion_timestamp.is_some() {
+            return Err(format!("{name} is still being deleted"));
+        }
+        let finalized = s
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLEANUP_FINALIZER);
+        let ips = ingress_ips(s);
+        if live.load_balancers.contains(&name) {
+            match ips.as_slice() {
+                [ip] => by_address.entry(ip.clone()).or_default().push(name.clone()),
+                other => return Err(format!("LoadBalancer {name} has {other:?}")),
+            }
+        } else if live.cluster_ips.contains(&name) {
+            if !ips.is_empty() || finalized {
+                return Err(format!(
+                    "ClusterIP {name} still has {ips:?} (finalizer: {finalized})"
+                ));
+            }
+        } else {
+            return Err(format!("{name} was deleted and is still there"));
+        }
+        seen.insert(name);
+    }
+    let missing = live.load_balancers.len() + live.cluster_ips.len() - seen.len();
+    if missing > 0 {
+        return Err(format!("{missing} Services the test made are gone"));
+    }
+    if let Some((ip, holders)) = by_address.iter().find(|(_, names)| names.len() > 1) {
+        return Err(format!("{ip} is held by {holders:?}"));
+    }
+    for (pool, ranges) in [
+        (format!("{ns}-a"), vec![POOL_A]),
+        (format!("{ns}-b"), vec![pool_b]),
+    ] {
+        let status = pools
+            .get(&pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        let held = by_address
+            .keys()
+            .filter(|ip| ranges.iter().any(|r| within(ip, r)))
+            .count() as i64;
+        let size: i64 = ranges.iter().map(|r| range_size(r)).sum();
+        if status.assigned_ipv4 != held || status.available_ipv4 != size - held {
+            return Err(format!(
+                "pool {pool} says {} assigned and {} available; {held} of {size} are held",
+                status.assigned_ipv4, status.available_ipv4
+            ));
+        }
+    }
+    Ok(by_address.len())
 }
 
 /// Which of `replicas` holds the Lease (waiting until one does).

@@ -499,11 +499,11 @@ impl<'a> Speaker<'a> {
         self.gossip_link_down = down;
         if down {
             warn!(%ip, "the interface holding the gossip address is down or has no carrier: answering for nothing in layer 2 until it is back and the speakers are heard again");
-            self.joined = false;
         } else {
             info!(%ip, "the interface holding the gossip address is back: joining the speakers again");
-            self.join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
         }
+        // While the link is down the join waits for it; the grace counts from its return.
+        self.join_again();
     }
 
     /// Every other speaker falling silent at once is more often this node cut off (a cable
@@ -515,10 +515,16 @@ impl<'a> Speaker<'a> {
     fn follow_solitude(&mut self, alone: bool) {
         if alone && !self.alone && self.joined {
             warn!(grace = ?JOIN_GRACE, "every other speaker fell silent at once: silent in layer 2 until they are heard again or the grace passes");
-            self.joined = false;
-            self.join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
+            self.join_again();
         }
         self.alone = alone;
+    }
+
+    /// Joins the speakers again as at start: silent in layer 2 until every other speaker is
+    /// heard or [`JOIN_GRACE`] passes (the plan decides when, [`Speaker::plan`]).
+    fn join_again(&mut self) {
+        self.joined = false;
+        self.join_deadline = tokio::time::Instant::now() + JOIN_GRACE;
     }
 
     /// A BFD session changed state: BGP sessions follow, and their records say so.
@@ -562,12 +568,9 @@ impl<'a> Speaker<'a> {
 
     /// The speakers (of nodes expected to run one) whose heartbeats are renewed now.
     fn heartbeating(&mut self) -> std::collections::BTreeSet<String> {
-        heartbeat::observe(
-            &mut self.heartbeats,
-            &self.stores.heartbeats,
-            tokio::time::Instant::now(),
-        );
-        let mut alive = self.heartbeats.alive(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        heartbeat::observe(&mut self.heartbeats, &self.stores.heartbeats, now);
+        let mut alive = self.heartbeats.alive(now);
         alive.retain(|node| *node == self.settings.node || self.seeds.contains_key(node));
         alive
     }
@@ -647,12 +650,13 @@ impl<'a> Speaker<'a> {
     /// Stops answering and ends every session.
     async fn stop(mut self) {
         let handed_off = tokio::time::Instant::now() + self.settings.handoff;
+        // Gone from the heartbeats at once, as from gossip: no other speaker waits for it.
+        self.heartbeat.stop().await;
         info!(handoff = ?self.settings.handoff, "stopping: the other speakers take over while this one still answers");
         let mut told = self.sessions.stop().await;
         tokio::time::sleep_until(handed_off).await;
         told.extend(self.announcer.stop().await);
         self.reporter.told(told, &self.services);
-        self.heartbeat.stop().await;
     }
 }
 

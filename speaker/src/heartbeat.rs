@@ -97,11 +97,7 @@ async fn renew(api: Api<Lease>, name: String, node: String) {
 }
 
 /// Hands what the watch of the heartbeat Leases holds to `heartbeats`, at `now`.
-pub(crate) fn observe(
-    heartbeats: &mut Heartbeats,
-    leases: &Store<Lease>,
-    now: tokio::time::Instant,
-) {
+pub(crate) fn observe(heartbeats: &mut Heartbeats, leases: &Store<Lease>, now: std::time::Instant) {
     let wall = Timestamp::now();
     let renewals = leases.state().into_iter().filter_map(|lease| {
         let spec = lease.spec.as_ref()?;
@@ -117,5 +113,5 @@ pub(crate) fn observe(
             age,
         })
     });
-    heartbeats.observe(renewals, now.into_std());
+    heartbeats.observe(renewals, now);
 }

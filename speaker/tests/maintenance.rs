@@ -217,6 +217,13 @@ async fn a_rolling_restart_of_every_speaker_leaves_no_moment_unanswered() -> any
             signalled.elapsed().as_millis()
         );
         assert!(status.success(), "speaker {i}: {status}");
+        // It left the heartbeats as it left gossip: no other speaker waits for them to expire.
+        let lease = format!("herald-speaker-{}", lan.nodes[i].name);
+        let left = lan.kubectl(&["get", "lease", &lease, "--ignore-not-found", "-o", "name"])?;
+        assert!(
+            left.trim().is_empty(),
+            "speaker {i} left its heartbeat: {left}"
+        );
         lan.start_speaker(i)?;
         wait_all_joined(&lan).await?;
         lan.wait_answers(ip, &[owner]).await?;

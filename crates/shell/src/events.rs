@@ -106,14 +106,30 @@ pub struct Queue {
 impl Queue {
     /// Starts the sender: at most `capacity` Events wait, `concurrency` are sent at once.
     pub fn start(publisher: Publisher, capacity: usize, concurrency: usize) -> Self {
+        Self::start_fenced(publisher, capacity, concurrency, || true)
+    }
+
+    /// [`Queue::start`], sending each Event only if `may_send` still says so when its turn
+    /// comes (a controller that lost its Lease while Events waited drops them).
+    pub fn start_fenced(
+        publisher: Publisher,
+        capacity: usize,
+        concurrency: usize,
+        may_send: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
         let (sender, mut receiver) = tokio::sync::mpsc::channel(capacity);
         let pending = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+        let may_send = std::sync::Arc::new(may_send);
         tokio::spawn(futures::StreamExt::for_each_concurrent(
             pending,
             concurrency,
             move |(object, note): (ObjectReference, Note)| {
-                let publisher = publisher.clone();
-                async move { publisher.publish(&object, &note).await }
+                let (publisher, may_send) = (publisher.clone(), may_send.clone());
+                async move {
+                    if may_send() {
+                        publisher.publish(&object, &note).await;
+                    }
+                }
             },
         ));
         Queue { sender }

@@ -141,7 +141,8 @@ fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
         }
     }
     // In Herald's namespace the speaker may get a Secret it is told the name of (a BGP
-    // password), never list them, and write only its session and speaker records.
+    // password), never list them, and write only its session and speaker records and its
+    // heartbeat Lease.
     let role = find(&docs, "Role", "r-speaker");
     assert_eq!(
         role["metadata"]["namespace"].as_str(),
@@ -152,6 +153,13 @@ fn no_cluster_role_reads_secrets_and_only_the_controller_writes_services() {
         if resources.contains(&"secrets") {
             assert_eq!(resources, ["secrets"]);
             assert_eq!(strings(&rule["verbs"]), ["get"], "{rule:?}");
+        } else if resources.contains(&"leases") {
+            assert_eq!(resources, ["leases"]);
+            assert_eq!(
+                strings(&rule["apiGroups"]),
+                ["coordination.k8s.io"],
+                "{rule:?}"
+            );
         } else {
             assert_eq!(
                 resources,

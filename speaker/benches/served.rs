@@ -66,7 +66,7 @@ async fn bgp_local_unready(routed: &Routed, run: usize) -> anyhow::Result<f64> {
     let service = format!("web-{run}");
     lan.service(&service, &service, "Local", false)?;
     let ip = lan.ingress(&service, 1).await?[0];
-    wait_all_served(&routed.outside.host, ip, 3).await?;
+    wait_all_served(&routed.outside.host, ip, 3, None).await?;
     let start = std::time::Instant::now();
     pods[0].set_ready(&lan.client, lan.ns.name(), false).await?;
     let patched = start.elapsed();
@@ -106,7 +106,7 @@ async fn spread_with_and_without_weights() -> anyhow::Result<()> {
         // Let the new attributes reach the router's kernel.
         tokio::time::sleep(Duration::from_secs(3)).await;
         for &ip in &ips {
-            wait_all_served(&routed.outside.host, ip, 4).await?;
+            wait_all_served(&routed.outside.host, ip, 4, None).await?;
             let (per_pod, _) = spread(&routed.outside.host, ip, 1000)?;
             let shares: Vec<String> = per_pod
                 .iter()

@@ -313,20 +313,7 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     // and the router's hash spreads flows over the three nodes.
     lan.service("web", "web", "Local", true)?;
     for (&ip, client) in ips.iter().zip(addresses(&outside)) {
-        wait_for(
-            &format!("{ip} served with the client's address"),
-            TIMEOUT,
-            || async {
-                let reply = datapath::curl(&outside.host, ip, 8765).map_err(|e| e.to_string())?;
-                if reply.client == client {
-                    Ok(())
-                } else {
-                    Err(format!("{reply:?}"))
-                }
-            },
-        )
-        .await?;
-        wait_all_served(&outside.host, ip, 3).await?;
+        wait_all_served(&outside.host, ip, 3, Some(client)).await?;
         let (per_pod, sources) = spread(&outside.host, ip, 60)?;
         assert_eq!(sources, [client], "sources the Pods saw for {ip}");
         assert_eq!(per_pod.len(), 3, "60 flows to {ip} reached {per_pod:?}");
@@ -344,7 +331,7 @@ async fn through_the_router_clients_reach_pods_on_every_node_and_a_dead_nodes_pa
     pods[2].set_ready(&lan.client, lan.ns.name(), true).await?;
     for &ip in &ips {
         wait_routed_via(&router_link.host, &lan, ip, &[0, 1, 2]).await?;
-        wait_all_served(&outside.host, ip, 3).await?;
+        wait_all_served(&outside.host, ip, 3, None).await?;
     }
 
     // n1's speaker dies: the router withdraws its paths and web-0 (reachable only through
@@ -418,7 +405,7 @@ async fn with_link_bandwidth_weights_each_pod_gets_an_equal_share_and_without_th
             hops.iter().map(|(g, _)| *g).collect::<BTreeSet<_>>(),
             lan.next_hops(ip, &[0, 1])
         );
-        wait_all_served(&outside.host, ip, 4).await?;
+        wait_all_served(&outside.host, ip, 4, None).await?;
         let (per_pod, _) = spread(&outside.host, ip, FLOWS)?;
         let weighted = shares(&per_pod, FLOWS);
         eprintln!("{ip} with weights, {FLOWS} flows: {weighted:?}");
@@ -441,7 +428,7 @@ async fn with_link_bandwidth_weights_each_pod_gets_an_equal_share_and_without_th
             |hops| matches!(hops, [(_, a), (_, b)] if a == b),
         )
         .await?;
-        wait_all_served(&outside.host, ip, 4).await?;
+        wait_all_served(&outside.host, ip, 4, None).await?;
         let (per_pod, _) = spread(&outside.host, ip, FLOWS)?;
         let unweighted = shares(&per_pod, FLOWS);
         eprintln!("{ip} without weights, {FLOWS} flows: {unweighted:?}");

@@ -1011,20 +1011,30 @@ impl Routed {
     }
 }
 
-/// Waits until 20 requests in a row from `from` to `ip` are answered by the Pods `pods`: every
-/// node the router sends to has had its kube-proxy program the Service's local endpoints (a
-/// speaker learns of an endpoint through the same watch as kube-proxy, and may advertise the
-/// node up to kube-proxy's sync period before kube-proxy has programmed it).
-pub async fn wait_all_served(from: &Host, ip: IpAddr, pods: usize) -> Result<()> {
+/// Waits until 20 requests in a row from `from` to `ip` are answered by the Pods `pods` and,
+/// when `source` is given, every Pod saw that source address: every node the router sends to has
+/// had its kube-proxy program the Service's local endpoints (a speaker learns of an endpoint
+/// through the same watch as kube-proxy, and may advertise the node up to kube-proxy's sync
+/// period before kube-proxy has programmed it), and, after a change of
+/// `externalTrafficPolicy`, each node's kube-proxy has applied it (until then a node still
+/// masquerades).
+pub async fn wait_all_served(
+    from: &Host,
+    ip: IpAddr,
+    pods: usize,
+    source: Option<IpAddr>,
+) -> Result<()> {
+    let kept = source.map_or(String::new(), |s| format!(", all seeing {s}"));
     wait_for(
-        &format!("20 requests in a row to {ip} answered by {pods} Pods"),
+        &format!("20 requests in a row to {ip} answered by {pods} Pods{kept}"),
         TIMEOUT,
         || async {
-            let (per_pod, _) = spread(from, ip, 20).map_err(|e| e.to_string())?;
-            if per_pod.len() == pods {
+            let (per_pod, sources) = spread(from, ip, 20).map_err(|e| e.to_string())?;
+            let sources_kept = source.is_none_or(|s| sources == [s]);
+            if per_pod.len() == pods && sources_kept {
                 Ok(())
             } else {
-                Err(format!("{per_pod:?}"))
+                Err(format!("{per_pod:?}, sources {sources:?}"))
             }
         },
     )

@@ -4,6 +4,10 @@
 //! `cargo bench -p herald-controller --bench time_to_ip` (as root on a machine where
 //! `tests/cluster up` works). `HERALD_BENCH_SERVICES` sets how many Services (1000 by default),
 //! `HERALD_BENCH_CONCURRENCY` how many creates are in flight at once (16).
+//! `HERALD_BENCH_PACED=1` holds each create's slot until its Service has its address (with one
+//! in flight: the latency of a Service created into an idle controller).
+//! `HERALD_BENCH_CONTROLLER=metallb` runs MetalLB's controller instead of Herald's, built from its
+//! Go module by `tests/metallb/build`, with the same pool, Services and measurement.
 //!
 //! Prints p50, p99 and max of create-returned -> status-seen, the total time, and the
 //! controller's resident memory (VmRSS) after the last Service got its address.
@@ -16,7 +20,7 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt};
-use herald_tests::{ControlPlane, TestNamespace};
+use herald_tests::{ControlPlane, TestNamespace, metallb};
 use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api,
@@ -44,6 +48,95 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// The controller under measurement.
+enum Controller {
+    Herald,
+    /// MetalLB's, from the directory `tests/metallb/build` prints.
+    Metallb {
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The pool every run allocates from: the same addresses for either controller.
+const POOL_ADDRESSES: &str = r#"["2001:db8:b::/64", "192.0.2.0/24"]"#;
+
+impl Controller {
+    fn from_env() -> anyhow::Result<Controller> {
+        match std::env::var("HERALD_BENCH_CONTROLLER").as_deref() {
+            Err(_) | Ok("herald") => Ok(Controller::Herald),
+            Ok("metallb") => Ok(Controller::Metallb {
+                dir: herald_tests::metallb::install_crds(ControlPlane::shared())?,
+            }),
+            Ok(other) => anyhow::bail!("HERALD_BENCH_CONTROLLER={other}: herald or metallb"),
+        }
+    }
+
+    /// The `loadBalancerClass` of the Services the controller serves.
+    fn class(&self) -> Option<&'static str> {
+        match self {
+            Controller::Herald => None,
+            Controller::Metallb { .. } => Some(metallb::CLASS),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Controller::Herald => "herald-controller",
+            Controller::Metallb { .. } => "MetalLB controller (tests/metallb/build)",
+        }
+    }
+
+    /// Creates the pool for the Services of `services` and starts the controller (MetalLB's
+    /// in `own`, where its pools live); returns it and the cluster-scoped pool to delete.
+    fn start(
+        &self,
+        cp: &ControlPlane,
+        services: &TestNamespace,
+        own: Option<&TestNamespace>,
+    ) -> anyhow::Result<(std::process::Child, Option<String>)> {
+        let pool = format!("{}-pool", services.name());
+        let namespaces = services.name();
+        match (self, own) {
+            (Controller::Herald, _) => {
+                cp.kubectl_with_input(
+                    &["apply", "-f", "-"],
+                    &format!(
+                        "apiVersion: herald.dev/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: {pool}}}\n\
+                         spec: {{addresses: {POOL_ADDRESSES}, serviceAllocation: {{namespaces: [{namespaces}]}}}}\n"
+                    ),
+                )?;
+                let controller = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
+                    .args(["--namespace", "default", "--lease-name", services.name()])
+                    .env("KUBECONFIG", &cp.kubeconfig)
+                    .env("RUST_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .spawn()?;
+                Ok((controller, Some(pool)))
+            }
+            (Controller::Metallb { dir }, Some(own)) => {
+                cp.kubectl_with_input(
+                    &["apply", "-f", "-"],
+                    &format!(
+                        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+                         metadata: {{name: {pool}, namespace: {}}}\n\
+                         spec: {{addresses: {POOL_ADDRESSES}, serviceAllocation: {{namespaces: [{namespaces}]}}}}\n",
+                        own.name()
+                    ),
+                )?;
+                let controller = metallb::controller_command(dir, &cp.kubeconfig, own.name())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?;
+                // The pool is namespaced: it goes with `own`.
+                Ok((controller, None))
+            }
+            (Controller::Metallb { .. }, None) => anyhow::bail!("MetalLB needs its namespace"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let count = env_number("HERALD_BENCH_SERVICES", 1000);
@@ -52,22 +145,12 @@ async fn main() -> anyhow::Result<()> {
     cp.install_herald_crds()?;
     let client = cp.client().await?;
     let ns = TestNamespace::create(cp, &client, "bench").await?;
-    let pool = format!("{}-pool", ns.name());
-    cp.kubectl_with_input(
-        &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: herald.dev/v1alpha1\nkind: IPAddressPool\nmetadata: {{name: {pool}}}\n\
-             spec: {{addresses: [\"2001:db8:b::/64\", \"192.0.2.0/24\"], serviceAllocation: {{namespaces: [{}]}}}}\n",
-            ns.name()
-        ),
-    )?;
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_herald-controller"))
-        .args(["--namespace", "default", "--lease-name", ns.name()])
-        .env("KUBECONFIG", &cp.kubeconfig)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()?;
+    let under = Controller::from_env()?;
+    let controller_ns = match under {
+        Controller::Herald => None,
+        Controller::Metallb { .. } => Some(TestNamespace::create(cp, &client, "metallb").await?),
+    };
+    let (mut controller, pool_cleanup) = under.start(cp, &ns, controller_ns.as_ref())?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let services: Api<Service> = Api::namespaced(client.clone(), ns.name());
@@ -96,17 +179,21 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
+    let class = under.class();
+    let paced = std::env::var_os("HERALD_BENCH_PACED").is_some();
     let start = Instant::now();
     futures::stream::iter(0..count)
         .for_each_concurrent(concurrency, |i| {
             let services = services.clone();
             let created = created.clone();
+            let seen = seen.clone();
             async move {
                 let name = format!("s{i}");
                 let service: Service = serde_json::from_value(serde_json::json!({
                     "metadata": {"name": name},
                     // No node ports: 10,000 Services would exhaust the node-port range.
                     "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"],
+                             "loadBalancerClass": class,
                              "allocateLoadBalancerNodePorts": false,
                              "selector": {"app": "bench"}, "ports": [{"port": 80}]}
                 }))
@@ -118,7 +205,15 @@ async fn main() -> anyhow::Result<()> {
                 created
                     .lock()
                     .expect("not poisoned")
-                    .insert(name, Instant::now());
+                    .insert(name.clone(), Instant::now());
+                // Paced: this create's slot frees only once its Service has its address.
+                let until = Instant::now() + Duration::from_secs(60);
+                while paced
+                    && !seen.lock().expect("not poisoned").contains_key(&name)
+                    && Instant::now() < until
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         })
         .await;
@@ -133,7 +228,10 @@ async fn main() -> anyhow::Result<()> {
     let _ = cp.kubectl(&["delete", "namespace", ns.name(), "--timeout=300s"]);
     let _ = controller.kill();
     let _ = controller.wait();
-    let _ = cp.kubectl(&["delete", "ipaddresspool", &pool, "--wait=false"]);
+    if let Some(pool) = pool_cleanup {
+        let _ = cp.kubectl(&["delete", "ipaddresspool.herald.dev", &pool, "--wait=false"]);
+    }
+    drop(controller_ns);
 
     let created = created.lock().expect("not poisoned");
     let seen = seen.lock().expect("not poisoned");
@@ -148,7 +246,11 @@ async fn main() -> anyhow::Result<()> {
             latencies.len()
         );
     }
-    println!("services: {count} (IPv6 /64 pool), creates in flight: {concurrency}");
+    println!(
+        "controller: {}; services: {count} (IPv6 /64 pool), creates in flight: {concurrency}{}",
+        under.name(),
+        if paced { ", paced" } else { "" }
+    );
     println!(
         "create -> IP in status: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,

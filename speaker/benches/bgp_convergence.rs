@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..3 {
         lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
-    lan.many_web_services(count).await?;
+    lan.many_web_services(count, None).await?;
     wait_for(
         &format!("{count} addresses allocated"),
         Duration::from_secs(300),

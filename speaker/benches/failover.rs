@@ -9,6 +9,9 @@
 //!   GARP (the speaker's share: it gets the same watch event at about the same time).
 //!
 //! `cargo bench -p herald-speaker --bench failover` (`HERALD_BENCH_RUNS`, default 10).
+//! `HERALD_BENCH_SPEAKER=metallb` measures MetalLB's speakers and controller instead (built from
+//! its Go module by `tests/metallb/build`, memberlist on the nodes' addresses), in the same
+//! namespaces, the same way.
 //! Prints every run, the median and the maximum. Timing never decides a test; see
 //! `docs/benchmarks.md` for recorded figures.
 
@@ -20,7 +23,8 @@ use std::{
 
 use futures::StreamExt;
 use herald_api::service::ready_endpoint_nodes;
-use herald_tests::world::{Lan, TIMEOUT};
+use herald_tests::metallb::Speakers;
+use herald_tests::world::{Lan, POOL, TIMEOUT};
 use herald_tests::{Process, bench, wait_for};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::{
@@ -41,9 +45,11 @@ fn capture(lan: &Lan, label: &str) -> anyhow::Result<Process> {
 /// The time of the first gratuitous ARP for `ip` from a MAC other than `old_mac` in the
 /// capture, in seconds since the epoch.
 fn first_garp(log: &str, ip: IpAddr, old_mac: &str) -> Option<f64> {
-    let needle = format!("Request who-has {ip} tell {ip}");
+    // A request for `ip` from `ip`; tcpdump shows the target MAC when it is not zero
+    // (MetalLB's say ff:ff:ff:ff:ff:ff): "who-has IP (MAC) tell IP".
+    let (asks, tells) = (format!("Request who-has {ip} "), format!(" tell {ip},"));
     log.lines()
-        .filter(|line| line.contains(&needle))
+        .filter(|line| line.contains(&asks) && line.contains(&tells))
         .find_map(|line| {
             let mut words = line.split_whitespace();
             let at: f64 = words.next()?.parse().ok()?;
@@ -74,10 +80,13 @@ fn summary(what: &str, seconds: Vec<f64>) {
     bench::summary(what, "ms", seconds.iter().map(|s| s * 1000.0).collect());
 }
 
-async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
-    let mut lan = Lan::new("bench-kill", 3).await?;
-    lan.start_speakers()?;
-    let ip = lan.web_on_every_node(false).await?[0];
+async fn sigkill(runs: usize, metallb: bool) -> anyhow::Result<Vec<f64>> {
+    let (mut lan, speakers) = Speakers::lan("bench-kill", metallb, &POOL).await?;
+    for i in 0..lan.nodes.len() {
+        lan.pod(&format!("web-{i}"), "web", i, true).await?;
+    }
+    lan.service_of_class("web", "web", "Cluster", false, speakers.class())?;
+    let ip = lan.ingress("web", 1).await?[0];
     let mut results = Vec::new();
     for run in 0..runs {
         let owner = lan.resolve(ip).await?;
@@ -88,7 +97,7 @@ async fn sigkill(runs: usize) -> anyhow::Result<Vec<f64>> {
         results.push(garp - killed_at);
         drop(tcpdump);
         // Back to three speakers; let ownership settle before the next run.
-        lan.start_speaker(owner)?;
+        speakers.start(&mut lan, owner)?;
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     Ok(results)
@@ -111,12 +120,11 @@ fn watch_slices(lan: &Lan) -> tokio::sync::mpsc::UnboundedReceiver<(f64, Vec<Str
     receiver
 }
 
-async fn local_move(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let mut lan = Lan::new("bench-local", 3).await?;
-    lan.start_speakers()?;
+async fn local_move(runs: usize, metallb: bool) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (lan, speakers) = Speakers::lan("bench-local", metallb, &POOL).await?;
     lan.pod("web-0", "web", 0, true).await?;
     lan.pod("web-1", "web", 1, false).await?;
-    lan.service("web", "web", "Local", false)?;
+    lan.service_of_class("web", "web", "Local", false, speakers.class())?;
     let ip = lan.ingress("web", 1).await?[0];
     let mut slices = watch_slices(&lan);
     let (mut totals, mut speaker_shares) = (Vec::new(), Vec::new());
@@ -152,17 +160,19 @@ async fn local_move(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs = bench::runs();
+    let metallb = std::env::var("HERALD_BENCH_SPEAKER").as_deref() == Ok("metallb");
+    let who = if metallb { "MetalLB: " } else { "" };
     summary(
-        "SIGKILL of the owner -> first GARP from the new owner",
-        sigkill(runs).await?,
+        &format!("{who}SIGKILL of the owner -> first GARP from the new owner"),
+        sigkill(runs, metallb).await?,
     );
-    let (totals, speaker_shares) = local_move(runs).await?;
+    let (totals, speaker_shares) = local_move(runs, metallb).await?;
     summary(
-        "Local policy: endpoint moved -> first GARP from its node",
+        &format!("{who}Local policy: endpoint moved -> first GARP from its node"),
         totals,
     );
     summary(
-        "Local policy: EndpointSlice change seen by a watch -> first GARP",
+        &format!("{who}Local policy: EndpointSlice change seen by a watch -> first GARP"),
         speaker_shares,
     );
     Ok(())

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut rounds = 0;
     while start.elapsed() < Duration::from_secs(seconds) && rounds < max_rounds {
-        lan.many_web_services(count).await?;
+        lan.many_web_services(count, None).await?;
         wait_for("every address announced and routed", TIMEOUT, || async {
             let records = lan.records().map_err(|e| e.to_string())?.len();
             let routes = router.routes(Family::Ipv6).map_err(|e| e.to_string())?;

@@ -5,11 +5,13 @@
 //! speaker's resident memory (VmRSS) and peak (VmHWM), and how long it took.
 //!
 //! `cargo bench -p herald-speaker --bench speaker_rss` (`HERALD_BENCH_SERVICES`, default 1,000).
+//! `HERALD_BENCH_SPEAKER=metallb` runs MetalLB's speakers and controller instead (built from its
+//! Go module by `tests/metallb/build`), counting MetalLB's own ServiceL2Status records.
 
 use std::time::{Duration, Instant};
 
+use herald_tests::metallb::Speakers;
 use herald_tests::wait_for;
-use herald_tests::world::Lan;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,13 +19,13 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    let mut lan = Lan::with_pool("bench-rss", 3, &["2001:db8::1:0/112"]).await?;
-    lan.start_speakers()?;
+    let metallb = std::env::var("HERALD_BENCH_SPEAKER").as_deref() == Ok("metallb");
+    let (lan, speakers) = Speakers::lan("bench-rss", metallb, &["2001:db8::1:0/112"]).await?;
     for i in 0..3 {
         lan.pod(&format!("web-{i}"), "web", i, true).await?;
     }
     let start = Instant::now();
-    lan.many_web_services(count).await?;
+    lan.many_web_services(count, speakers.class()).await?;
     println!(
         "{count} Services created in {:.1} s",
         start.elapsed().as_secs_f64()
@@ -32,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
         &format!("{count} addresses announced"),
         Duration::from_secs(600),
         || async {
-            let records = lan.records().map_err(|e| e.to_string())?.len();
+            let records: usize = speakers
+                .announced_by_node(&lan)
+                .map_err(|e| e.to_string())?
+                .values()
+                .sum();
             if records == count {
                 Ok(())
             } else {
@@ -47,12 +53,9 @@ async fn main() -> anyhow::Result<()> {
     );
     // Let allocations settle after the burst before reading memory.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let owned = speakers.announced_by_node(&lan)?;
     for (node, rss, hwm) in lan.speaker_memory()? {
-        let owned = lan
-            .records()?
-            .iter()
-            .filter(|r| r.split_whitespace().nth(1) == Some(node.as_str()))
-            .count();
+        let owned = owned.get(&node).copied().unwrap_or_default();
         println!("{node}: owns {owned} addresses; VmRSS {rss} kB, VmHWM {hwm} kB");
     }
     Ok(())

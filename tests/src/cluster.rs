@@ -183,6 +183,25 @@ impl ControlPlane {
         run(self.helm_command().args(args))
     }
 
+    /// Waits until the CRDs `crds` (`crd/<name>`) are served.
+    pub fn wait_established(&self, crds: &[String]) -> Result<()> {
+        let mut wait = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+        wait.extend(crds.iter().map(String::as_str));
+        // A CRD created a moment ago may have no status yet, which `kubectl wait` reports as an
+        // error ("status.conditions accessor error") instead of waiting: ask again.
+        let mut attempt = 0;
+        loop {
+            match self.kubectl(&wait) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 && e.to_string().contains("accessor error") => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Applies Herald's generated CRDs (`charts/herald/crds/`) and waits until they are
     /// served; once per control plane and test process, later calls return at once.
     pub fn install_herald_crds(&self) -> Result<()> {
@@ -200,11 +219,7 @@ impl ControlPlane {
             "-f",
             &dir.to_string_lossy(),
         ])?;
-        let mut wait = vec![
-            "wait".to_owned(),
-            "--for=condition=Established".into(),
-            "--timeout=60s".into(),
-        ];
+        let mut crds = Vec::new();
         for entry in
             std::fs::read_dir(&dir).map_err(Error::io(format!("reading {}", dir.display())))?
         {
@@ -212,23 +227,10 @@ impl ControlPlane {
                 .map_err(Error::io(format!("reading {}", dir.display())))?
                 .file_name();
             if let Some(name) = file.to_string_lossy().strip_suffix(".yaml") {
-                wait.push(format!("crd/{name}"));
+                crds.push(format!("crd/{name}"));
             }
         }
-        // A CRD created a moment ago may have no status yet, which `kubectl wait` reports as an
-        // error ("status.conditions accessor error") instead of waiting: ask again.
-        let wait: Vec<&str> = wait.iter().map(String::as_str).collect();
-        let mut attempt = 0;
-        loop {
-            match self.kubectl(&wait) {
-                Ok(_) => break,
-                Err(e) if attempt < 5 && e.to_string().contains("accessor error") => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.wait_established(&crds)?;
         installed.insert(self.api_address);
         Ok(())
     }

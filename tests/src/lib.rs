@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod datapath;
 mod error;
 pub mod herald;
+pub mod metallb;
 pub mod namespace;
 pub mod netns;
 mod process;

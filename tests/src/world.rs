@@ -650,9 +650,24 @@ impl Lan {
     /// The page's example Service for `app` (port 8765 to 9376), with `policy`
     /// (`Cluster` or `Local`), dual-stack when `dual`.
     pub fn service(&self, name: &str, app: &str, policy: &str, dual: bool) -> Result<()> {
+        self.service_of_class(name, app, policy, dual, None)
+    }
+
+    /// [`Lan::service`] of `loadBalancerClass` `class` (e.g. [`crate::metallb::CLASS`]).
+    pub fn service_of_class(
+        &self,
+        name: &str,
+        app: &str,
+        policy: &str,
+        dual: bool,
+        class: Option<&str>,
+    ) -> Result<()> {
         let mut spec = json!({"type": "LoadBalancer", "selector": {"app": app},
             "externalTrafficPolicy": policy,
             "ports": [{"port": 8765, "targetPort": 9376}]});
+        if let Some(class) = class {
+            spec["loadBalancerClass"] = json!(class);
+        }
         if dual {
             spec["ipFamilyPolicy"] = json!("RequireDualStack");
             spec["ipFamilies"] = json!(["IPv4", "IPv6"]);
@@ -698,9 +713,9 @@ impl Lan {
         .await
     }
 
-    /// `count` single-stack IPv6 Services `web-0`, `web-1`, ... of app `web`, created 16 at a
-    /// time (for benches at scale).
-    pub async fn many_web_services(&self, count: usize) -> Result<()> {
+    /// `count` single-stack IPv6 Services `web-0`, `web-1`, ... of app `web` and
+    /// `loadBalancerClass` `class`, created 16 at a time (for benches at scale).
+    pub async fn many_web_services(&self, count: usize, class: Option<&str>) -> Result<()> {
         use futures::{StreamExt, stream};
         let services: Api<Service> = Api::namespaced(self.client.clone(), self.ns.name());
         let created: Vec<kube::Result<Service>> = stream::iter(0..count)
@@ -711,6 +726,7 @@ impl Lan {
                         "metadata": {"name": format!("web-{i}")},
                         "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
                                  "ipFamilies": ["IPv6"], "ipFamilyPolicy": "SingleStack",
+                                 "loadBalancerClass": class,
                                  "ports": [{"port": 8765, "targetPort": 9376}]},
                     }))
                     .expect("a valid Service");

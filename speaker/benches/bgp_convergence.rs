@@ -12,6 +12,10 @@
 //! 4. Each speaker's resident memory (VmRSS) and peak (VmHWM) with those routes.
 //!
 //! `cargo bench -p herald-speaker --bench bgp_convergence`
+//!
+//! `HERALD_BENCH_SPEAKER=metallb` runs 1 and 2 with MetalLB's speakers and controller instead
+//! (built from its Go module by `tests/metallb/build`; its native BGP, IPv4 sessions), the same
+//! way.
 
 use std::{
     collections::BTreeSet,
@@ -21,7 +25,8 @@ use std::{
 
 use futures::StreamExt;
 use herald_domain::Family;
-use herald_tests::world::{Lan, RouterOptions};
+use herald_tests::metallb::Speakers;
+use herald_tests::world::RouterOptions;
 use herald_tests::{bench, routers::BgpDaemon, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
@@ -58,15 +63,31 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
-    let mut lan = Lan::with_pool("bench-bgp", 3, &["203.0.113.0/24", "2001:db8:3::/112"]).await?;
+    let metallb = std::env::var("HERALD_BENCH_SPEAKER").as_deref() == Ok("metallb");
+    // MetalLB's native BGP refuses a pool with IPv6 (its whole configuration, not the pool).
+    let pool: &[&str] = if metallb {
+        &["203.0.113.0/24"]
+    } else {
+        &["203.0.113.0/24", "2001:db8:3::/112"]
+    };
+    let (lan, speakers) = Speakers::lan("bench-bgp", metallb, pool).await?;
     lan.stop_layer2()?;
     let (router, router_link) = lan.router(BgpDaemon::Gobgp, NODE_ASN, RouterOptions::default())?;
-    lan.bgp_peers(&router_link, NODE_ASN, json!({}))?;
-    lan.bgp_advertise(json!({}))?;
-    lan.start_speakers()?;
+    let sessions = match &speakers {
+        Speakers::Herald => {
+            lan.bgp_peers(&router_link, NODE_ASN, json!({}))?;
+            lan.bgp_advertise(json!({}))?;
+            6
+        }
+        Speakers::Metallb(metallb) => {
+            metallb.stop_layer2(&lan)?;
+            metallb.peer_with(&lan, &router_link, NODE_ASN)?;
+            3
+        }
+    };
     wait_for("every session up", WAIT, || async {
         let up = router.established_peers().map_err(|e| e.to_string())?.len();
-        if up == 6 {
+        if up == sessions {
             Ok(())
         } else {
             Err(format!("{up} sessions"))
@@ -83,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         lan.pod(&name, &name, 1, true).await?;
         // The moment the address is in the status, as a watch (like the speaker's) sees it.
         let assignment = tokio::spawn(first_address(services.clone(), name.clone()));
-        lan.service(&name, &name, "Local", false)?;
+        lan.service_of_class(&name, &name, "Local", false, speakers.class())?;
         let (ip, assigned) = assignment.await??;
         let prefix = format!("{ip}/32");
         let seen = monitor
@@ -103,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
     println!("last local endpoint not ready -> route withdrawn, {runs} runs (ms): {withdraw:.1?}");
     println!("  median {:.1} ms", bench::median(&mut withdraw));
     drop(monitor);
+    if metallb {
+        return Ok(());
+    }
 
     // 3: many Services, allocated while no advertisement selects them, then advertised at once.
     lan.kubectl(&[

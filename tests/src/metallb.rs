@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::json;
 
-use crate::{ControlPlane, Error, Host, Process, Result, TestNamespace, world::Lan};
+use crate::{ControlPlane, Error, Host, Link, Process, Result, TestNamespace, world::Lan};
 
 /// The `loadBalancerClass` of the Services MetalLB serves here.
 pub const CLASS: &str = "metallb.io/bench";
@@ -136,6 +136,40 @@ impl MetalLb {
             ns,
             _controller: controller,
         })
+    }
+
+    /// Removes MetalLB's L2Advertisement (for BGP alone).
+    pub fn stop_layer2(&self, lan: &Lan) -> Result<()> {
+        lan.cp.kubectl(&[
+            "-n",
+            self.ns.name(),
+            "delete",
+            "l2advertisements.metallb.io",
+            "l2",
+        ])?;
+        Ok(())
+    }
+
+    /// A BGPPeer (IPv4, `node_asn` to [`crate::world::ROUTER_ASN`]) from each of `lan`'s nodes to
+    /// the router at `router`, and a BGPAdvertisement of the pool.
+    pub fn peer_with(&self, lan: &Lan, router: &Link, node_asn: u32) -> Result<()> {
+        let apply = |object: serde_json::Value| {
+            lan.cp
+                .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
+        };
+        apply(
+            json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
+            "metadata": {"name": "router", "namespace": self.ns.name()},
+            "spec": {"myASN": node_asn, "peerASN": crate::world::ROUTER_ASN,
+                     "peerAddress": router.ipv4.to_string(),
+                     "nodeSelectors": [{"matchLabels": {"herald.dev/test": lan.ns.name()}}]}}),
+        )?;
+        apply(
+            json!({"apiVersion": "metallb.io/v1beta1", "kind": "BGPAdvertisement",
+            "metadata": {"name": "bgp", "namespace": self.ns.name()},
+            "spec": {"ipAddressPools": ["pool"]}}),
+        )?;
+        Ok(())
     }
 
     /// Starts (or restarts) MetalLB's speaker on node `i` of `lan`, in its place

@@ -1188,8 +1188,10 @@ impl ArpProbe {
 }
 
 /// One ARP request of an [`ArpProbe`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Asked {
+    /// When the client sent it (tcpdump's stamp, seconds since the epoch).
+    pub at: f64,
     /// The MACs whose replies came after it and before the next request: two means two
     /// nodes answered at once.
     pub macs: std::collections::BTreeSet<String>,
@@ -1223,7 +1225,13 @@ fn answers_per_request(
             continue;
         };
         if line.contains(&request) {
-            requests.push((at, Asked::default()));
+            requests.push((
+                at,
+                Asked {
+                    at,
+                    ..Asked::default()
+                },
+            ));
         } else if line.contains(&to_client)
             && let Some(mac) = line
                 .split(&reply)
@@ -1268,6 +1276,8 @@ mod arp_probe_tests {
         let requests = answers_per_request(log, "192.0.2.64".parse().expect("an address"), &client);
         let counts: Vec<usize> = requests.iter().map(|r| r.macs.len()).collect();
         assert_eq!(counts, [2, 0, 1]);
+        let sent: Vec<f64> = requests.iter().map(|r| r.at).collect();
+        assert_eq!(sent, [1.0, 2.0, 3.0]);
         let answered: Vec<bool> = requests.iter().map(|r| r.answered).collect();
         assert_eq!(
             answered,

@@ -53,6 +53,11 @@ pub fn install_crds(cp: &ControlPlane) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `kubectl apply` of `object`.
+fn apply(cp: &ControlPlane, object: serde_json::Value) -> Result<String> {
+    cp.kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
+}
+
 /// The MetalLB controller's command: allocating for Services of [`CLASS`] from the pools of
 /// `namespace`, no webhooks (nothing here calls them).
 pub fn controller_command(dir: &Path, kubeconfig: &Path, namespace: &str) -> Command {
@@ -81,9 +86,7 @@ impl MetalLb {
         let cp = lan.cp;
         let dir = install_crds(cp)?;
         let ns = TestNamespace::create(cp, &lan.client, "metallb").await?;
-        let apply = |object: serde_json::Value| {
-            cp.kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
-        };
+        let apply = |object| apply(cp, object);
         apply(
             json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": "pool", "namespace": ns.name()},
@@ -153,10 +156,7 @@ impl MetalLb {
     /// A BGPPeer (IPv4, `node_asn` to [`crate::world::ROUTER_ASN`]) from each of `lan`'s nodes to
     /// the router at `router`, and a BGPAdvertisement of the pool.
     pub fn peer_with(&self, lan: &Lan, router: &Link, node_asn: u32) -> Result<()> {
-        let apply = |object: serde_json::Value| {
-            lan.cp
-                .kubectl_with_input(&["apply", "-f", "-"], &object.to_string())
-        };
+        let apply = |object| apply(lan.cp, object);
         apply(
             json!({"apiVersion": "metallb.io/v1beta2", "kind": "BGPPeer",
             "metadata": {"name": "router", "namespace": self.ns.name()},

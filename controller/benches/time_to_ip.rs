@@ -65,7 +65,7 @@ impl Controller {
         match std::env::var("HERALD_BENCH_CONTROLLER").as_deref() {
             Err(_) | Ok("herald") => Ok(Controller::Herald),
             Ok("metallb") => Ok(Controller::Metallb {
-                dir: herald_tests::metallb::install_crds(ControlPlane::shared())?,
+                dir: metallb::install_crds(ControlPlane::shared())?,
             }),
             Ok(other) => anyhow::bail!("HERALD_BENCH_CONTROLLER={other}: herald or metallb"),
         }

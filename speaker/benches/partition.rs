@@ -17,7 +17,7 @@ use std::{
 };
 
 use herald_tests::metallb::Speakers;
-use herald_tests::world::{ArpProbe, Lan, POOL};
+use herald_tests::world::{ArpProbe, Lan, POOL, cut_off_and_other};
 
 const PARTITION: Duration = Duration::from_secs(20);
 const AFTER: Duration = Duration::from_secs(70);
@@ -66,18 +66,9 @@ async fn main() -> anyhow::Result<()> {
         lan.service_of_class(&name, "web", "Cluster", false, speakers.class())?;
         ips.extend(lan.ingress(&name, 1).await?);
     }
-    let mut owners = Vec::new();
-    for &ip in &ips {
-        owners.push(lan.resolve(ip).await?);
-    }
+    let owners = lan.resolve_all(&ips).await?;
     let isolated = owners[0];
-    let mut probed = vec![ips[0]];
-    probed.extend(
-        ips.iter()
-            .zip(&owners)
-            .find(|(_, owner)| **owner != isolated)
-            .map(|(ip, _)| *ip),
-    );
+    let probed = cut_off_and_other(&ips, &owners);
     let seconds = u32::try_from((PARTITION + AFTER).as_secs())?;
     let probes: Vec<(IpAddr, ArpProbe)> = probed
         .iter()

@@ -17,7 +17,7 @@ use std::{
 
 use herald_tests::{
     wait_for,
-    world::{ArpProbe, Lan, TIMEOUT},
+    world::{ArpProbe, Lan, TIMEOUT, cut_off_and_other},
 };
 use tokio::time::Instant;
 
@@ -53,9 +53,7 @@ async fn a_speaker_with_another_gossip_key_is_reported_and_claims_no_address_a_h
     let mut ips = lan.web_on_every_node(false).await?;
     lan.service("web-b", "web", "Cluster", false)?;
     ips.extend(lan.ingress("web-b", 1).await?);
-    for &ip in &ips {
-        lan.resolve(ip).await?;
-    }
+    lan.resolve_all(&ips).await?;
     one_healthy_answer(&lan, &ips, 2)?;
     // Gossip listens on the node's address, not on every interface of the host.
     let listening = lan.nodes[0].host.run("ss", &["-Hunl", "sport = :7952"])?;
@@ -209,9 +207,7 @@ async fn the_gossip_key_rotates_in_three_steps_without_a_split() -> anyhow::Resu
         dirs.push(lan.start_speaker_with_key_dir(i)?);
     }
     let ips = lan.web_on_every_node(false).await?;
-    for &ip in &ips {
-        lan.resolve(ip).await?;
-    }
+    lan.resolve_all(&ips).await?;
     let old_key = lan.gossip_key()?;
     let new_key = "the rotated gossip key of this test\n";
     let old = wait_for("the first keys reported", TIMEOUT, || async {
@@ -381,9 +377,7 @@ async fn recorded_gossip_sent_again_is_refused_and_changes_nothing() -> anyhow::
     let mut lan = Lan::new("gossip-replay", 3).await?;
     lan.start_speakers()?;
     let ips = lan.web_on_every_node(false).await?;
-    for &ip in &ips {
-        lan.resolve(ip).await?;
-    }
+    lan.resolve_all(&ips).await?;
     wait_for("three members", TIMEOUT, || async {
         whole(&lan, ips.len()).map_err(|e| e.to_string())
     })
@@ -493,19 +487,10 @@ async fn a_gossip_partition_leaves_one_answer_per_address_and_heals_to_one_owner
         lan.service(name, "web", "Cluster", false)?;
         ips.extend(lan.ingress(name, 1).await?);
     }
-    let mut owners = Vec::new();
-    for &ip in &ips {
-        owners.push(lan.resolve(ip).await?);
-    }
+    let owners = lan.resolve_all(&ips).await?;
     // The node cut off owns the first address; the client also asks for one of the others'.
     let isolated = owners[0];
-    let mut probed = vec![ips[0]];
-    probed.extend(
-        ips.iter()
-            .zip(&owners)
-            .find(|(_, owner)| **owner != isolated)
-            .map(|(ip, _)| *ip),
-    );
+    let probed = cut_off_and_other(&ips, &owners);
     let probes: Vec<(IpAddr, ArpProbe)> = probed
         .iter()
         .map(|&ip| Ok((ip, lan.arp_prober(ip, 60)?)))

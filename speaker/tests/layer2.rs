@@ -167,9 +167,7 @@ async fn deleting_the_service_stops_every_answer() -> anyhow::Result<()> {
     let mut lan = Lan::new("l2-delete", 2).await?;
     lan.start_speakers()?;
     let ips = lan.web_on_every_node(true).await?;
-    for &ip in &ips {
-        lan.resolve(ip).await?;
-    }
+    lan.resolve_all(&ips).await?;
     lan.kubectl(&["delete", "service", "web", "--timeout=30s"])?;
     for &ip in &ips {
         lan.wait_answers(ip, &[]).await?;

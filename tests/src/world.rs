@@ -797,6 +797,15 @@ impl Lan {
             .and_then(|n| n.mac))
     }
 
+    /// [`Lan::resolve`] of each of `ips`: the index of the node owning each.
+    pub async fn resolve_all(&self, ips: &[IpAddr]) -> Result<Vec<usize>> {
+        let mut owners = Vec::with_capacity(ips.len());
+        for &ip in ips {
+            owners.push(self.resolve(ip).await?);
+        }
+        Ok(owners)
+    }
+
     /// Has the client's kernel resolve `ip` (by sending it a packet) and waits until it has;
     /// returns the index of the node it resolved to.
     pub async fn resolve(&self, ip: IpAddr) -> Result<usize> {
@@ -1056,6 +1065,19 @@ pub async fn wait_all_served(
     )
     .await?;
     Ok(())
+}
+
+/// For a partition that cuts off the node owning `ips[0]` (`owners` as [`Lan::resolve_all`]
+/// gives them): the addresses a client watches, that node's and the first one another node
+/// owns.
+pub fn cut_off_and_other(ips: &[IpAddr], owners: &[usize]) -> Vec<IpAddr> {
+    let cut_off = owners[0];
+    let other = ips
+        .iter()
+        .zip(owners)
+        .find(|(_, owner)| **owner != cut_off)
+        .map(|(ip, _)| *ip);
+    std::iter::once(ips[0]).chain(other).collect()
 }
 
 /// `count` requests from `from` to `ip` (a new connection and source port each), each within a
